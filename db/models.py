@@ -1,0 +1,194 @@
+"""Tables of the node: what was received, what is being done with it, and what goes out."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import Enum
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Enum as SqlEnum
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def _enum(enum_type: type[Enum]) -> SqlEnum:
+    # Store the enum's value (readable in SQL, stable across renames of the Python member).
+    return SqlEnum(enum_type, values_callable=lambda e: [m.value for m in e], native_enum=False, length=32)
+
+
+class SeriesRole(str, Enum):
+    """What a series is to the mapping workflow (decided by dicomnode.classify)."""
+
+    RAW_IR = "raw_ir"  # inversion-recovery magnitude images (MOLLI, ShMOLLI, SASHA)
+    RAW_IR_PHASE = "raw_ir_phase"
+    T2_PREP = "t2_prep"
+    T2_PREP_PHASE = "t2_prep_phase"
+    MOCO = "moco"  # motion-corrected images
+    T1_MAP = "t1_map"
+    T2_MAP = "t2_map"
+    FIT_QUALITY = "fit_quality"  # R2 / fit-parameter maps
+    SEG = "seg"
+    RTSTRUCT = "rtstruct"
+    OTHER = "other"  # stored, not analysed
+
+
+class SeriesState(str, Enum):
+    RECEIVING = "receiving"
+    COMPLETE = "complete"  # assembly decided the series is whole and queued its work
+    DONE = "done"
+    FAILED = "failed"
+    STORED = "stored"  # nothing to analyse
+
+
+class JobState(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class TransferState(str, Enum):
+    PENDING = "pending"
+    SENT = "sent"
+    GIVEN_UP = "given_up"
+
+
+class Study(Base):
+    __tablename__ = "study"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    patient_id: Mapped[str] = mapped_column(String(64), default="")
+    patient_name: Mapped[str] = mapped_column(String(324), default="")
+    study_date: Mapped[str] = mapped_column(String(8), default="")
+    study_description: Mapped[str] = mapped_column(String(64), default="")
+    accession_number: Mapped[str] = mapped_column(String(16), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    series: Mapped[list[Series]] = relationship(back_populates="study", order_by="Series.series_number")
+
+
+class Series(Base):
+    __tablename__ = "series"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id"), index=True)
+    series_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    series_number: Mapped[int | None] = mapped_column(Integer)
+    modality: Mapped[str] = mapped_column(String(16), default="")
+    description: Mapped[str] = mapped_column(String(64), default="")
+    manufacturer: Mapped[str] = mapped_column(String(64), default="")
+    role: Mapped[SeriesRole] = mapped_column(_enum(SeriesRole), default=SeriesRole.OTHER)
+    state: Mapped[SeriesState] = mapped_column(_enum(SeriesState), default=SeriesState.RECEIVING)
+    # How many instances the protocol says the series has, when the tags tell (None: wait for the quiet period).
+    expected_instances: Mapped[int | None] = mapped_column(Integer)
+    n_instances: Mapped[int] = mapped_column(Integer, default=0)
+    # Incremented whenever a late or changed instance re-opens a complete series; jobs are keyed by it.
+    revision: Mapped[int] = mapped_column(Integer, default=0)
+    calling_ae: Mapped[str] = mapped_column(String(16), default="")
+    calling_host: Mapped[str] = mapped_column(String(255), default="")
+    first_received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    study: Mapped[Study] = relationship(back_populates="series")
+    instances: Mapped[list[Instance]] = relationship(back_populates="series", order_by="Instance.instance_number")
+    jobs: Mapped[list[Job]] = relationship(back_populates="series")
+
+
+class Instance(Base):
+    __tablename__ = "instance"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    transfer_syntax_uid: Mapped[str] = mapped_column(String(64))
+    instance_number: Mapped[int | None] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(Text)  # relative to the storage root
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(Integer, default=1)  # a re-sent instance with changed content gets +1
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    series: Mapped[Series] = relationship(back_populates="instances")
+
+
+class Job(Base):
+    """One unit of analysis; ``key`` makes queueing idempotent (same series revision and kind: same job)."""
+
+    __tablename__ = "job"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
+    series_revision: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[JobState] = mapped_column(_enum(JobState), default=JobState.QUEUED, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    series: Mapped[Series] = relationship(back_populates="jobs")
+    results: Mapped[list[Result]] = relationship(back_populates="job")
+
+
+class Result(Base):
+    """An object the node produced (a map series, later SR, SEG, SC), with its figures."""
+
+    __tablename__ = "result"
+    __table_args__ = (UniqueConstraint("job_id", "kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("job.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))  # e.g. "t1_map"
+    output_series_uid: Mapped[str] = mapped_column(String(64), default="")
+    paths: Mapped[list[str]] = mapped_column(JSON, default=list)  # relative to the storage root
+    summary: Mapped[dict] = mapped_column(JSON, default=dict)  # figures (no patient data)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    job: Mapped[Job] = relationship(back_populates="results")
+    transfers: Mapped[list[Transfer]] = relationship(back_populates="result")
+
+
+class Transfer(Base):
+    """One file to one peer; kept until delivered or given up."""
+
+    __tablename__ = "transfer"
+    __table_args__ = (UniqueConstraint("result_id", "path", "ae_title"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    result_id: Mapped[int] = mapped_column(ForeignKey("result.id"), index=True)
+    path: Mapped[str] = mapped_column(Text)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64))
+    ae_title: Mapped[str] = mapped_column(String(16))
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer)
+    state: Mapped[TransferState] = mapped_column(_enum(TransferState), default=TransferState.PENDING, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    result: Mapped[Result] = relationship(back_populates="transfers")
+
+
+class Reader(Base):
+    """A person whose contours the node receives (trainee, expert, supervisor)."""
+
+    __tablename__ = "reader"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16), default="trainee")
+    team: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
