@@ -72,6 +72,37 @@ class SliceGeometry:
 
 
 @dataclass(frozen=True)
+class HeartGeometry:
+    """Short-axis geometry shared by the slices of one study, so that they stack along one long axis.
+
+    Directions are unit vectors in the patient coordinate system (LPS). ``row_direction`` points along increasing
+    column index (towards the patient's left, the LV lateral wall), ``column_direction`` along increasing row index
+    (towards the diaphragm); anterior is at the top of the image and the RV on the viewer's left.
+    """
+
+    row_direction: tuple[float, float, float]
+    column_direction: tuple[float, float, float]
+    long_axis_direction: tuple[float, float, float]  # unit vector from base to apex
+    base_centre_mm: tuple[float, float, float]  # LV centre where the basal slice crosses the long axis (LPS)
+    level_offsets_mm: tuple[float, float, float]  # basal, mid, apical distance from base_centre_mm along the axis
+    slice_thickness_mm: float
+    basal_endo_radius_mm: float  # mean endocardial radius of the basal slice (end-diastole)
+    basal_wall_thickness_mm: float  # mean wall thickness of the basal slice
+    rv_depth_mm: float  # largest depth of the RV cavity at the base
+    anterior_insertion_deg: float  # display angle of the anterior RV insertion (counter-clockwise from +x, y up)
+    septal_span_deg: float  # angle from the anterior to the inferior RV insertion through the septum
+    shape_seed: int  # seeds the Fourier harmonics that every slice of the study shares
+
+    def slice_centre_mm(self, level: SliceLevel) -> tuple[float, float, float]:
+        """LV centre of ``level`` in patient coordinates (mm)."""
+        index = (SliceLevel.BASAL, SliceLevel.MID, SliceLevel.APICAL).index(level)
+        offset = self.level_offsets_mm[index]
+        return tuple(  # type: ignore[return-value]
+            float(c + offset * d) for c, d in zip(self.base_centre_mm, self.long_axis_direction, strict=True)
+        )
+
+
+@dataclass(frozen=True)
 class SliceAnatomy:
     """Ground truth of one short-axis slice."""
 
@@ -104,6 +135,12 @@ class FrameMotion:
     translation_mm: tuple[float, float]  # (x, y) in the image plane
     rotation_deg: float
     deformation_mm: float  # amplitude of the smooth non-rigid part
+    deformation_phase_rad: tuple[float, float] = (0.0, 0.0)  # phases of the smooth field along x and y
+    deformation_wavelength_mm: float = 120.0  # spatial period of the smooth non-rigid part
+
+    @property
+    def is_still(self) -> bool:
+        return self.translation_mm == (0.0, 0.0) and self.rotation_deg == 0.0 and self.deformation_mm == 0.0
 
 
 @dataclass(frozen=True)
