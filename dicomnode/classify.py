@@ -1,0 +1,240 @@
+"""What a series is to the mapping workflow, and how many instances its protocol promises, from one instance.
+
+Vendors mark their series differently (see docs/design "Real-world series conventions"): Siemens names map
+series ``..._T1MAP`` / ``..._MOCO_T1`` and writes ``T1 MAP`` into ImageType, Philips leaves InversionTime empty and
+writes ``TIeff 180 ms`` into ImageComments, Enhanced MR puts inversion times and T2 preparation into its functional
+groups. Protocol names are free text (a raw series may be called ``T1map_long_MOLLI``), so description tokens only
+decide where stronger evidence (ImageType, inversion times, T2 preparation) is absent.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+
+from pydicom import Dataset
+
+from db.models import SeriesRole
+from dicomnode.sop_classes import (
+    ENHANCED_MR_SOP_CLASSES,
+    MR_IMAGE,
+    PARAMETRIC_MAP,
+    RT_STRUCTURE_SET,
+    SEGMENTATION_SOP_CLASSES,
+)
+
+LOGGER = logging.getLogger(__name__)
+
+MAPPING_SOP_CLASSES = frozenset({MR_IMAGE, PARAMETRIC_MAP, *ENHANCED_MR_SOP_CLASSES})
+
+TI_COMMENT = re.compile(r"\bTI\s*(?:eff)?\s*[:=]?\s*(\d+(?:\.\d+)?)\s*ms\b", re.IGNORECASE)
+T2_PREP_COMMENT = re.compile(
+    r"\bT2\s*[-_]?\s*prep(?:\.|aration)?\s*(?:duration)?\s*[:=]?\s*(\d+(?:\.\d+)?)\s*ms\b", re.IGNORECASE
+)
+# Patterns over the series description upper-cased with every run of separators turned into "_".
+FIT_QUALITY_TOKENS = re.compile(r"FITPARAMS|FIT_?PARAM|(?:^|_)R\^?2(?:_?MAP)?(?:_|$)|GOODNESS_?OF_?FIT")
+T2_PREP_TOKENS = re.compile(r"T2_?PREP|(?:^|_)T2P(?:_|$)|T2_?MAP_RAW|RAW_T2_?MAP")
+T1_MAP_SUFFIX = re.compile(r"(?:T1_?MAP|MOCO_T1)$")
+T2_MAP_SUFFIX = re.compile(r"(?:T2_?MAP|MOCO_T2)$")
+T1_MAP_TOKEN = re.compile(r"T1_?MAP")
+T2_MAP_TOKEN = re.compile(r"T2_?MAP")
+MOCO_TOKEN = re.compile(r"(?:^|_)MOCO(?:_|$)")
+IR_TOKENS = re.compile(r"MOLLI|SHMOLLI|SASHA|LOOK_?LOCKER")
+PHASE_VALUES = frozenset({"P", "PHASE"})
+T1_MAP_IMAGE_TYPES = frozenset({"T1 MAP", "T1MAP", "T1_MAP"})
+T2_MAP_IMAGE_TYPES = frozenset({"T2 MAP", "T2MAP", "T2_MAP"})
+FIT_QUALITY_IMAGE_TYPES = frozenset({"R2", "R2 MAP", "FITPARAMS", "FIT PARAMS"})
+PHASE_ROLES = {SeriesRole.RAW_IR: SeriesRole.RAW_IR_PHASE, SeriesRole.T2_PREP: SeriesRole.T2_PREP_PHASE}
+
+
+def classify(dataset: Dataset) -> SeriesRole:
+    """The role of the series an instance belongs to, from that instance alone.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        One instance of the series (any instance: the markers used are the same on all of them).
+
+    Returns
+    -------
+    SeriesRole
+        ``OTHER`` when nothing marks the series as part of a mapping workflow.
+    """
+    sop_class_uid = str(dataset.get("SOPClassUID", ""))
+    if sop_class_uid in SEGMENTATION_SOP_CLASSES:
+        return SeriesRole.SEG
+    if sop_class_uid == RT_STRUCTURE_SET:
+        return SeriesRole.RTSTRUCT
+    if sop_class_uid not in MAPPING_SOP_CLASSES:
+        return SeriesRole.OTHER
+    description = _normalised(str(dataset.get("SeriesDescription", "")))
+    image_types = set(_image_type_values(dataset))
+    role = _mapping_role(dataset, sop_class_uid, description, image_types)
+    if role in PHASE_ROLES and _is_phase(dataset, image_types):
+        return PHASE_ROLES[role]
+    return role
+
+
+def expected_instances(dataset: Dataset) -> int | None:
+    """How many instances the series holds, when the protocol's tags say so; None means "wait for quiet".
+
+    Enhanced MR, segmentations and structure sets carry a whole series in one instance. Otherwise
+    ImagesInAcquisition (0020,1002) is trusted from 1 up; CardiacNumberOfImages (0018,1090) and
+    NumberOfTemporalPositions (0020,0105) only from 2 up, because scanners write 1 there for series that are not
+    cine or dynamic at all, and a premature "complete" would re-open the series on every later image.
+    """
+    sop_class_uid = str(dataset.get("SOPClassUID", ""))
+    if sop_class_uid in ENHANCED_MR_SOP_CLASSES or sop_class_uid in SEGMENTATION_SOP_CLASSES:
+        return 1
+    if sop_class_uid == RT_STRUCTURE_SET:
+        return 1
+    for keyword, minimum in (
+        ("ImagesInAcquisition", 1),
+        ("CardiacNumberOfImages", 2),
+        ("NumberOfTemporalPositions", 2),
+    ):
+        count = _int_or_none(dataset.get(keyword))
+        if count is not None and count >= minimum:
+            return count
+    return None
+
+
+def inversion_time_ms(dataset: Dataset) -> float | None:
+    """The (effective) inversion time of an image: InversionTime, then ImageComments, then Enhanced MR groups."""
+    value = _float_or_none(dataset.get("InversionTime"))
+    if value is not None and value > 0:
+        return value
+    match = TI_COMMENT.search(str(dataset.get("ImageComments", "")))
+    if match:
+        return float(match.group(1))
+    for modifier in _functional_items(dataset, "MRModifierSequence"):
+        times = modifier.get("InversionTimes")
+        if times is not None:
+            values = [float(t) for t in (times if isinstance(times, list | tuple) else [times])]
+            if values and values[0] > 0:
+                return values[0]
+    return None
+
+
+def _mapping_role(
+    dataset: Dataset, sop_class_uid: str, description: str, image_types: set[str]
+) -> SeriesRole:
+    if FIT_QUALITY_TOKENS.search(description) or image_types & FIT_QUALITY_IMAGE_TYPES:
+        return SeriesRole.FIT_QUALITY
+    if image_types & T1_MAP_IMAGE_TYPES:
+        return SeriesRole.T1_MAP
+    if image_types & T2_MAP_IMAGE_TYPES:
+        return SeriesRole.T2_MAP
+    if sop_class_uid == PARAMETRIC_MAP:
+        return _parametric_map_role(dataset, description)
+    derived = "DERIVED" in image_types
+    has_ti = inversion_time_ms(dataset) is not None
+    t2_prepared = _has_t2_prep(dataset, description)
+    if T1_MAP_SUFFIX.search(description) and (derived or not has_ti):
+        return SeriesRole.T1_MAP
+    if T2_MAP_SUFFIX.search(description) and (derived or not t2_prepared):
+        return SeriesRole.T2_MAP
+    # Motion-corrected images keep their inversion or T2-prep markers, so MOCO is decided before raw.
+    if "MOCO" in image_types or MOCO_TOKEN.search(description):
+        return SeriesRole.MOCO
+    if t2_prepared:
+        return SeriesRole.T2_PREP
+    if has_ti or IR_TOKENS.search(description):
+        return SeriesRole.RAW_IR
+    if T2_MAP_TOKEN.search(description) and not derived:
+        # A T2 mapping protocol's own (underived) images: the T2-prepared raw series.
+        return SeriesRole.T2_PREP
+    if derived and T1_MAP_TOKEN.search(description):
+        return SeriesRole.T1_MAP
+    if derived and T2_MAP_TOKEN.search(description):
+        return SeriesRole.T2_MAP
+    return SeriesRole.OTHER
+
+
+def _parametric_map_role(dataset: Dataset, description: str) -> SeriesRole:
+    labels = [description]
+    for mapping in _functional_items(dataset, "RealWorldValueMappingSequence"):
+        labels += [_normalised(str(mapping.get(k, ""))) for k in ("LUTLabel", "LUTExplanation")]
+        for quantity in mapping.get("QuantityDefinitionSequence", []):
+            for code in quantity.get("ConceptCodeSequence", []):
+                labels.append(_normalised(str(code.get("CodeMeaning", ""))))
+    text = "_".join(labels)
+    if FIT_QUALITY_TOKENS.search(text):
+        return SeriesRole.FIT_QUALITY
+    if T1_MAP_TOKEN.search(text) or re.search(r"(?:^|_)T1(?:_|$)", text):
+        return SeriesRole.T1_MAP
+    if T2_MAP_TOKEN.search(text) or re.search(r"(?:^|_)T2(?:_|$)", text):
+        return SeriesRole.T2_MAP
+    return SeriesRole.OTHER
+
+
+def _has_t2_prep(dataset: Dataset, description: str) -> bool:
+    if T2_PREP_COMMENT.search(str(dataset.get("ImageComments", ""))):
+        return True
+    if T2_PREP_TOKENS.search(description) or T2_PREP_TOKENS.search(
+        _normalised(str(dataset.get("SequenceName", "")))
+    ):
+        return True
+    return any(
+        str(m.get("T2Preparation", "")).upper() == "YES"
+        for m in _functional_items(dataset, "MRModifierSequence")
+    )
+
+
+def _is_phase(dataset: Dataset, image_types: set[str]) -> bool:
+    if image_types & PHASE_VALUES or any(value.startswith("P_") for value in image_types):
+        return True
+    components = [str(dataset.get("ComplexImageComponent", ""))]
+    components += [str(item.get("ComplexImageComponent", "")) for item in _frame_type_items(dataset)]
+    return any(component.upper() == "PHASE" for component in components)
+
+
+def _image_type_values(dataset: Dataset) -> Iterator[str]:
+    for value in _multi(dataset.get("ImageType")):
+        yield value.upper()
+    for item in _frame_type_items(dataset):
+        for value in _multi(item.get("FrameType")):
+            yield value.upper()
+
+
+def _frame_type_items(dataset: Dataset) -> Iterator[Dataset]:
+    for keyword in ("MRImageFrameTypeSequence", "ParametricMapFrameTypeSequence"):
+        yield from _functional_items(dataset, keyword)
+
+
+def _functional_items(dataset: Dataset, keyword: str) -> Iterator[Dataset]:
+    """Items of a functional group macro: top level, shared groups, then the first frame's groups."""
+    yield from dataset.get(keyword, [])
+    for groups_keyword in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        groups = dataset.get(groups_keyword)
+        if groups:
+            yield from groups[0].get(keyword, [])
+
+
+def _multi(value: object) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value] if value else []
+    return [str(v) for v in value]  # type: ignore[union-attr]
+
+
+def _normalised(text: str) -> str:
+    return re.sub(r"[^A-Z0-9^]+", "_", text.upper()).strip("_")
+
+
+def _int_or_none(value: object) -> int | None:
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def _float_or_none(value: object) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None

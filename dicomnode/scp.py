@@ -1,0 +1,97 @@
+"""The node's Storage SCP: the application entity and a non-blocking server around it."""
+
+from __future__ import annotations
+
+import logging
+
+from pynetdicom import AE, evt
+from pynetdicom.transport import ThreadedAssociationServer
+from sqlalchemy.orm import Session, sessionmaker
+
+from config.settings import Settings
+from dicomnode.assembly import Assembler
+from dicomnode.handlers import StoreContext, handle_association_request, handle_echo, handle_store
+from dicomnode.sop_classes import (
+    NATIVE_TRANSFER_SYNTAXES,
+    STORAGE_SOP_CLASSES,
+    TRANSFER_SYNTAXES,
+    VERIFICATION,
+)
+
+LOGGER = logging.getLogger(__name__)
+
+
+def make_ae(settings: Settings) -> AE:
+    """The application entity with the node's presentation contexts and timeouts.
+
+    Every storage SOP class of a CMR mapping workflow (see :mod:`dicomnode.sop_classes`) is accepted in the native
+    syntaxes, Deflated, JPEG Baseline/Extended/Lossless SV1, JPEG-LS, JPEG 2000 and RLE; Verification in the
+    native ones. A SOP class not listed is refused by pynetdicom at the presentation context level.
+    """
+    dicom = settings.dicom
+    ae = AE(ae_title=dicom.ae_title)
+    ae.maximum_associations = dicom.max_associations
+    ae.maximum_pdu_size = dicom.max_pdu_bytes
+    ae.acse_timeout = dicom.acse_timeout_s
+    ae.dimse_timeout = dicom.dimse_timeout_s
+    ae.network_timeout = dicom.network_timeout_s
+    for sop_class_uid in STORAGE_SOP_CLASSES:
+        ae.add_supported_context(sop_class_uid, list(TRANSFER_SYNTAXES))
+    ae.add_supported_context(VERIFICATION, list(NATIVE_TRANSFER_SYNTAXES))
+    return ae
+
+
+class StorageSCP:
+    """A C-ECHO/C-STORE server on ``settings.dicom.bind``:``settings.dicom.port`` (0 picks a free port).
+
+    The assembler's lifecycle stays with the caller: start it before the SCP so that the instances this server
+    stores are assembled (``None`` stores only, e.g. for an import).
+
+    Parameters
+    ----------
+    settings : Settings
+    session_factory : sessionmaker
+    assembler : Assembler or None
+    """
+
+    def __init__(
+        self, settings: Settings, session_factory: sessionmaker[Session], assembler: Assembler | None
+    ):
+        self._settings = settings
+        self._context = StoreContext(settings=settings, session_factory=session_factory, assembler=assembler)
+        self._ae = make_ae(settings)
+        self._server: ThreadedAssociationServer | None = None
+        self.port: int | None = None
+
+    @property
+    def ae(self) -> AE:
+        return self._ae
+
+    def start(self) -> None:
+        """Start listening in background threads and return; ``port`` holds the bound port afterwards."""
+        if self._server is not None:
+            return
+        handlers = [
+            (evt.EVT_REQUESTED, handle_association_request, [self._settings]),
+            (evt.EVT_C_ECHO, handle_echo),
+            (evt.EVT_C_STORE, handle_store, [self._context]),
+        ]
+        address = (self._settings.dicom.bind, self._settings.dicom.port)
+        self._server = self._ae.start_server(address, block=False, evt_handlers=handlers)
+        self.port = int(self._server.server_address[1])
+        LOGGER.info("Storage SCP %s listening on %s:%d", self._settings.dicom.ae_title, address[0], self.port)
+
+    def stop(self) -> None:
+        """Stop listening and end the open associations."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server = None
+        LOGGER.info("Storage SCP %s stopped", self._settings.dicom.ae_title)
+
+    def __enter__(self) -> StorageSCP:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()

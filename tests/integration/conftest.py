@@ -1,0 +1,293 @@
+"""Shared fixtures of the integration tests: free ports, DCMTK's environment, a running node, PostgreSQL.
+
+Fixtures (all processes bind 127.0.0.1 and are stopped at teardown):
+
+- ``free_port`` (function): an unused TCP port on 127.0.0.1; ``find_free_port()`` is the plain function.
+- ``dcmtk_env`` (session): ``os.environ`` plus ``TCP_NODELAY=1`` (without it Nagle's delay dominates DCMTK timings);
+  pass it as ``env=`` to storescu, echoscu, storescp and Orthanc.
+- ``node_factory`` (function): ``node_factory(database_url=None, **settings_overrides) -> RunningNode`` builds
+  settings under ``tmp_path`` (port 0, ``min_free_mb=0``, ``quiet_seconds=0.5`` unless overridden), migrates the
+  database, starts an :class:`~dicomnode.assembly.Assembler` recording completions in ``node.completed`` and a
+  :class:`~dicomnode.scp.StorageSCP`; every node started is stopped at teardown.
+- ``node`` (function): ``node_factory()`` with the defaults (SQLite, any calling AE allowed).
+- ``postgres_server`` (session): a PostgreSQL 15 server started with initdb/pg_ctl in a temporary folder
+  (as the ``postgres`` user when the tests run as root); ``postgres_server.create_database()`` returns the URL
+  of a fresh, empty database. Skips when the PostgreSQL binaries are not installed.
+- ``database_url`` (function, parametrised ``sqlite`` / ``postgresql``): a fresh, empty database of each kind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from config.settings import Settings, load_settings
+from db.migrate import upgrade
+from db.session import make_engine, make_session_factory
+from dicomnode.assembly import Assembler
+from dicomnode.scp import StorageSCP
+
+POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
+LOOPBACK = "127.0.0.1"
+
+
+def find_free_port() -> int:
+    """An unused TCP port on 127.0.0.1 (bound to port 0, read, released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0, interval_s: float = 0.02) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout_s`` passed; returns its last value."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval_s)
+    return predicate()
+
+
+@pytest.fixture
+def free_port() -> int:
+    return find_free_port()
+
+
+@pytest.fixture(scope="session")
+def dcmtk_env() -> dict[str, str]:
+    return {**os.environ, "TCP_NODELAY": "1"}
+
+
+@dataclass
+class RunningNode:
+    """A node receiving on 127.0.0.1:``port``; ``completed`` lists (series_id, revision) handed on."""
+
+    settings: Settings
+    engine: Engine
+    session_factory: sessionmaker[Session]
+    assembler: Assembler
+    scp: StorageSCP
+    env: dict[str, str]
+    completed: list[tuple[int, int]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def port(self) -> int:
+        assert self.scp.port is not None
+        return self.scp.port
+
+    @property
+    def ae_title(self) -> str:
+        return self.settings.dicom.ae_title
+
+    def storescu(
+        self, files: Sequence[Path], *args: str, calling_ae: str = "STORESCU"
+    ) -> subprocess.CompletedProcess:
+        """Run DCMTK storescu (verbose) against the node; returns the finished process (output as text)."""
+        command = [
+            "storescu",
+            "-v",
+            "-aet",
+            calling_ae,
+            "-aec",
+            self.ae_title,
+            *args,
+            LOOPBACK,
+            str(self.port),
+        ]
+        return subprocess.run(
+            [*command, *map(str, files)],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=120,
+            check=False,
+        )
+
+    def echoscu(self, *args: str, calling_ae: str = "ECHOSCU") -> subprocess.CompletedProcess:
+        command = [
+            "echoscu",
+            "-v",
+            "-aet",
+            calling_ae,
+            "-aec",
+            self.ae_title,
+            *args,
+            LOOPBACK,
+            str(self.port),
+        ]
+        return subprocess.run(command, capture_output=True, text=True, env=self.env, timeout=60, check=False)
+
+    def stop(self) -> None:
+        self.scp.stop()
+        self.assembler.stop()
+        self.engine.dispose()
+
+
+def _settings(tmp_path: Path, database_url: str | None, overrides: dict[str, Any]) -> Settings:
+    values: dict[str, Any] = {
+        "dicom": {"port": 0, "bind": LOOPBACK},
+        "storage": {"path": tmp_path / "storage", "min_free_mb": 0},
+        "series": {"quiet_seconds": 0.5},
+    }
+    if database_url:
+        values["database"] = {"url": database_url}
+    for section, value in overrides.items():
+        if isinstance(value, dict) and isinstance(values.get(section), dict):
+            values[section] = {**values[section], **value}
+        else:
+            values[section] = value
+    return load_settings(**values)
+
+
+@pytest.fixture
+def node_factory(tmp_path: Path, dcmtk_env: dict[str, str]) -> Iterator[Callable[..., RunningNode]]:
+    started: list[RunningNode] = []
+
+    def start(database_url: str | None = None, **overrides: Any) -> RunningNode:
+        folder = tmp_path / f"node{len(started)}"
+        settings = _settings(folder, database_url, overrides)
+        engine = make_engine(settings.database_url)
+        upgrade(engine)
+        session_factory = make_session_factory(engine)
+        completed: list[tuple[int, int]] = []
+        lock = threading.Lock()
+
+        def on_complete(series_id: int, revision: int) -> None:
+            with lock:
+                completed.append((series_id, revision))
+
+        assembler = Assembler(session_factory, settings, on_complete)
+        assembler.start()
+        scp = StorageSCP(settings, session_factory, assembler)
+        scp.start()
+        running = RunningNode(settings, engine, session_factory, assembler, scp, dcmtk_env, completed, lock)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.stop()
+
+
+@pytest.fixture
+def node(node_factory: Callable[..., RunningNode]) -> RunningNode:
+    return node_factory()
+
+
+def _as_postgres(command: list[str]) -> list[str]:
+    # initdb and postgres refuse to run as root.
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+@dataclass
+class PostgresServer:
+    """A throw-away PostgreSQL server on 127.0.0.1:``port`` with trust authentication for ``user``."""
+
+    port: int
+    user: str
+    data_dir: Path
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg2://{self.user}@{LOOPBACK}:{self.port}/{database}"
+
+    def create_database(self) -> str:
+        """Create an empty database and return its SQLAlchemy URL."""
+        name = f"myomap_{uuid.uuid4().hex[:12]}"
+        command = [
+            str(POSTGRES_BIN / "createdb"),
+            "-h",
+            LOOPBACK,
+            "-p",
+            str(self.port),
+            "-U",
+            self.user,
+            name,
+        ]
+        subprocess.run(command, check=True, capture_output=True, timeout=30)
+        return self.url(name)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    if not (POSTGRES_BIN / "initdb").exists():
+        pytest.skip(f"PostgreSQL binaries not found in {POSTGRES_BIN} (make deps installs them)")
+    data_dir = Path(tempfile.mkdtemp(prefix="myomap-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(data_dir, "postgres", "postgres")
+    port = find_free_port()
+    user = "postgres"
+    subprocess.run(
+        _as_postgres(
+            [
+                str(POSTGRES_BIN / "initdb"),
+                "-D",
+                str(data_dir / "data"),
+                "-U",
+                user,
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    options = f"-h {LOOPBACK} -p {port} -k {data_dir} -F"
+    subprocess.run(
+        _as_postgres(
+            [
+                str(POSTGRES_BIN / "pg_ctl"),
+                "-D",
+                str(data_dir / "data"),
+                "-o",
+                options,
+                "-l",
+                str(data_dir / "server.log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+        timeout=90,
+    )
+    try:
+        yield PostgresServer(port=port, user=user, data_dir=data_dir)
+    finally:
+        subprocess.run(
+            _as_postgres(
+                [str(POSTGRES_BIN / "pg_ctl"), "-D", str(data_dir / "data"), "-m", "immediate", "-w", "stop"]
+            ),
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'myomap.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.create_database()
