@@ -1,0 +1,184 @@
+"""Console latency: from the C-STORE response of the last raw image of a MOLLI slice to its map at the console.
+
+A `myomap serve` subprocess (fresh data folder, SQLite, embedded defaults otherwise) receives one phantom MOLLI
+slice (seed 31, Siemens flavour) from a pynetdicom SCU whose calling AE is the console, so the
+node returns the reconstructed maps to it. The console is a pynetdicom Storage SCP in this process that records
+when each map arrives, on the same clock as the sender. Each run sends the slice as a new series (new Series and
+SOP Instance UIDs). Printed: the latency of every run to the MR map (what the console shows) and to both maps,
+their medians, and the ratio of the median to the design's 1 s target, next to the quiet period an
+assembler without protocol-based completion would wait before even starting. Exit status 1 when the median
+exceeds the target.
+
+Usage: ``python benchmarks/bench_console_latency.py [--runs 7]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+import tomli_w
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, ParametricMapStorage, generate_uid
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import Verification
+
+from config import load_settings
+
+TARGET_S = 1.0
+PHANTOM_SEED = 31  # test seeds stay below 100000
+CONSOLE_AE = "CONSOLE"
+NODE_AE = "MYOMAP"
+MAP_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Arrival:
+    at_s: float
+    sop_class_uid: str
+    series_description: str
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _myomap() -> list[str]:
+    script = Path(sys.executable).with_name("myomap")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "dicomnode.cli"]
+
+
+def _phantom_slice(folder: Path) -> list[Dataset]:
+    subprocess.run(
+        [*_myomap(), "phantom", "--out", str(folder), "--studies", "1", "--seed", str(PHANTOM_SEED), "--sequence",
+         "molli", "--vendor", "siemens", "--readers", "", "--slices", "1", "--workers", "1"],
+        check=True, capture_output=True, timeout=300,
+    )
+    paths = sorted((folder / "study_0000" / "mid").glob("*_magnitude/*.dcm"))
+    return [pydicom.dcmread(path) for path in paths]
+
+
+def _start_console(port: int, arrivals: queue.Queue[Arrival]) -> object:
+    def on_store(event: evt.Event) -> int:
+        received = time.perf_counter()
+        ds = event.dataset
+        arrivals.put(Arrival(received, str(ds.SOPClassUID), str(ds.get("SeriesDescription", ""))))
+        return 0x0000
+
+    ae = AE(ae_title=CONSOLE_AE)
+    for sop_class in (MRImageStorage, ParametricMapStorage):
+        ae.add_supported_context(sop_class, [ExplicitVRLittleEndian, "1.2.840.10008.1.2"])
+    ae.add_supported_context(Verification)
+    return ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+
+
+def _start_node(folder: Path, dicom_port: int, console_port: int) -> subprocess.Popen:
+    config = {
+        "dicom": {"ae_title": NODE_AE, "bind": "127.0.0.1", "port": dicom_port},
+        "web": {"bind": "127.0.0.1", "port": _free_port()},
+        "storage": {"path": str(folder / "data"), "min_free_mb": 1},
+        "logging": {"level": "WARNING"},
+        "peers": [{"ae_title": CONSOLE_AE, "host": "127.0.0.1", "port": console_port, "receives": []}],
+    }
+    config_file = folder / "myomap.toml"
+    config_file.write_bytes(tomli_w.dumps(config).encode())
+    load_settings(config_file)  # fail here, not in the subprocess, on a bad configuration
+    log = (folder / "node.log").open("wb")
+    process = subprocess.Popen([*_myomap(), "serve", "--config", str(config_file)], cwd=folder, stdout=log,
+                               stderr=subprocess.STDOUT, env={**os.environ, "TCP_NODELAY": "1"})
+    echo_ae = AE(ae_title=CONSOLE_AE)
+    echo_ae.add_requested_context(Verification)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"myomap serve exited: {(folder / 'node.log').read_text()}")
+        association = echo_ae.associate("127.0.0.1", dicom_port, ae_title=NODE_AE)
+        if association.is_established:
+            association.send_c_echo()
+            association.release()
+            return process
+        time.sleep(0.2)
+    process.kill()
+    raise TimeoutError("myomap serve did not answer C-ECHO within 60 s")
+
+
+def _send_as_new_series(images: list[Dataset], dicom_port: int) -> float:
+    """Send the images as a new series; the time of the last C-STORE response."""
+    series_uid = generate_uid()
+    ae = AE(ae_title=CONSOLE_AE)
+    ae.add_requested_context(MRImageStorage, ExplicitVRLittleEndian)
+    association = ae.associate("127.0.0.1", dicom_port, ae_title=NODE_AE)
+    if not association.is_established:
+        raise RuntimeError("the node refused the association")
+    last_response = 0.0
+    try:
+        for ds in images:
+            ds.SeriesInstanceUID = series_uid
+            ds.SOPInstanceUID = generate_uid()
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            status = association.send_c_store(ds)
+            last_response = time.perf_counter()
+            if int(status.get("Status", 0xFFFF)) != 0x0000:
+                raise RuntimeError(f"C-STORE failed with status 0x{int(status.get('Status', 0xFFFF)):04X}")
+    finally:
+        association.release()
+    return last_response
+
+
+def _run_once(images: list[Dataset], dicom_port: int, arrivals: queue.Queue[Arrival]) -> tuple[float, float]:
+    sent_at = _send_as_new_series(images, dicom_port)
+    received: list[Arrival] = []
+    deadline = time.monotonic() + MAP_TIMEOUT_S
+    while len(received) < 2:
+        received.append(arrivals.get(timeout=max(deadline - time.monotonic(), 0.01)))
+    mr_map = next(a for a in received if a.sop_class_uid == MRImageStorage)
+    return mr_map.at_s - sent_at, max(a.at_s for a in received) - sent_at
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+    arrivals: queue.Queue[Arrival] = queue.Queue()
+    with tempfile.TemporaryDirectory(prefix="myomap-latency-") as temporary:
+        folder = Path(temporary)
+        images = _phantom_slice(folder / "phantom")
+        console_port, dicom_port = _free_port(), _free_port()
+        console = _start_console(console_port, arrivals)
+        node = _start_node(folder, dicom_port, console_port)
+        try:
+            _run_once(images, dicom_port, arrivals)  # first series: file-system and import caches
+            results = [_run_once(images, dicom_port, arrivals) for _ in range(args.runs)]
+        finally:
+            node.send_signal(signal.SIGTERM)
+            node.wait(30)
+            console.shutdown()
+    to_mr = [mr for mr, _both in results]
+    to_both = [both for _mr, both in results]
+    quiet_s = load_settings().series.quiet_seconds
+    print(f"console latency, MOLLI slice of {len(images)} images {images[0].Rows}x{images[0].Columns}, "
+          f"{args.runs} runs")
+    print("  to MR map (s):    " + " ".join(f"{value:.3f}" for value in to_mr))
+    print("  to both maps (s): " + " ".join(f"{value:.3f}" for value in to_both))
+    median_s = statistics.median(to_mr)
+    print(f"median to MR map {median_s:.3f} s, to both maps {statistics.median(to_both):.3f} s; "
+          f"target {TARGET_S:.1f} s: ratio {median_s / TARGET_S:.2f}; "
+          f"a quiet-period assembler would wait {quiet_s:.1f} s before starting")
+    return 0 if median_s <= TARGET_S else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

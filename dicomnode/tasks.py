@@ -1,0 +1,87 @@
+"""The node's Huey tasks: thin wrappers that take database ids and delegate.
+
+``run_job(job_id)`` runs one analysis job (:func:`dicomnode.pipeline.run_job`); ``deliver(transfer_id)`` sends
+one file to one peer (:func:`dicomnode.scu.deliver_transfer`) and, when the peer could not take it yet, schedules
+itself again for the time the transfer row says. Tasks carry ids only: the database is the record of what is
+to be done, the queue only says when.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from huey.api import TaskWrapper
+from sqlalchemy.orm import Session, sessionmaker
+
+from config import Settings
+from db.models import Transfer, TransferState
+from dicomnode import pipeline, scu
+from dicomnode.queue import NodeQueue
+
+LOGGER = logging.getLogger(__name__)
+
+RUN_JOB_TASK = "myomap.run_job"
+DELIVER_TASK = "myomap.deliver"
+#: Shortest wait before a retry, so that a transfer row whose next attempt is already due cannot spin the queue.
+MIN_RETRY_DELAY_S = 0.5
+
+
+@dataclass(frozen=True)
+class NodeTasks:
+    """The tasks registered on one queue, with helpers that enqueue them and wake this process's workers."""
+
+    queue: NodeQueue
+    run_job: TaskWrapper
+    deliver: TaskWrapper
+
+    def enqueue_job(self, job_id: int) -> None:
+        """Queue analysis job ``job_id`` to run now."""
+        self.run_job(job_id)
+        self.queue.notify()
+
+    def enqueue_delivery(self, transfer_id: int, *, delay_s: float = 0.0) -> None:
+        """Queue transfer ``transfer_id``, now or after ``delay_s`` seconds."""
+        if delay_s > 0:
+            self.deliver.schedule(args=(transfer_id,), delay=delay_s)
+        else:
+            self.deliver(transfer_id)
+            self.queue.notify()
+
+
+def register_tasks(queue: NodeQueue, *, settings: Settings, session_factory: sessionmaker[Session]) -> NodeTasks:
+    """Register ``run_job`` and ``deliver`` on ``queue`` and return them.
+
+    Every process that consumes the queue registers the same task names with its own settings and database.
+    """
+    huey = queue.huey
+    tasks: NodeTasks
+
+    @huey.task(name=RUN_JOB_TASK)
+    def run_job(job_id: int) -> None:
+        pipeline.run_job(
+            job_id, settings=settings, session_factory=session_factory, enqueue_delivery=tasks.enqueue_delivery
+        )
+
+    @huey.task(name=DELIVER_TASK)
+    def deliver(transfer_id: int) -> None:
+        state = scu.deliver_transfer(transfer_id, settings=settings, session_factory=session_factory)
+        if state is TransferState.PENDING:
+            delay_s = _seconds_until_next_attempt(transfer_id, session_factory)
+            LOGGER.info("transfer %d not delivered yet; next attempt in %.1f s", transfer_id, delay_s)
+            tasks.enqueue_delivery(transfer_id, delay_s=max(delay_s, MIN_RETRY_DELAY_S))
+
+    tasks = NodeTasks(queue=queue, run_job=run_job, deliver=deliver)
+    return tasks
+
+
+def _seconds_until_next_attempt(transfer_id: int, session_factory: sessionmaker[Session]) -> float:
+    with session_factory() as session:
+        transfer = session.get(Transfer, transfer_id)
+        if transfer is None:
+            return 0.0
+        next_attempt_at = transfer.next_attempt_at
+    if next_attempt_at.tzinfo is None:  # SQLite returns naive datetimes; the node stores UTC
+        next_attempt_at = next_attempt_at.replace(tzinfo=UTC)
+    return (next_attempt_at - datetime.now(UTC)).total_seconds()

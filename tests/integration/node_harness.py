@@ -1,0 +1,206 @@
+"""Running a real node (`myomap serve` in a subprocess), DCMTK's storescp as a console and storescu as a scanner.
+
+Everything binds 127.0.0.1 on free ports; DCMTK tools get TCP_NODELAY=1 (otherwise Nagle's delay dominates).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import tomli_w
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+NODE_AE = "MYOMAP"
+CONSOLE_AE = "CONSOLE"
+
+
+def myomap_executable() -> list[str]:
+    """The `myomap` entry point of the running interpreter's environment (as `make run` uses it)."""
+    script = Path(sys.executable).with_name("myomap")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "dicomnode.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def dcmtk_env() -> dict[str, str]:
+    return {**os.environ, "TCP_NODELAY": "1"}
+
+
+def echo(port: int, *, ae_title: str = NODE_AE, timeout_s: float = 5.0) -> bool:
+    """True when echoscu gets a C-ECHO response from 127.0.0.1:port."""
+    try:
+        done = subprocess.run(
+            ["echoscu", "-to", "2", "-aec", ae_title, "-aet", CONSOLE_AE, "127.0.0.1", str(port)],
+            env=dcmtk_env(), capture_output=True, timeout=timeout_s,
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    return done.returncode == 0
+
+
+@dataclass
+class NodeProcess:
+    """A `myomap serve` subprocess with its own data folder and ports."""
+
+    folder: Path
+    dicom_port: int
+    web_port: int
+    console_port: int
+    process: subprocess.Popen | None = None
+
+    @property
+    def config_file(self) -> Path:
+        return self.folder / "myomap.toml"
+
+    @property
+    def data(self) -> Path:
+        return self.folder / "data"
+
+    @property
+    def log_file(self) -> Path:
+        return self.folder / "node.log"
+
+    def write_config(self, *, workers: int = 2, quiet_seconds: float = 3.0) -> None:
+        config = {
+            "dicom": {"ae_title": NODE_AE, "bind": "127.0.0.1", "port": self.dicom_port},
+            "web": {"bind": "127.0.0.1", "port": self.web_port},
+            "storage": {"path": str(self.data), "min_free_mb": 1},
+            "queue": {"workers": workers},
+            "series": {"quiet_seconds": quiet_seconds},
+            "scu": {"backoff_initial_s": 0.5, "max_attempts": 4},
+            # The console sends the raw images and gets the maps back (return to sender).
+            "peers": [{"ae_title": CONSOLE_AE, "host": "127.0.0.1", "port": self.console_port, "receives": []}],
+        }
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_bytes(tomli_w.dumps(config).encode())
+
+    def start(self, *, timeout_s: float = 60.0) -> None:
+        log = self.log_file.open("ab")
+        self.process = subprocess.Popen(
+            [*myomap_executable(), "serve", "--config", str(self.config_file)],
+            cwd=self.folder, stdout=log, stderr=subprocess.STDOUT, env=dcmtk_env(),
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"myomap serve exited with {self.process.returncode}:\n{self.log()}")
+            if echo(self.dicom_port):
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"myomap serve did not answer C-ECHO within {timeout_s} s:\n{self.log()}")
+
+    def stop(self, *, timeout_s: float = 30.0) -> int | None:
+        """SIGTERM and wait (SIGKILL if it does not stop); the exit status, None if it was not running."""
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+    def myomap(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*myomap_executable(), *args, "--config", str(self.config_file)],
+            cwd=self.folder, capture_output=True, text=True, timeout=60,
+        )
+
+
+@dataclass
+class Console:
+    """DCMTK storescp standing in for the scanner console that receives the maps."""
+
+    folder: Path
+    port: int
+    process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            ["storescp", "-aet", CONSOLE_AE, "-od", str(self.folder), "-fe", ".dcm", str(self.port)],
+            env=dcmtk_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while not echo(self.port, ae_title=CONSOLE_AE):
+            if time.monotonic() > deadline:
+                raise TimeoutError("storescp did not start")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+    def files(self) -> list[Path]:
+        return sorted(p for p in self.folder.iterdir() if p.is_file() and p.suffix == ".dcm")
+
+
+_SENDING = re.compile(r"Sending file: (.+)$")
+_RESPONSE = re.compile(r"Received Store Response \((\w+)")
+
+
+def parse_storescu_log(lines: Iterable[str]) -> dict[Path, str]:
+    """File -> status word ("Success", "Warning", ...) of every file storescu got a C-STORE response for."""
+    statuses: dict[Path, str] = {}
+    current: Path | None = None
+    for line in lines:
+        sending = _SENDING.search(line)
+        if sending:
+            current = Path(sending.group(1).strip())
+            continue
+        response = _RESPONSE.search(line)
+        if response and current is not None:
+            statuses[current] = response.group(1)
+            current = None
+    return statuses
+
+
+def storescu_command(port: int, files: Iterable[Path]) -> list[str]:
+    """storescu as the scanner: calling AE CONSOLE (so maps return to it), verbose, one association."""
+    return ["storescu", "-v", "-aet", CONSOLE_AE, "-aec", NODE_AE, "127.0.0.1", str(port), *map(str, files)]
+
+
+def send(port: int, files: Iterable[Path], *, timeout_s: float = 120.0) -> dict[Path, str]:
+    """Send files with storescu and return the status of each acknowledged file."""
+    done = subprocess.run(
+        storescu_command(port, files), env=dcmtk_env(), capture_output=True, text=True, timeout=timeout_s,
+    )
+    return parse_storescu_log((done.stdout + done.stderr).splitlines())
+
+
+def dcmtk_available() -> bool:
+    return all(shutil.which(tool) for tool in ("storescu", "storescp", "echoscu"))
+
+
+def wait_until(
+    condition: Callable[[], bool], *, timeout_s: float, interval_s: float = 0.1, what: str = "condition"
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval_s)
+    raise TimeoutError(f"{what} not reached within {timeout_s} s")

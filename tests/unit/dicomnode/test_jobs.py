@@ -1,0 +1,154 @@
+"""Queueing work for complete series: one job per (series, revision, kind), and recovery after a restart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import migrate
+from db.models import (
+    Job,
+    JobState,
+    Result,
+    Series,
+    SeriesRole,
+    SeriesState,
+    Study,
+    Transfer,
+    TransferState,
+)
+from db.session import make_engine, make_session_factory
+from dicomnode.jobs import (
+    JobKind,
+    enqueue_series,
+    job_key,
+    requeue_unfinished,
+)
+
+
+class RecordingSink:
+    """Collects what would go on the queue."""
+
+    def __init__(self) -> None:
+        self.jobs: list[int] = []
+        self.deliveries: list[tuple[int, float]] = []
+
+    def enqueue_job(self, job_id: int) -> None:
+        self.jobs.append(job_id)
+
+    def enqueue_delivery(self, transfer_id: int, *, delay_s: float = 0.0) -> None:
+        self.deliveries.append((transfer_id, delay_s))
+
+
+@pytest.fixture
+def session_factory(tmp_path: Path) -> sessionmaker[Session]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'node.db'}")
+    migrate.upgrade(engine)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+def _series(factory: sessionmaker[Session], role: SeriesRole, *, uid: str = "1.2.3.4", revision: int = 0) -> int:
+    with factory() as session:
+        study = Study(study_instance_uid=f"{uid}.0")
+        series = Series(
+            study=study, series_instance_uid=uid, role=role, state=SeriesState.COMPLETE, revision=revision
+        )
+        session.add_all([study, series])
+        session.commit()
+        return series.id
+
+
+def test_job_key_names_series_revision_and_kind() -> None:
+    assert job_key("1.2.3", 2, JobKind.T1_MAP) == "1.2.3/2/t1_map"
+    assert job_key("1.2.3", 0, "t2_map") == "1.2.3/0/t2_map"
+
+
+@pytest.mark.parametrize(("role", "kind"), [(SeriesRole.RAW_IR, "t1_map"), (SeriesRole.T2_PREP, "t2_map")])
+def test_complete_raw_series_gets_one_map_job(session_factory: sessionmaker[Session], role: SeriesRole,
+                                              kind: str) -> None:
+    series_id = _series(session_factory, role)
+    sink = RecordingSink()
+    created = enqueue_series(series_id, 0, session_factory=session_factory, sink=sink)
+    assert len(created) == 1
+    assert sink.jobs == created
+    with session_factory() as session:
+        job = session.get(Job, created[0])
+        assert (job.kind, job.state, job.series_revision) == (kind, JobState.QUEUED, 0)
+
+
+def test_handling_the_same_revision_twice_creates_no_duplicate_work(session_factory: sessionmaker[Session]) -> None:
+    series_id = _series(session_factory, SeriesRole.RAW_IR)
+    sink = RecordingSink()
+    first = enqueue_series(series_id, 0, session_factory=session_factory, sink=sink)
+    second = enqueue_series(series_id, 0, session_factory=session_factory, sink=sink)
+    assert second == []
+    assert sink.jobs == first
+    with session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(Job)) == 1
+
+
+def test_a_new_revision_gets_its_own_job(session_factory: sessionmaker[Session]) -> None:
+    series_id = _series(session_factory, SeriesRole.RAW_IR)
+    sink = RecordingSink()
+    enqueue_series(series_id, 0, session_factory=session_factory, sink=sink)
+    enqueue_series(series_id, 1, session_factory=session_factory, sink=sink)
+    assert len(sink.jobs) == 2
+    with session_factory() as session:
+        keys = set(session.scalars(select(Job.key)))
+    assert keys == {"1.2.3.4/0/t1_map", "1.2.3.4/1/t1_map"}
+
+
+@pytest.mark.parametrize("role", [SeriesRole.T1_MAP, SeriesRole.OTHER, SeriesRole.RAW_IR_PHASE])
+def test_series_without_analysis_get_no_job(session_factory: sessionmaker[Session], role: SeriesRole) -> None:
+    series_id = _series(session_factory, role)
+    sink = RecordingSink()
+    assert enqueue_series(series_id, 0, session_factory=session_factory, sink=sink) == []
+    assert sink.jobs == []
+    with session_factory() as session:
+        assert session.get(Series, series_id).state is SeriesState.STORED
+
+
+def test_unknown_series_queues_nothing(session_factory: sessionmaker[Session]) -> None:
+    sink = RecordingSink()
+    assert enqueue_series(999, 0, session_factory=session_factory, sink=sink) == []
+    assert sink.jobs == []
+
+
+def test_restart_requeues_running_and_queued_jobs_and_pending_transfers(
+    session_factory: sessionmaker[Session],
+) -> None:
+    ids = [_series(session_factory, SeriesRole.RAW_IR, uid=f"1.2.{n}") for n in range(4)]
+    with session_factory() as session:
+        jobs = [
+            Job(key=f"k{n}", kind="t1_map", series_id=series_id, state=state)
+            for n, (series_id, state) in enumerate(
+                zip(ids, [JobState.QUEUED, JobState.RUNNING, JobState.DONE, JobState.FAILED], strict=True)
+            )
+        ]
+        session.add_all(jobs)
+        session.flush()
+        result = Result(job_id=jobs[2].id, kind="t1_map")
+        session.add(result)
+        session.flush()
+        transfers = [
+            Transfer(result_id=result.id, path=f"p{n}", sop_instance_uid="1.9", ae_title=f"AE{n}", host="h",
+                     port=104, state=state)
+            for n, state in enumerate([TransferState.PENDING, TransferState.SENT, TransferState.GIVEN_UP])
+        ]
+        session.add_all(transfers)
+        session.commit()
+        expected_jobs = [jobs[0].id, jobs[1].id]
+        expected_transfers = [(transfers[0].id, 0.0)]
+    sink = RecordingSink()
+    recovery = requeue_unfinished(session_factory=session_factory, sink=sink)
+    assert (recovery.jobs, recovery.transfers) == (2, 1)
+    assert sorted(sink.jobs) == sorted(expected_jobs)
+    assert sink.deliveries == expected_transfers
+    with session_factory() as session:
+        states = dict(session.execute(select(Job.key, Job.state)).all())
+    assert states == {"k0": JobState.QUEUED, "k1": JobState.QUEUED, "k2": JobState.DONE, "k3": JobState.FAILED}
+
