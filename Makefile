@@ -37,8 +37,11 @@ test: deps venv
 lint: venv
 	$(VENV)/bin/ruff check .
 
+## Sends a synthetic study to a node started with `make run` (in another terminal).
 demo: venv
-	$(VENV)/bin/myomap demo
+	$(VENV)/bin/myomap phantom --out data/demo --studies 1 --seed 7 --sequence all
+	storescu -aet DEMO -aec MYOMAP +sd +r +sp '*.dcm' 127.0.0.1 11112 data/demo
+	@echo "Sent. Studies, series and results: http://127.0.0.1:8080"
 
 bench: venv
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

@@ -10,10 +10,13 @@ from phantom.tissue import Pathology, PathologyKind, sample_pathology, sample_ti
 def test_reference_values_in_published_ranges():
     low = tissue_properties(FieldStrength.T1_5)
     high = tissue_properties(FieldStrength.T3)
-    assert 950 <= low[Tissue.MYOCARDIUM].t1_ms <= 1000
-    assert 1150 <= high[Tissue.MYOCARDIUM].t1_ms <= 1200
-    assert 1550 <= low[Tissue.LV_BLOOD].t1_ms <= 1600
-    assert 1800 <= high[Tissue.LV_BLOOD].t1_ms <= 1950
+    # True (accurate-method) T1: SASHA myocardium 1169 ms at 1.5 T (Roujol 2014), 1523 ms at 3 T (Weingaertner
+    # 2016); blood above the MOLLI references (about 1550-1600 ms and 1850-1900 ms) that MOLLI reads it as.
+    assert 1150 <= low[Tissue.MYOCARDIUM].t1_ms <= 1190
+    assert 1480 <= high[Tissue.MYOCARDIUM].t1_ms <= 1560
+    assert 1600 <= low[Tissue.LV_BLOOD].t1_ms <= 1700
+    assert 1950 <= high[Tissue.LV_BLOOD].t1_ms <= 2100
+    assert low[Tissue.MYOCARDIUM].t1_ms < low[Tissue.LV_BLOOD].t1_ms < high[Tissue.LV_BLOOD].t1_ms
     assert 45 <= low[Tissue.MYOCARDIUM].t2_ms <= 55 and 40 <= high[Tissue.MYOCARDIUM].t2_ms <= 50
     assert low[Tissue.EPICARDIAL_FAT].t1_ms < high[Tissue.EPICARDIAL_FAT].t1_ms < 450
     assert low[Tissue.LIVER].t1_ms < low[Tissue.MYOCARDIUM].t1_ms

@@ -1,0 +1,94 @@
+"""The phantom's commands on the `myomap` command line: ``phantom`` (generate studies) and ``phantom-stats``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from phantom.model import FieldStrength, Vendor
+
+
+def _parse_readers(text: str) -> tuple[bool, bool]:
+    """Split ``experts,trainees`` into (with_experts, with_trainees)."""
+    names = {part.strip().lower() for part in text.split(",") if part.strip()}
+    unknown = names - {"experts", "trainees"}
+    if unknown:
+        raise typer.BadParameter(f"--readers takes 'experts' and/or 'trainees', got {sorted(unknown)}")
+    return "experts" in names, "trainees" in names
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``phantom`` and ``phantom-stats`` commands to ``app``."""
+
+    @app.command("phantom")
+    def phantom_command(
+        out: Annotated[Path, typer.Option("--out", help="folder to write one sub-folder per study into")],
+        studies: Annotated[int, typer.Option("--studies", min=1, help="number of studies")] = 1,
+        seed: Annotated[int, typer.Option("--seed", min=0, help="seed; the same seed gives the same bytes")] = 0,
+        field: Annotated[
+            FieldStrength | None, typer.Option("--field", help="field strength in tesla; varies if not given")
+        ] = None,
+        vendor: Annotated[Vendor | None, typer.Option("--vendor", help="vendor flavour; varies if not given")] = None,
+        sequence: Annotated[
+            str, typer.Option("--sequence", help="molli, shmolli, t2prep or all (MOLLI, ShMOLLI and T2-prep)")
+        ] = "all",
+        motion_rate: Annotated[
+            float, typer.Option("--motion-rate", min=0.0, max=1.0, help="probability of a breathing-motion series")
+        ] = 0.3,
+        readers: Annotated[
+            str, typer.Option("--readers", help="comma-separated: experts, trainees (empty: truth only)")
+        ] = "experts,trainees",
+        snr: Annotated[
+            float | None, typer.Option("--snr", min=1.0, help="myocardial SNR of the raw images; varies if not given")
+        ] = None,
+        slices: Annotated[
+            int, typer.Option("--slices", min=1, max=3, help="short-axis slices: basal, mid, apical")
+        ] = 3,
+        workers: Annotated[
+            int | None, typer.Option("--workers", min=1, help="worker processes (default: CPU count)")
+        ] = None,
+    ) -> None:
+        """Generate synthetic CMR mapping studies as DICOM files with JSON sidecars."""
+        from phantom.study import SequenceChoice, StudyRequest, generate_studies
+
+        with_experts, with_trainees = _parse_readers(readers)
+        try:
+            sequence_choice = SequenceChoice(sequence.lower())
+        except ValueError as error:
+            choices = ", ".join(choice.value for choice in SequenceChoice)
+            raise typer.BadParameter(f"--sequence takes one of {choices}, got {sequence!r}") from error
+        request = StudyRequest(
+            seed=seed,
+            field=field,
+            vendor=vendor,
+            sequence=sequence_choice,
+            motion_rate=motion_rate,
+            with_experts=with_experts,
+            with_trainees=with_trainees,
+            snr=snr,
+            n_slices=slices,
+        )
+        n_workers = workers if workers is not None else (os.cpu_count() or 1)
+        generate_studies(request, out, n_studies=studies, workers=n_workers, progress=True)
+
+    @app.command("phantom-stats")
+    def phantom_stats_command(
+        directory: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="folder written by `phantom`")],
+        as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    ) -> None:
+        """Reader statistics of a phantom folder: expert pairwise Dice and trainee-vs-truth Dice per error mode."""
+        from phantom.stats import PhantomStatsError, collect_reader_stats, render_table
+
+        try:
+            stats = collect_reader_stats(directory)
+        except PhantomStatsError as error:
+            typer.echo(f"phantom-stats: {error}", err=True)
+            raise typer.Exit(code=1) from error
+        if as_json:
+            typer.echo(json.dumps(stats.to_json(), indent=2))
+        else:
+            render_table(stats)
