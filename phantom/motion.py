@@ -5,8 +5,10 @@ deformation, all in the image plane. ``displacement_field`` gives the displaceme
 pixel (in pixels); the image formation shows a displaced frame by sampling the property maps at ``p - d(p)``.
 
 Motion rule (docs/phantom.md): an AHA segment is labelled as having a motion artefact when, in any frame, the mean
-displacement magnitude of the myocardial border points in that segment (endocardial and epicardial contour points
-together) exceeds half of that segment's mean wall thickness.
+displacement of the myocardial border points in that segment across the border (the component along the border's
+normal, endocardial and epicardial contour points together) exceeds half of that segment's mean wall thickness.
+Only motion across the border misregisters tissue: a border that slides along itself leaves myocardium on
+myocardium, so the fit and the map do not change there.
 """
 
 from __future__ import annotations
@@ -98,23 +100,33 @@ def displacement_field(frame: FrameMotion, geometry: SliceGeometry, *, centre_px
     return np.stack([du / column_spacing, dv / row_spacing])
 
 
-def border_points_by_segment(anatomy: SliceAnatomy) -> dict[int, np.ndarray]:
-    """Endocardial and epicardial contour points (x, y) of each AHA segment of the slice."""
-    points = np.concatenate([anatomy.endo_contour_px, anatomy.epi_contour_px])
-    segments = np.concatenate(
-        [contour_segments(anatomy, anatomy.endo_contour_px), contour_segments(anatomy, anatomy.epi_contour_px)]
-    )
-    return {s: points[segments == s] for s in level_segments(anatomy.geometry.level)}
+def border_points_by_segment(anatomy: SliceAnatomy) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Endocardial and epicardial contour points (x, y) of each AHA segment with their unit normals (x, y)."""
+    contours = (anatomy.endo_contour_px, anatomy.epi_contour_px)
+    points = np.concatenate(contours)
+    normals = np.concatenate([_unit_normals(c) for c in contours])
+    segments = np.concatenate([contour_segments(anatomy, c) for c in contours])
+    return {s: (points[segments == s], normals[segments == s]) for s in level_segments(anatomy.geometry.level)}
+
+
+def _unit_normals(contour_px: np.ndarray) -> np.ndarray:
+    """Unit normals of a closed contour from the central-difference tangent (orientation does not matter here)."""
+    tangent = np.roll(contour_px, -1, axis=0) - np.roll(contour_px, 1, axis=0)
+    normal = np.stack([-tangent[:, 1], tangent[:, 0]], axis=1)
+    length = np.hypot(normal[:, 0], normal[:, 1])
+    return normal / np.where(length > 0, length, 1.0)[:, None]
 
 
 def segment_border_displacement_mm(anatomy: SliceAnatomy, frame: FrameMotion) -> dict[int, float]:
-    """Mean displacement magnitude (mm) of the myocardial border points of each segment in one frame."""
+    """Mean displacement across the border (mm, absolute normal component) of each segment's border points."""
     row_spacing, column_spacing = anatomy.geometry.pixel_spacing_mm
     cx, cy = anatomy.lv_centre_px
     out = {}
-    for segment, points in border_points_by_segment(anatomy).items():
+    for segment, (points, normals) in border_points_by_segment(anatomy).items():
         du, dv = displacement_mm(frame, (points[:, 0] - cx) * column_spacing, (points[:, 1] - cy) * row_spacing)
-        out[segment] = float(np.hypot(du, dv).mean()) if len(points) else 0.0
+        # Normals are in pixel axes; with square pixels they are the same directions in mm.
+        across_mm = np.abs(du * normals[:, 0] + dv * normals[:, 1])
+        out[segment] = float(across_mm.mean()) if len(points) else 0.0
     return out
 
 

@@ -38,22 +38,44 @@ def test_displacement_field_translation_and_rotation(anatomy):
     assert np.hypot(*rotated[:, round(cy), round(cx) + 20]) == pytest.approx(40 * np.sin(np.radians(5)), rel=1e-6)
 
 
+def _normals(contour):
+    tangent = np.roll(contour, -1, axis=0) - np.roll(contour, 1, axis=0)
+    normal = np.stack([-tangent[:, 1], tangent[:, 0]], axis=1)
+    return normal / np.hypot(*normal.T)[:, None]
+
+
 def test_motion_labels_follow_the_rule(anatomy):
     assert not any(motion_labels(anatomy, [FrameMotion((0.0, 0.0), 0.0, 0.0)] * 4).values())
     thickness = anatomy.wall_thickness_mm
-    # Pure translation: every border point moves by the same distance, so the rule compares it with 0.5 x wall.
-    for distance in np.linspace(2.0, 8.0, 7):
+    contours = (anatomy.endo_contour_px, anatomy.epi_contour_px)
+    normals = np.concatenate([_normals(c) for c in contours])
+    segments = np.concatenate([contour_segments(anatomy, c) for c in contours])
+    # Pure translation d: each border point moves across the border by |d . n|; the rule compares the segment's
+    # mean of that with 0.5 x wall.
+    for distance in np.linspace(2.0, 12.0, 6):
         frames = [FrameMotion((0.0, 0.0), 0.0, 0.0), FrameMotion((0.0, float(distance)), 0.0, 0.0)]
         labels = motion_labels(anatomy, frames)
-        assert labels == {s: distance > 0.5 * t for s, t in thickness.items()}
-    # Rotation about the LV centre moves each border point by 2 r sin(angle / 2): check against that directly.
+        across = np.abs(distance * normals[:, 1])
+        assert labels == {s: across[segments == s].mean() > 0.5 * t for s, t in thickness.items()}
+    # The segments facing the shift are spoiled first; a border sliding along itself is not.
+    labels = motion_labels(anatomy, [FrameMotion((0.0, 8.0), 0.0, 0.0)])
+    facing = {s: np.abs(normals[segments == s, 1]).mean() for s in thickness}
+    assert any(labels.values()) and not all(labels.values())
+    spoiled = [facing[s] for s, flag in labels.items() if flag]
+    spared = [facing[s] for s, flag in labels.items() if not flag]
+    assert min(spoiled) > max(spared)
+    # Rotation about the LV centre: each border point moves along the chord 2 r sin(angle / 2).
     angle = 12.0
     labels = motion_labels(anatomy, [FrameMotion((0.0, 0.0), angle, 0.0)])
     spacing = anatomy.geometry.pixel_spacing_mm[0]
-    for contour_set in ((anatomy.endo_contour_px, anatomy.epi_contour_px),):
-        points = np.concatenate(contour_set)
-        segments = np.concatenate([contour_segments(anatomy, c) for c in contour_set])
-        radius_mm = np.hypot(*(points - np.array(anatomy.lv_centre_px)).T) * spacing
-        moved = 2 * radius_mm * np.sin(np.radians(angle / 2))
-        expected = {s: moved[segments == s].mean() > 0.5 * thickness[s] for s in thickness}
-        assert labels == expected
+    points = np.concatenate(contours)
+    offset = (points - np.array(anatomy.lv_centre_px)) * spacing
+    chord = 2 * np.sin(np.radians(angle / 2))
+    # Moving by the chord of the rotation: direction at angle/2 past the tangent.
+    tangent_dir = np.stack([-offset[:, 1], offset[:, 0]], axis=1) / np.hypot(*offset.T)[:, None]
+    radial_dir = offset / np.hypot(*offset.T)[:, None]
+    half = np.radians(angle / 2)
+    move = chord * np.hypot(*offset.T)[:, None] * (np.cos(half) * tangent_dir - np.sin(half) * radial_dir)
+    across = np.abs((move * normals).sum(axis=1))
+    expected = {s: across[segments == s].mean() > 0.5 * thickness[s] for s in thickness}
+    assert labels == expected
