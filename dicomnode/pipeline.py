@@ -39,6 +39,7 @@ from db.session import session_scope
 from dicomnode import scu
 from dicomnode.jobs import JobKind
 from dicomnode.series_loader import LoadedSeries, SliceStack, TimingKind, load_series_files
+from dicomnode.t1_protocol import t1_protocol
 from inference.mapping import MapKind, MappingResult, MappingScheme, reconstruct_map
 from reports.map_mr import build_mr_map
 from reports.map_parametric import build_parametric_map
@@ -222,13 +223,14 @@ def rr_interval_ms(loaded: LoadedSeries, stack: SliceStack) -> float | None:
 def _map_slice(stack: SliceStack, loaded: LoadedSeries, claimed: ClaimedJob, index: int,
                storage_root: Path) -> SliceMap:
     scheme = mapping_scheme(loaded, stack)
-    rr_ms = rr_interval_ms(loaded, stack) if scheme is MappingScheme.SHMOLLI else None
+    rr_ms = rr_interval_ms(loaded, stack) if scheme is not MappingScheme.T2PREP else None
     mapping = reconstruct_map(
         stack.images,
         stack.times_ms,
         scheme,
-        rr_ms=rr_ms,
+        rr_ms=rr_ms if scheme is MappingScheme.SHMOLLI else None,
         inversion_index=inversion_index(stack) if scheme is MappingScheme.SHMOLLI else None,
+        protocol=t1_protocol(stack, loaded, scheme, rr_ms),
     )
     map_ms = np.where(mapping.valid, mapping.map_ms, 0.0).astype(np.float32)
     base_number = loaded.series_number or 0

@@ -12,7 +12,8 @@ Schemes (Messroghli et al. 2004; Kellman and Hansen 2014; Piechnik et al. 2010; 
 - MOLLI 5s(3s)3s: as many beats as fill 5 s, 3 s of recovery and 3 s; at RR 1000 ms it equals 5(3)3.
 - ShMOLLI 5(1)1(1)1: 5 images after the first inversion, then single images after inversions with TI 180 and 260
   ms, each set after one beat of recovery.
-- T2-prep bSSFP: three images with T2 preparation 0, 25 and 55 ms, three recovery beats between images.
+- T2-prep bSSFP: three images with T2 preparation 0, 25 and 55 ms, three recovery beats between images, after
+  a discarded preparatory readout that gives the first image the same magnetisation history as the others.
 """
 
 from __future__ import annotations

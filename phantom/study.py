@@ -330,7 +330,12 @@ def _acquire_and_write(
     stored = encode_magnitude(acquired.magnitude).astype(np.float64)
     inversion_index = np.asarray(scheme.image_set_index) if kind is SequenceKind.SHMOLLI else None
     result = reconstruct_map(
-        stored, _fit_times(acquired), _MAPPING_SCHEME[kind], rr_ms=plan.rr_ms, inversion_index=inversion_index
+        stored,
+        _fit_times(acquired),
+        _MAPPING_SCHEME[kind],
+        rr_ms=plan.rr_ms,
+        inversion_index=inversion_index,
+        correction="none",  # a scanner's MOLLI/ShMOLLI map is the plain fit
     )
     quantity = MapQuantity.T2 if kind is SequenceKind.T2PREP else MapQuantity.T1
     sources = raw_by_part[ImagePart.MAGNITUDE]

@@ -250,8 +250,8 @@ def _complete_mr_acquisition(ds: Dataset) -> None:
             setattr(ds, keyword, None)
     scan_options = ds.ScanOptions
     scan_options = [] if scan_options is None else [scan_options] if isinstance(scan_options, str) else scan_options
-    if "TriggerTime" not in ds and {"PER", "RG", "CT", "PPO", "PPA"} & set(scan_options):
-        ds.TriggerTime = None  # type 2C for triggered scans; a map spans the trigger times of all its images
+    if "TriggerTime" not in ds and {"CG", "PPG"} & set(scan_options):
+        ds.TriggerTime = None  # type 2C for gated scans; a map spans the trigger times of all its images
     scanning = ds.ScanningSequence
     scanning = [scanning] if isinstance(scanning, str) else list(scanning)
     if "IR" in scanning:

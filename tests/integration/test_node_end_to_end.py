@@ -42,7 +42,6 @@ PHANTOM_SEED = 21
 # the node's map is compared within 3 % with the phantom's reference MOLLI map over the true myocardium, and
 # with the true tissue T1 within the bias MOLLI is known to have.
 T1_TOLERANCE = 0.03
-MOLLI_BIAS_TOLERANCE = 0.12
 T2_TOLERANCE = 0.05
 
 
@@ -131,16 +130,18 @@ def test_raw_series_come_back_as_maps_with_the_true_relaxation_times(
     (t2_pm,) = _received(console, ParametricMapStorage, "T2MAP")
     assert t1_mr.StudyInstanceUID == pydicom.dcmread(molli[0]).StudyInstanceUID
 
-    molli_reference = next(
+    # The scanner's own map is the plain MOLLI fit, which reads myocardium several percent low; the node's map is
+    # Bloch-corrected from the acquisition the raw series' tags describe.
+    scanner_plain_ms = next(
         s["scanner_map_mean_in_true_myocardium_ms"] for s in truth["sequences"]
         if s["scheme"]["sequence"] == "molli_5(3)3"
     )
     true_t1_ms = truth["truth"]["t1_ms"]["global"]
     true_t2_ms = truth["truth"]["t2_ms"]["global"]
+    assert scanner_plain_ms < true_t1_ms * (1 - T1_TOLERANCE)
     for t1_map in (t1_mr.pixel_array.astype(float), t1_pm.pixel_array.astype(float)):
         t1_ms = float(np.mean(t1_map[myocardium]))
-        assert t1_ms == pytest.approx(molli_reference, rel=T1_TOLERANCE)
-        assert t1_ms == pytest.approx(true_t1_ms, rel=MOLLI_BIAS_TOLERANCE)
+        assert t1_ms == pytest.approx(true_t1_ms, rel=T1_TOLERANCE)
     for t2_map in (t2_mr.pixel_array.astype(float), t2_pm.pixel_array.astype(float)):
         assert float(np.mean(t2_map[myocardium])) == pytest.approx(true_t2_ms, rel=T2_TOLERANCE)
 

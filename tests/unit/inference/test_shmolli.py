@@ -1,8 +1,9 @@
 """Tests of the ShMOLLI conditional T1 reconstruction, on Bloch-simulated ShMOLLI 5(1)1(1)1 signals.
 
-The simulation tracks the magnetisation through three inversions and seven balanced SSFP readouts (alpha/2 - TR/2
-preparation, alternating +-35 degree pulses, T1 and T2 relaxation between pulses), so the incomplete recovery
-before the second and third inversions is modelled, not assumed.
+The reference simulation (:mod:`tests.unit.inference.bloch_reference`) tracks the magnetisation through three
+inversions and seven balanced SSFP readouts (alpha/2 - TR/2 preparation, alternating +-35 degree pulses, T1 and T2
+relaxation between pulses), so the incomplete recovery before the second and third inversions is modelled, not
+assumed.
 """
 
 from __future__ import annotations
@@ -14,48 +15,21 @@ from inference.errors import ShapeMismatchError, TimingError
 from inference.mapping import MapKind, reconstruct_map
 from inference.shmolli import fit_t1_shmolli, infer_inversion_index
 from inference.t1_fit import fit_t1_molli
+from tests.unit.inference.bloch_reference import simulate_bssfp_ir
 
 TRIGGER_DELAY_MS = 500.0
 
 
 def simulate_shmolli(t1_ms, t2_ms, rr_ms, ti_ms=(100.0, 180.0, 260.0), flip_deg=35.0, tr_ms=2.8, n_pulses=70):
     """Signals (7, tissues) in acquisition order and their TIs, for M0 = 1."""
-    t1 = np.atleast_1d(np.asarray(t1_ms, dtype=float))
-    t2 = np.broadcast_to(np.asarray(t2_ms, dtype=float), t1.shape)
     inversions = [TRIGGER_DELAY_MS - ti_ms[0], 6 * rr_ms + TRIGGER_DELAY_MS - ti_ms[1],
                   8 * rr_ms + TRIGGER_DELAY_MS - ti_ms[2]]
     readouts = [beat * rr_ms + TRIGGER_DELAY_MS for beat in (0, 1, 2, 3, 4, 6, 8)]
     inversion_times_ms = np.array([ti_ms[0] + k * rr_ms for k in range(5)] + [ti_ms[1], ti_ms[2]])
-    m = np.zeros((3, t1.size))
-    m[2] = 1.0
-    clock = [0.0]
-    alpha = np.deg2rad(flip_deg)
-
-    def relax(dt_ms):
-        m[:2] *= np.exp(-dt_ms / t2)
-        m[2] = 1.0 - (1.0 - m[2]) * np.exp(-dt_ms / t1)
-        clock[0] += dt_ms
-
-    def rotate_x(angle):
-        m[1], m[2] = np.cos(angle) * m[1] + np.sin(angle) * m[2], -np.sin(angle) * m[1] + np.cos(angle) * m[2]
-
-    signals = []
-    for at_ms, kind in sorted([(t, 0) for t in inversions] + [(t, 1) for t in readouts]):
-        if kind == 0:
-            relax(at_ms - clock[0])
-            m[:2], m[2] = 0.0, -m[2]
-            continue
-        relax(at_ms - tr_ms - (n_pulses // 2) * tr_ms - clock[0])
-        rotate_x(-alpha / 2)
-        relax(tr_ms / 2)
-        for pulse in range(n_pulses):
-            rotate_x(alpha if pulse % 2 == 0 else -alpha)
-            relax(tr_ms / 2)
-            if pulse == n_pulses // 2:
-                signals.append(np.hypot(m[0], m[1]))
-            relax(tr_ms / 2)
-        m[:2] = 0.0
-    return np.array(signals), inversion_times_ms
+    signals = simulate_bssfp_ir(
+        t1_ms, t2_ms, inversions, readouts, flip_deg=flip_deg, tr_ms=tr_ms, n_pulses=n_pulses
+    )
+    return signals, inversion_times_ms
 
 
 def test_inversion_index_is_inferred_from_the_tis_in_any_order():

@@ -1,8 +1,9 @@
 """Tests of the MOLLI three-parameter T1 fit, against signals from independent forward models.
 
-The Bloch simulation below tracks the magnetisation through a MOLLI 5(3)3 scheme with a balanced SSFP readout:
-inversions, alpha/2 - TR/2 preparation, alternating +-alpha pulses, T1 and T2 relaxation between pulses, and the
-signal read at the echo of the centre k-space line, which defines the effective TI.
+Bloch-simulated signals come from the tests' reference simulator (:mod:`tests.unit.inference.bloch_reference`):
+MOLLI 5(3)3 with a balanced SSFP readout, inversions, alpha/2 - TR/2 preparation, alternating +-alpha pulses, T1 and
+T2 relaxation between pulses, and the signal read at the echo of the centre k-space line, which defines the
+effective TI.
 """
 
 from __future__ import annotations
@@ -13,59 +14,10 @@ import pytest
 from inference.errors import ShapeMismatchError, SignalError, TimingError, UnknownSchemeError
 from inference.mapping import MapKind, MappingScheme, reconstruct_map
 from inference.t1_fit import fit_t1_molli
+from tests.unit.inference.bloch_reference import simulate_bssfp_ir
 
 RR_MS = 1000.0
 TRIGGER_DELAY_MS = 500.0
-
-
-def simulate_bssfp_ir(
-    t1_ms: np.ndarray,
-    t2_ms: np.ndarray,
-    inversion_at_ms: list[float],
-    readout_centre_at_ms: list[float],
-    *,
-    flip_deg: float = 35.0,
-    tr_ms: float = 2.8,
-    n_pulses: int = 70,
-) -> np.ndarray:
-    """Transverse magnitude at the centre echo of each readout, shape (readouts, tissues); M0 = 1."""
-    t1 = np.atleast_1d(np.asarray(t1_ms, dtype=float))
-    t2 = np.broadcast_to(np.asarray(t2_ms, dtype=float), t1.shape)
-    mx, my, mz = np.zeros_like(t1), np.zeros_like(t1), np.ones_like(t1)
-    now = 0.0
-    alpha = np.deg2rad(flip_deg)
-    centre_pulse = n_pulses // 2
-
-    def relax(dt_ms: float) -> None:
-        nonlocal mx, my, mz, now
-        e2 = np.exp(-dt_ms / t2)
-        mx, my = mx * e2, my * e2
-        mz = 1.0 - (1.0 - mz) * np.exp(-dt_ms / t1)
-        now += dt_ms
-
-    def rotate_x(angle: float) -> None:
-        nonlocal my, mz
-        my, mz = np.cos(angle) * my + np.sin(angle) * mz, -np.sin(angle) * my + np.cos(angle) * mz
-
-    events = sorted([(t, "inversion") for t in inversion_at_ms] + [(t, "readout") for t in readout_centre_at_ms])
-    signals = []
-    for at_ms, kind in events:
-        if kind == "inversion":
-            relax(at_ms - now)
-            mx, my, mz = 0.0 * mx, 0.0 * my, -mz
-            continue
-        first_pulse_ms = at_ms - tr_ms / 2 - centre_pulse * tr_ms
-        relax(first_pulse_ms - tr_ms / 2 - now)
-        rotate_x(-alpha / 2)
-        relax(tr_ms / 2)
-        for pulse in range(n_pulses):
-            rotate_x(alpha if pulse % 2 == 0 else -alpha)
-            relax(tr_ms / 2)
-            if pulse == centre_pulse:
-                signals.append(np.hypot(mx, my))
-            relax(tr_ms / 2)
-        mx, my = 0.0 * mx, 0.0 * my  # spoiled after the readout
-    return np.array(signals)
 
 
 def molli_533(rr_ms: float = RR_MS, ti1_ms: float = 120.0, ti2_ms: float = 200.0):
