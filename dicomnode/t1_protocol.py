@@ -24,14 +24,14 @@ def t1_protocol(
     if scheme is MappingScheme.T2PREP:
         return None
     source = stack.sources[0]
-    order = np.argsort(stack.acquisition_times_s, kind="stable")
+    order, acquisition_times_s = acquisition_order(stack)
     try:
         return protocol_from_tags(
             stack.times_ms[order],
             fit="shmolli" if scheme is MappingScheme.SHMOLLI else "molli",
             rr_ms=rr_ms if rr_ms is not None else loaded.nominal_interval_ms,
             heart_rate_bpm=_number(source, "HeartRate"),
-            acquisition_times_s=stack.acquisition_times_s[order],
+            acquisition_times_s=acquisition_times_s,
             flip_angle_deg=_number(source, "FlipAngle"),
             repetition_time_ms=_number(source, "RepetitionTime"),
             phase_encoding_lines=_phase_encoding_lines(source),
@@ -40,6 +40,23 @@ def t1_protocol(
     except ProtocolError as error:
         LOGGER.warning("series %s: T1 map left uncorrected: %s", loaded.series_instance_uid, error)
         return None
+
+
+def acquisition_order(stack: SliceStack) -> tuple[np.ndarray, np.ndarray | None]:
+    """Indices that put the stack's images in acquisition order, and their acquisition times when known.
+
+    By AcquisitionTime when every image has a distinct one; else by InstanceNumber (Enhanced MR: frame number),
+    which scanners assign in acquisition order, and the times are left to the protocol's heartbeat layout.
+    """
+    times_s = stack.acquisition_times_s
+    if np.all(np.isfinite(times_s)) and np.unique(times_s).size == times_s.size:
+        order = np.argsort(times_s, kind="stable")
+        return order, times_s[order]
+    numbers = [
+        int(ds.get("InstanceNumber") or 0) if int(ds.get("NumberOfFrames") or 1) == 1 else frame
+        for ds, frame in zip(stack.sources, stack.frame_numbers, strict=True)
+    ]
+    return np.argsort(numbers, kind="stable"), None
 
 
 def _find(ds: Dataset, keyword: str) -> object | None:

@@ -82,6 +82,7 @@ class NodeProcess:
             "queue": {"workers": workers},
             "series": {"quiet_seconds": quiet_seconds},
             "scu": {"backoff_initial_s": 0.5, "max_attempts": 4},
+            "logging": {"level": "DEBUG"},
             # The console sends the raw images and gets the maps back (return to sender).
             "peers": [{"ae_title": CONSOLE_AE, "host": "127.0.0.1", "port": self.console_port, "receives": []}],
         }
