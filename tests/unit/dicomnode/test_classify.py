@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pydicom
 import pytest
 
 from db.models import SeriesRole
 from dicomnode.classify import classify, expected_instances, inversion_time_ms
 from tests.dicom_builders import enhanced_mr, mr_image, parametric_map
+from tests.shared_data import SHARED_DATA
 
-SHARED = Path("/work/shared/data")
+SHARED = SHARED_DATA
 
 
 def test_siemens_molli_raw_with_inversion_time() -> None:
