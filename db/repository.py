@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Connection, Integer, bindparam, case, func, insert, null, select, update
 from sqlalchemy.orm import Session
 
 from db.models import Instance, Series, SeriesRole, SeriesState, Study, utcnow
@@ -206,3 +207,261 @@ def receiving_series_in_study(
         )
     )
     return [(row.id, row.revision) for row in rows]
+
+
+# Core statements of the ingest path: no ORM unit of work, one short transaction per instance. They take a
+# Connection (``engine.connect()``, or ``session.connection()`` inside a session's transaction).
+
+_STUDY = Study.__table__
+_SERIES = Series.__table__
+_INSTANCE = Instance.__table__
+
+
+@dataclass(frozen=True)
+class InstanceRow:
+    """The current version of a stored instance, as the ingest path needs it."""
+
+    id: int
+    series_id: int
+    study_id: int
+    sha256: str
+    version: int
+    path: str
+
+
+@dataclass(frozen=True)
+class SeriesRow:
+    """A series' ids and what assembly learns from its first instances."""
+
+    id: int
+    study_id: int
+    role: SeriesRole
+    expected_instances: int | None
+
+
+_SELECT_INSTANCE_ROW = (
+    select(
+        _INSTANCE.c.id,
+        _INSTANCE.c.series_id,
+        _SERIES.c.study_id,
+        _INSTANCE.c.sha256,
+        _INSTANCE.c.version,
+        _INSTANCE.c.path,
+    )
+    .join_from(_INSTANCE, _SERIES, _INSTANCE.c.series_id == _SERIES.c.id)
+    .where(_INSTANCE.c.sop_instance_uid == bindparam("sop_instance_uid"))
+)
+_SELECT_SERIES_ROW = select(
+    _SERIES.c.id, _SERIES.c.study_id, _SERIES.c.role, _SERIES.c.expected_instances
+).where(_SERIES.c.series_instance_uid == bindparam("series_instance_uid"))
+_SELECT_STUDY_ID = select(_STUDY.c.id).where(_STUDY.c.study_instance_uid == bindparam("study_instance_uid"))
+_INSERT_INSTANCE = insert(_INSTANCE)  # built once: the parameters name the columns, defaults fill the rest
+_RECEIVING = SeriesState.RECEIVING
+# One statement counts the arrival and re-opens a series that was no longer receiving. Every right-hand side
+# reads the row as it was before the update (SQL semantics in SQLite and PostgreSQL alike), so the revision
+# goes up exactly when the state was not RECEIVING. Matching on id, UID and study also detects a cached id
+# whose row was deleted or re-used meanwhile (no row updated).
+_COUNT_ARRIVAL = (
+    update(_SERIES)
+    .where(
+        _SERIES.c.id == bindparam("b_series_id"),
+        _SERIES.c.series_instance_uid == bindparam("b_series_instance_uid"),
+        _SERIES.c.study_id == bindparam("b_study_id"),
+    )
+    .values(
+        n_instances=_SERIES.c.n_instances + bindparam("b_added", type_=Integer),
+        last_received_at=bindparam("b_at", type_=_SERIES.c.last_received_at.type),
+        revision=case((_SERIES.c.state != _RECEIVING, _SERIES.c.revision + 1), else_=_SERIES.c.revision),
+        completed_at=case((_SERIES.c.state != _RECEIVING, null()), else_=_SERIES.c.completed_at),
+        state=_RECEIVING,
+    )
+)
+
+
+def find_instance_row(connection: Connection, *, sop_instance_uid: str) -> InstanceRow | None:
+    row = connection.execute(_SELECT_INSTANCE_ROW, {"sop_instance_uid": sop_instance_uid}).first()
+    return None if row is None else InstanceRow(*row)
+
+
+def find_series_row(connection: Connection, *, series_instance_uid: str) -> SeriesRow | None:
+    row = connection.execute(_SELECT_SERIES_ROW, {"series_instance_uid": series_instance_uid}).first()
+    return None if row is None else SeriesRow(row.id, row.study_id, SeriesRole(row.role), row.expected_instances)
+
+
+def find_study_id(connection: Connection, *, study_instance_uid: str) -> int | None:
+    return connection.execute(_SELECT_STUDY_ID, {"study_instance_uid": study_instance_uid}).scalar()
+
+
+def insert_study_row(
+    connection: Connection,
+    *,
+    study_instance_uid: str,
+    patient_id: str = "",
+    patient_name: str = "",
+    study_date: str = "",
+    study_description: str = "",
+    accession_number: str = "",
+) -> int:
+    """Insert a study and return its id (a racing insert of the same UID raises ``IntegrityError``)."""
+    result = connection.execute(
+        insert(_STUDY).values(
+            study_instance_uid=study_instance_uid,
+            patient_id=patient_id,
+            patient_name=patient_name,
+            study_date=study_date,
+            study_description=study_description,
+            accession_number=accession_number,
+        )
+    )
+    return int(result.inserted_primary_key[0])
+
+
+def insert_series_row(
+    connection: Connection,
+    *,
+    study_id: int,
+    series_instance_uid: str,
+    role: SeriesRole,
+    expected_instances: int | None,
+    series_number: int | None = None,
+    modality: str = "",
+    description: str = "",
+    manufacturer: str = "",
+    calling_ae: str = "",
+    calling_host: str = "",
+) -> int:
+    """Insert a RECEIVING series with no instances counted yet and return its id (racing insert: IntegrityError)."""
+    result = connection.execute(
+        insert(_SERIES).values(
+            study_id=study_id,
+            series_instance_uid=series_instance_uid,
+            series_number=series_number,
+            modality=modality,
+            description=description,
+            manufacturer=manufacturer,
+            role=role,
+            state=SeriesState.RECEIVING,
+            expected_instances=expected_instances,
+            n_instances=0,
+            revision=0,
+            calling_ae=calling_ae,
+            calling_host=calling_host,
+        )
+    )
+    return int(result.inserted_primary_key[0])
+
+
+def learn_series_facts(
+    connection: Connection, *, series_id: int, role: SeriesRole, expected_instances: int | None
+) -> None:
+    """Give a series a role or expected count it lacked (as :func:`get_or_create_series` does)."""
+    if role != SeriesRole.OTHER:
+        connection.execute(
+            update(_SERIES).where(_SERIES.c.id == series_id, _SERIES.c.role == SeriesRole.OTHER).values(role=role)
+        )
+    if expected_instances is not None:
+        connection.execute(
+            update(_SERIES)
+            .where(_SERIES.c.id == series_id, _SERIES.c.expected_instances.is_(None))
+            .values(expected_instances=expected_instances)
+        )
+
+
+def count_arrival(
+    connection: Connection,
+    *,
+    series_id: int,
+    series_instance_uid: str,
+    study_id: int,
+    added: int,
+    at: datetime | None = None,
+) -> bool:
+    """:func:`record_arrival` with ``reopen=True`` in one statement; False when no series has this id, UID and
+    study (the caller's ids are stale)."""
+    result = connection.execute(
+        _COUNT_ARRIVAL,
+        {
+            "b_series_id": series_id,
+            "b_series_instance_uid": series_instance_uid,
+            "b_study_id": study_id,
+            "b_added": added,
+            "b_at": at or utcnow(),
+        },
+    )
+    return result.rowcount == 1
+
+
+def insert_instance_row(
+    connection: Connection,
+    *,
+    series_id: int,
+    sop_instance_uid: str,
+    sop_class_uid: str,
+    transfer_syntax_uid: str,
+    instance_number: int | None,
+    path: str,
+    sha256: str,
+    size_bytes: int,
+    version: int,
+) -> int:
+    """Insert an instance row and return its id (a racing insert of the same UID raises ``IntegrityError``)."""
+    result = connection.execute(
+        _INSERT_INSTANCE,
+        {
+            "series_id": series_id,
+            "sop_instance_uid": sop_instance_uid,
+            "sop_class_uid": sop_class_uid,
+            "transfer_syntax_uid": transfer_syntax_uid,
+            "instance_number": instance_number,
+            "path": path,
+            "sha256": sha256,
+            "size_bytes": size_bytes,
+            "version": version,
+        },
+    )
+    return int(result.inserted_primary_key[0])
+
+
+def update_instance_row(
+    connection: Connection,
+    *,
+    instance_id: int,
+    series_id: int,
+    sop_class_uid: str,
+    transfer_syntax_uid: str,
+    instance_number: int | None,
+    path: str,
+    sha256: str,
+    size_bytes: int,
+    version: int,
+) -> None:
+    """Point an instance row at a new version of its file."""
+    connection.execute(
+        update(_INSTANCE)
+        .where(_INSTANCE.c.id == instance_id)
+        .values(
+            series_id=series_id,
+            sop_class_uid=sop_class_uid,
+            transfer_syntax_uid=transfer_syntax_uid,
+            instance_number=instance_number,
+            path=path,
+            sha256=sha256,
+            size_bytes=size_bytes,
+            version=version,
+        )
+    )
+
+
+def recount_series_row(connection: Connection, *, series_id: int) -> int:
+    """:func:`recount_instances` on a Connection."""
+    count = connection.execute(
+        select(func.count()).select_from(_INSTANCE).where(_INSTANCE.c.series_id == series_id)
+    ).scalar_one()
+    connection.execute(update(_SERIES).where(_SERIES.c.id == series_id).values(n_instances=count))
+    return int(count)
+
+
+def instance_versions(connection: Connection) -> dict[str, tuple[int, str]]:
+    """Every recorded instance: SOP Instance UID -> (current version, path relative to the storage root)."""
+    rows = connection.execute(select(_INSTANCE.c.sop_instance_uid, _INSTANCE.c.version, _INSTANCE.c.path))
+    return {uid: (version, path) for uid, version, path in rows}

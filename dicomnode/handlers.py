@@ -108,8 +108,12 @@ def handle_echo(event: Event) -> int:
     return SUCCESS
 
 
-def handle_store(event: Event, context: StoreContext) -> Dataset:
-    """EVT_C_STORE: store durably, note the instance for assembly, answer success or the error's status."""
+def handle_store(event: Event, context: StoreContext) -> int | Dataset:
+    """EVT_C_STORE: store durably, note the instance for assembly, answer success or the error's status.
+
+    The data set is taken as received (``event.encoded_dataset``), never decoded by pynetdicom; success is the
+    plain status 0x0000 (a Dataset is built only for failures, which carry an Error Comment).
+    """
     assoc = event.assoc
     calling_ae = assoc.requestor.ae_title.strip()
     calling_host = assoc.requestor.address
@@ -166,7 +170,7 @@ def handle_store(event: Event, context: StoreContext) -> Dataset:
             context.assembler.note_instance(stored)
         except Exception:  # the instance is safe; the quiet-period check will complete its series
             LOGGER.exception("assembly of %s failed after storing it", sop_instance_uid)
-    return status_dataset(SUCCESS)
+    return SUCCESS
 
 
 def status_dataset(status: int, comment: str = "") -> Dataset:

@@ -27,6 +27,7 @@ from dicomnode import pipeline
 from dicomnode.assembly import Assembler
 from dicomnode.jobs import enqueue_series, requeue_unfinished
 from dicomnode.queue import NodeQueue, make_consumer, make_queue
+from dicomnode.reconcile import reconcile_storage
 from dicomnode.scp import StorageSCP
 from dicomnode.tasks import NodeTasks, register_tasks
 from reports.web import create_app
@@ -94,6 +95,14 @@ class Node:
         settings = self.settings
         self._database = open_database(settings)
         session_factory = self._database.session_factory
+        # Files are the durable record: rebuild rows an OS crash rolled back and drop half-written temp files.
+        report = reconcile_storage(settings, session_factory)
+        LOGGER.info(
+            "storage reconciled in %.2f s: %d files, %d temporary removed, %d rows rebuilt, %d updated, "
+            "%d unreadable, %d rows without file",
+            report.seconds, report.files_on_disk, report.temporary_removed, report.instances_recorded,
+            report.instances_updated, len(report.unreadable), len(report.rows_without_file),
+        )
         self._queue = make_queue(settings)
         tasks = register_tasks(self._queue, settings=settings, session_factory=session_factory)
         LOGGER.info("map builders ready in %.2f s", pipeline.warm_up())

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.uid import generate_uid
-from sqlalchemy import func, select
+from pydicom.data import get_testdata_file
+from pydicom.uid import ImplicitVRLittleEndian, generate_uid
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings, load_settings
@@ -16,8 +17,10 @@ from db import repository
 from db.migrate import upgrade
 from db.models import Instance, Series, SeriesRole, SeriesState, Study
 from db.session import make_engine, make_session_factory, session_scope
+from dicomnode import storage
 from dicomnode.errors import DatasetMismatchError, StorageFullError
-from dicomnode.storage import check_free_space, store_instance
+from dicomnode.storage import check_free_space, engine_of, store_instance
+from dicomnode.validate import encode_file_meta, split_part10
 from tests.dicom_builders import molli_series, mr_image, write_part10
 
 
@@ -163,3 +166,110 @@ def test_concurrent_stores_share_one_study_and_series(
         assert session.scalar(select(func.count()).select_from(Study)) == 1
         series = session.scalars(select(Series)).one()
         assert series.n_instances == 24 == repository.count_instances(session, series_id=series.id)
+
+
+def test_received_bytes_are_written_unchanged(settings: Settings, session_factory: sessionmaker[Session]) -> None:
+    meta, data = split_part10(Path(get_testdata_file("JPEG2000.dcm")).read_bytes())
+
+    stored = store_instance(
+        data,
+        file_meta=meta,
+        calling_ae="SCANNER",
+        calling_host="127.0.0.1",
+        settings=settings,
+        session_factory=session_factory,
+        context_sop_class_uid=meta.MediaStorageSOPClassUID,
+    )
+
+    written = stored.path.read_bytes()
+    assert written.endswith(data) and len(written) == 132 + len(encode_file_meta(_with_source(meta))) + len(data)
+    assert pydicom.dcmread(stored.path).file_meta.SourceApplicationEntityTitle == "SCANNER"
+
+
+def _with_source(meta: pydicom.dataset.FileMetaDataset) -> pydicom.dataset.FileMetaDataset:
+    copy = pydicom.dataset.FileMetaDataset(meta)
+    copy.SourceApplicationEntityTitle = "SCANNER"
+    return copy
+
+
+def test_rolled_back_series_is_not_cached(
+    settings: Settings, session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = molli_series(inversion_times_ms=(100.0, 180.0))
+    original = repository.insert_instance_row
+
+    def fail_once(*args: object, **kwargs: object) -> int:
+        monkeypatch.setattr(repository, "insert_instance_row", original)
+        raise OSError("database unavailable")
+
+    monkeypatch.setattr(repository, "insert_instance_row", fail_once)
+    with pytest.raises(OSError, match="database unavailable"):
+        _store(first, settings, session_factory)
+    with session_scope(session_factory) as session:  # the study and series inserts were rolled back
+        assert session.scalar(select(func.count()).select_from(Series)) == 0
+    assert storage._series_cache(engine_of(session_factory)).get(first.SeriesInstanceUID) is None
+
+    stored = [_store(ds, settings, session_factory) for ds in (first, second)]
+
+    with session_scope(session_factory) as session:
+        series = session.scalars(select(Series)).one()
+        assert stored[0].series_id == stored[1].series_id == series.id and series.n_instances == 2
+
+
+def test_cached_ids_of_deleted_rows_are_not_used(
+    settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    first, second = molli_series(inversion_times_ms=(100.0, 180.0))
+    old = _store(first, settings, session_factory)
+    with session_scope(session_factory) as session:
+        session.execute(delete(Instance))
+        session.execute(delete(Series))
+        session.execute(delete(Study))
+        # A series of another study takes the freed id (SQLite re-uses the highest rowid).
+        other_study = Study(study_instance_uid=generate_uid())
+        session.add(other_study)
+        session.flush()
+        session.add(Series(id=old.series_id, study_id=other_study.id, series_instance_uid=generate_uid()))
+
+    new = _store(second, settings, session_factory)
+
+    with session_scope(session_factory) as session:
+        series = session.get_one(Series, new.series_id)
+        assert new.series_id != old.series_id and series.series_instance_uid == second.SeriesInstanceUID
+        assert series.n_instances == 1 and session.get_one(Study, new.study_id).patient_id == "MYO-0042"
+
+
+def test_series_learns_role_and_expected_count_from_later_instances(
+    settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    study_uid, series_uid = generate_uid(), generate_uid()
+    plain = mr_image(study_uid=study_uid, series_uid=series_uid, description="localizer", sequence_name="fl2d")
+    marked = mr_image(
+        study_uid=study_uid, series_uid=series_uid, inversion_time_ms=180.0, images_in_acquisition=8, seed=1
+    )
+    first = _store(plain, settings, session_factory)
+    with session_scope(session_factory) as session:
+        series = session.get_one(Series, first.series_id)
+        assert (series.role, series.expected_instances) == (SeriesRole.OTHER, None)
+
+    _store(marked, settings, session_factory)
+    _store(mr_image(study_uid=study_uid, series_uid=series_uid, seed=2), settings, session_factory)
+
+    with session_scope(session_factory) as session:
+        series = session.get_one(Series, first.series_id)
+        assert (series.role, series.expected_instances, series.n_instances) == (SeriesRole.RAW_IR, 8, 3)
+
+
+def test_implicit_little_endian_is_stored(
+    settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    ds = mr_image(inversion_time_ms=180.0)
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    meta, data = split_part10(write_part10(ds, tmp_path / "implicit.dcm").read_bytes())
+
+    stored = _store(write_part10(ds, tmp_path / "implicit.dcm").read_bytes(), settings, session_factory)
+
+    assert stored.created and stored.path.read_bytes().endswith(data)
+    with session_scope(session_factory) as session:
+        assert session.get_one(Instance, stored.instance_id).transfer_syntax_uid == ImplicitVRLittleEndian
+        assert session.get_one(Series, stored.series_id).role == SeriesRole.RAW_IR
