@@ -3,22 +3,33 @@
 A job's ``key`` is ``<series uid>/<revision>/<kind>`` and is unique in the database, so a series that is re-sent
 or whose completion is handled twice (the protocol tags and the quiet period both firing, a restart) finds its
 job already there and queues nothing new. Only a new revision (changed or late instances) makes new work.
+
+With several worker processes (a Redis queue and a PostgreSQL database) a job's task leaves the queue when a
+worker takes it, so a worker killed mid-job would leave the job RUNNING for ever. A worker therefore runs a job
+inside :func:`job_lease`, a PostgreSQL advisory lock that the server drops with the worker's connection; a RUNNING
+job whose lock is free has lost its worker and :func:`requeue_orphaned` puts it back on the queue.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Job, JobState, Series, SeriesRole, SeriesState, Transfer, TransferState
 
 LOGGER = logging.getLogger(__name__)
+
+#: First key of the node's two-key PostgreSQL advisory locks on jobs (the second is the job id); "myom".
+JOB_LOCK_NAMESPACE = 0x6D796F6D
 
 
 class JobKind(str, Enum):
@@ -118,17 +129,142 @@ def _create_job(session: Session, series: Series, revision: int, kind: JobKind) 
     return job.id
 
 
+def _locks_jobs(session: Session) -> bool:
+    """Whether the database can tell a live worker's job from an orphaned one (PostgreSQL advisory locks)."""
+    return session.get_bind().dialect.name == "postgresql"
+
+
+@contextmanager
+def job_lease(job_id: int, *, session_factory: sessionmaker[Session]) -> Iterator[bool]:
+    """Hold job ``job_id`` for this worker while the block runs; yields False when another process holds it.
+
+    On PostgreSQL the lease is a transaction-level advisory lock on a connection of its own, so it ends with the
+    block or with the worker's connection (a killed worker). Other databases have no such lock: the lease is
+    always granted, and a job left RUNNING by a killed worker waits for :func:`requeue_unfinished` at the next
+    start of the node.
+    """
+    with session_factory() as session:
+        if not _locks_jobs(session):
+            yield True
+            return
+        held = bool(session.scalar(select(func.pg_try_advisory_xact_lock(JOB_LOCK_NAMESPACE, job_id))))
+        try:
+            yield held
+        finally:
+            session.rollback()  # ends the transaction, and with it the lock
+
+
+def _reset_running(session_factory: sessionmaker[Session], *, all_running: bool) -> list[int]:
+    """Set RUNNING jobs that no worker holds back to QUEUED and return their ids.
+
+    On PostgreSQL only jobs whose :func:`job_lease` is free are reset; elsewhere ``all_running`` says whether
+    every RUNNING job may be reset (true only when this process owns all the workers and none runs yet).
+    """
+    reset: list[int] = []
+    with session_factory() as session:
+        running = list(session.scalars(select(Job.id).where(Job.state == JobState.RUNNING).order_by(Job.id)))
+        locks = _locks_jobs(session)
+        session.rollback()
+        if not locks and not all_running:
+            return reset
+        for job_id in running:
+            if locks and not session.scalar(select(func.pg_try_advisory_xact_lock(JOB_LOCK_NAMESPACE, job_id))):
+                session.rollback()
+                continue
+            changed = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state == JobState.RUNNING)
+                .values(state=JobState.QUEUED)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            session.commit()  # also releases the lock
+            if changed:
+                reset.append(job_id)
+    return reset
+
+
+def _queued_without_task(session_factory: sessionmaker[Session], queued_job_ids: Collection[int]) -> list[int]:
+    """QUEUED jobs that are not on the queue and that no worker holds: a killed worker took their task."""
+    missing: list[int] = []
+    with session_factory() as session:
+        waiting = list(session.scalars(select(Job.id).where(Job.state == JobState.QUEUED).order_by(Job.id)))
+        locks = _locks_jobs(session)
+        for job_id in waiting:
+            if job_id in queued_job_ids:
+                continue
+            # A worker that took the task holds the lease from before the job leaves QUEUED.
+            if locks and not session.scalar(select(func.pg_try_advisory_xact_lock(JOB_LOCK_NAMESPACE, job_id))):
+                continue
+            missing.append(job_id)
+        session.rollback()  # releases the locks taken
+    return missing
+
+
+def requeue_orphaned(
+    *, session_factory: sessionmaker[Session], sink: JobSink, queued_job_ids: Collection[int]
+) -> list[int]:
+    """Queue again the jobs whose task a killed worker took with it.
+
+    Those are RUNNING jobs whose :func:`job_lease` is free (PostgreSQL only; elsewhere nothing can tell whether
+    their worker lives) and QUEUED jobs missing from ``queued_job_ids`` (the jobs whose task waits on the queue,
+    read before this call) that no worker holds. Safe to call at any time from any process: a job queued twice
+    runs once (see :func:`dicomnode.pipeline.run_job`).
+
+    Returns
+    -------
+    list of int
+        Ids of the jobs queued again.
+    """
+    orphaned = _reset_running(session_factory, all_running=False)
+    lost = _queued_without_task(session_factory, {*queued_job_ids, *orphaned})
+    for job_id in (*orphaned, *lost):
+        sink.enqueue_job(job_id)
+    if orphaned or lost:
+        LOGGER.warning("re-queued jobs whose worker stopped: %s running, %s not yet started", orphaned, lost)
+    return sorted((*orphaned, *lost))
+
+
+def requeue_overdue_transfers(
+    *, session_factory: sessionmaker[Session], sink: JobSink, overdue_s: float
+) -> list[int]:
+    """Queue again the PENDING transfers whose next attempt is more than ``overdue_s`` seconds past.
+
+    A delivery task normally runs within moments of its due time; one long overdue was lost with a killed worker
+    (taken off the queue, or its claim's lease ran out, see :func:`dicomnode.scu.deliver_transfers`). Queueing a
+    transfer twice is harmless: only one delivery claims it.
+
+    Returns
+    -------
+    list of int
+        Ids of the transfers queued again.
+    """
+    cutoff = datetime.now(UTC) - timedelta(seconds=overdue_s)
+    with session_factory() as session:
+        pending = session.execute(
+            select(Transfer.id, Transfer.next_attempt_at).where(Transfer.state == TransferState.PENDING)
+        ).all()
+    # Compared here, not in SQL: SQLite keeps the node's UTC times without their zone.
+    transfer_ids = [
+        transfer_id for transfer_id, next_attempt_at in pending
+        if (next_attempt_at if next_attempt_at.tzinfo else next_attempt_at.replace(tzinfo=UTC)) < cutoff
+    ]
+    for transfer_id in transfer_ids:
+        sink.enqueue_delivery(transfer_id)
+    if transfer_ids:
+        LOGGER.warning("re-queued %d transfers overdue by more than %.0f s", len(transfer_ids), overdue_s)
+    return transfer_ids
+
+
 def requeue_unfinished(*, session_factory: sessionmaker[Session], sink: JobSink) -> Recovery:
     """Put the work a stopped or killed node left unfinished back on the queue.
 
     Jobs left RUNNING are set back to QUEUED, then every QUEUED job and every PENDING transfer is queued. Call it
-    once at start-up, before the workers run, and only from the node that owns the database's workers (a job
-    that a worker still alive elsewhere is running would otherwise run twice; its result would not be duplicated,
-    see :func:`dicomnode.pipeline.run_job`).
+    once at start-up, before this process's workers run. On PostgreSQL a job that a live worker of another
+    process holds (:func:`job_lease`) stays RUNNING; on other databases every RUNNING job is reset, so call it
+    only from the node that owns the database's workers.
     """
+    _reset_running(session_factory, all_running=True)
     with session_factory() as session:
-        session.execute(update(Job).where(Job.state == JobState.RUNNING).values(state=JobState.QUEUED))
-        session.commit()
         job_ids = list(session.scalars(select(Job.id).where(Job.state == JobState.QUEUED).order_by(Job.id)))
         transfer_ids = list(
             session.scalars(

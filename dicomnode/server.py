@@ -2,8 +2,10 @@
 
 Start-up brings the database to the newest schema, then puts back on the queue whatever a stopped or killed node
 left unfinished (jobs QUEUED or RUNNING, transfers still pending, series complete but not yet handed on) before
-the SCP starts. SIGTERM and SIGINT stop it gracefully: no new associations, running jobs finish, the
-web server closes.
+the SCP starts. Jobs whose worker died (in this or a `myomap worker` process; running ones on PostgreSQL only)
+are queued again at every health check and when a worker process starts, and so are transfers overdue by a
+health-check interval. SIGTERM and SIGINT stop it gracefully: no new associations, running jobs finish, the web
+server closes.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from db import migrate
 from db.session import make_engine, make_session_factory
 from dicomnode import pipeline
 from dicomnode.assembly import Assembler
-from dicomnode.jobs import enqueue_series, requeue_unfinished
+from dicomnode.jobs import enqueue_series, requeue_orphaned, requeue_overdue_transfers, requeue_unfinished
 from dicomnode.queue import NodeQueue, make_consumer, make_queue
 from dicomnode.reconcile import reconcile_storage
 from dicomnode.scp import StorageSCP
@@ -34,7 +36,8 @@ from reports.web import create_app
 
 LOGGER = logging.getLogger(__name__)
 
-#: How often the main loop checks that the queue's worker threads are alive (and restarts dead ones).
+#: How often the main loop checks that the queue's worker threads are alive (and restarts dead ones) and
+#: re-queues work lost with a killed worker; also how overdue a transfer must be to count as lost.
 HEALTH_CHECK_INTERVAL_S = 10.0
 #: Longest wait for the web server to start listening or to stop.
 WEB_START_TIMEOUT_S = 15.0
@@ -63,6 +66,7 @@ class Node:
         self.settings = settings
         self._database: Database | None = None
         self._queue: NodeQueue | None = None
+        self._tasks: NodeTasks | None = None
         self._consumer: Consumer | None = None
         self._scp: StorageSCP | None = None
         self._assembler: Assembler | None = None
@@ -105,6 +109,7 @@ class Node:
         )
         self._queue = make_queue(settings)
         tasks = register_tasks(self._queue, settings=settings, session_factory=session_factory)
+        self._tasks = tasks
         LOGGER.info("map builders ready in %.2f s", pipeline.warm_up())
         requeue_unfinished(session_factory=session_factory, sink=tasks)
         self._consumer = make_consumer(self._queue, settings.queue.workers, handle_signals=False)
@@ -175,9 +180,17 @@ class Node:
         LOGGER.info("myomap node stopped")
 
     def check_health(self) -> None:
-        """Restart queue worker threads that died."""
+        """Restart queue worker threads that died; re-queue the work of workers (of any process) that died."""
         if self._consumer is not None and not self._stopped.is_set():
             self._consumer.check_worker_health()
+        if self._database is not None and self._tasks is not None and not self._stopped.is_set():
+            session_factory = self._database.session_factory
+            requeue_orphaned(
+                session_factory=session_factory, sink=self._tasks, queued_job_ids=self._tasks.queued_job_ids()
+            )
+            requeue_overdue_transfers(
+                session_factory=session_factory, sink=self._tasks, overdue_s=HEALTH_CHECK_INTERVAL_S
+            )
 
 
 def serve(settings: Settings) -> None:
@@ -204,8 +217,10 @@ def run_worker(settings: Settings) -> None:
     """Run only the queue's workers (for work spread over machines with a Redis queue) until SIGTERM/SIGINT."""
     database = open_database(settings)
     queue = make_queue(settings)
-    register_tasks(queue, settings=settings, session_factory=database.session_factory)
+    tasks = register_tasks(queue, settings=settings, session_factory=database.session_factory)
     LOGGER.info("map builders ready in %.2f s", pipeline.warm_up())
+    # A worker killed mid-job (this one before a restart, or another) took the job's task off the queue with it.
+    requeue_orphaned(session_factory=database.session_factory, sink=tasks, queued_job_ids=tasks.queued_job_ids())
     consumer = make_consumer(queue, settings.queue.workers, handle_signals=True)
     LOGGER.info("myomap worker started with %d workers on %s", settings.queue.workers, queue.huey.name)
     try:

@@ -1,6 +1,7 @@
 """The node's Huey tasks: thin wrappers that take database ids and delegate.
 
-``run_job(job_id)`` runs one analysis job (:func:`dicomnode.pipeline.run_job`); ``deliver(transfer_id)`` sends
+``run_job(job_id)`` runs one analysis job (:func:`dicomnode.pipeline.run_job`) under its lease
+(:func:`dicomnode.jobs.job_lease`); ``deliver(transfer_id)`` sends
 one file to one peer (:func:`dicomnode.scu.deliver_transfer`) and, when the peer could not take it yet, schedules
 itself again for the time the transfer row says. Tasks carry ids only: the database is the record of what is
 to be done, the queue only says when.
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from config import Settings
 from db.models import Transfer, TransferState
 from dicomnode import pipeline, scu
+from dicomnode.jobs import job_lease
 from dicomnode.queue import NodeQueue
 
 LOGGER = logging.getLogger(__name__)
@@ -41,6 +43,10 @@ class NodeTasks:
         self.run_job(job_id)
         self.queue.notify()
 
+    def queued_job_ids(self) -> set[int]:
+        """Ids of the analysis jobs whose task waits on the queue now (read from the queue's storage)."""
+        return {int(task.args[0]) for task in self.queue.huey.pending() if task.name == RUN_JOB_TASK}
+
     def enqueue_delivery(self, transfer_id: int, *, delay_s: float = 0.0) -> None:
         """Queue transfer ``transfer_id``, now or after ``delay_s`` seconds."""
         if delay_s > 0:
@@ -60,9 +66,14 @@ def register_tasks(queue: NodeQueue, *, settings: Settings, session_factory: ses
 
     @huey.task(name=RUN_JOB_TASK)
     def run_job(job_id: int) -> None:
-        pipeline.run_job(
-            job_id, settings=settings, session_factory=session_factory, enqueue_delivery=tasks.enqueue_delivery
-        )
+        # The lease tells other processes this job has a live worker (see dicomnode.jobs.requeue_orphaned).
+        with job_lease(job_id, session_factory=session_factory) as held:
+            if not held:
+                LOGGER.info("job %d is held by another worker; not run here", job_id)
+                return
+            pipeline.run_job(
+                job_id, settings=settings, session_factory=session_factory, enqueue_delivery=tasks.enqueue_delivery
+            )
 
     @huey.task(name=DELIVER_TASK)
     def deliver(transfer_id: int) -> None:

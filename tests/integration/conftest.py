@@ -14,6 +14,10 @@ Fixtures (all processes bind 127.0.0.1 and are stopped at teardown):
   (as the ``postgres`` user when the tests run as root); ``postgres_server.create_database()`` returns the URL
   of a fresh, empty database. Skips when the PostgreSQL binaries are not installed.
 - ``database_url`` (function, parametrised ``sqlite`` / ``postgresql``): a fresh, empty database of each kind.
+- ``redis_server`` (session): a redis-server on 127.0.0.1 on a free port, in a temporary folder, without
+  persistence (``--save "" --appendonly no``); ``redis_server.create_database()`` returns the ``redis://`` URL of
+  a logical database no other test has used (the node's queue name is fixed, so tests sharing one server must
+  not share a database). Skips when redis-server is not installed.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import count
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +47,7 @@ from dicomnode.assembly import Assembler
 from dicomnode.scp import StorageSCP
 
 POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
+REDIS_DATABASES = 64
 LOOPBACK = "127.0.0.1"
 
 
@@ -291,3 +297,65 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'myomap.db'}"
     server: PostgresServer = request.getfixturevalue("postgres_server")
     return server.create_database()
+
+
+@dataclass
+class RedisServer:
+    """A throw-away Redis server on 127.0.0.1:``port`` handing out one logical database per caller."""
+
+    port: int
+    data_dir: Path
+    _next_database: Iterator[int] = field(default_factory=count)
+
+    def url(self, database: int = 0) -> str:
+        return f"redis://{LOOPBACK}:{self.port}/{database}"
+
+    def create_database(self) -> str:
+        """The URL of an unused, empty logical database.
+
+        Raises
+        ------
+        RuntimeError
+            If all ``REDIS_DATABASES`` databases have been handed out.
+        """
+        database = next(self._next_database)
+        if database >= REDIS_DATABASES:
+            raise RuntimeError(f"redis_server has {REDIS_DATABASES} logical databases, all handed out already")
+        return self.url(database)
+
+
+def _redis_answers(port: int) -> bool:
+    import redis  # the optional [redis] extra; the fixture skips without it
+
+    try:
+        with redis.Redis(host=LOOPBACK, port=port, socket_connect_timeout=1) as client:
+            return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (make deps installs it)")
+    pytest.importorskip("redis", reason="the redis client (extra [redis]) is not installed")
+    data_dir = Path(tempfile.mkdtemp(prefix="myomap-redis-"))
+    port = find_free_port()
+    command = [binary, "--bind", LOOPBACK, "--port", str(port), "--dir", str(data_dir), "--save", "",
+               "--appendonly", "no", "--databases", str(REDIS_DATABASES), "--logfile", str(data_dir / "redis.log")]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: process.poll() is not None or _redis_answers(port), timeout_s=30)
+        if process.poll() is not None or not _redis_answers(port):
+            log = data_dir / "redis.log"
+            raise RuntimeError(f"redis-server did not start on port {port}: {log.read_text() if log.exists() else ''}")
+        yield RedisServer(port=port, data_dir=data_dir)
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+        shutil.rmtree(data_dir, ignore_errors=True)

@@ -1,10 +1,14 @@
 """Running a real node (`myomap serve` in a subprocess), DCMTK's storescp as a console and storescu as a scanner.
 
 Everything binds 127.0.0.1 on free ports; DCMTK tools get TCP_NODELAY=1 (otherwise Nagle's delay dominates).
+A node configured with a PostgreSQL database and a Redis queue (``write_config(database_url=..., queue_url=...)``)
+can get extra ``myomap worker`` processes on the same configuration (:meth:`NodeProcess.worker`).
+The phantom helpers make the synthetic studies the end-to-end tests send and read their ground truth.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -13,15 +17,19 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pydicom
 import tomli_w
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NODE_AE = "MYOMAP"
 CONSOLE_AE = "CONSOLE"
+#: What `myomap worker` logs once its consumer is about to take tasks (dicomnode.server.run_worker).
+WORKER_READY = "myomap worker started"
 
 
 def myomap_executable() -> list[str]:
@@ -74,20 +82,43 @@ class NodeProcess:
     def log_file(self) -> Path:
         return self.folder / "node.log"
 
-    def write_config(self, *, workers: int = 2, quiet_seconds: float = 3.0) -> None:
+    def write_config(
+        self,
+        *,
+        workers: int = 2,
+        quiet_seconds: float = 3.0,
+        database_url: str | None = None,
+        queue_url: str | None = None,
+        overrides: Mapping[str, Mapping[str, object]] | None = None,
+    ) -> None:
+        """Write the node's TOML file; without URLs the database and the queue are SQLite files under ``data``.
+
+        ``overrides`` adds or replaces keys per section, e.g. ``{"dicom": {"dimse_timeout_s": 2.0}}``.
+        """
+        queue: dict[str, object] = {"workers": workers}
+        if queue_url:
+            queue["url"] = queue_url
         config = {
             "dicom": {"ae_title": NODE_AE, "bind": "127.0.0.1", "port": self.dicom_port},
             "web": {"bind": "127.0.0.1", "port": self.web_port},
             "storage": {"path": str(self.data), "min_free_mb": 1},
-            "queue": {"workers": workers},
+            "queue": queue,
             "series": {"quiet_seconds": quiet_seconds},
             "scu": {"backoff_initial_s": 0.5, "max_attempts": 4},
             "logging": {"level": "DEBUG"},
             # The console sends the raw images and gets the maps back (return to sender).
             "peers": [{"ae_title": CONSOLE_AE, "host": "127.0.0.1", "port": self.console_port, "receives": []}],
         }
+        if database_url:
+            config["database"] = {"url": database_url}
+        for section, values in (overrides or {}).items():
+            config[section] = {**config.get(section, {}), **values}
         self.folder.mkdir(parents=True, exist_ok=True)
         self.config_file.write_bytes(tomli_w.dumps(config).encode())
+
+    def worker(self, name: str = "worker") -> WorkerProcess:
+        """A `myomap worker` process on this node's configuration, logging to ``<folder>/<name>.log``."""
+        return WorkerProcess(self.config_file, self.folder / f"{name}.log")
 
     def start(self, *, timeout_s: float = 60.0) -> None:
         log = self.log_file.open("ab")
@@ -128,6 +159,54 @@ class NodeProcess:
             [*myomap_executable(), *args, "--config", str(self.config_file)],
             cwd=self.folder, capture_output=True, text=True, timeout=60,
         )
+
+
+@dataclass
+class WorkerProcess:
+    """A `myomap worker` subprocess: queue workers only, on the configuration file of a :class:`NodeProcess`."""
+
+    config_file: Path
+    log_file: Path
+    process: subprocess.Popen | None = None
+
+    def start(self, *, workers: int | None = None, timeout_s: float = 60.0) -> None:
+        """Start it (``workers`` overrides the file's worker count) and wait until it consumes the queue."""
+        env = dict(os.environ)
+        if workers is not None:
+            env["MYOMAP_QUEUE__WORKERS"] = str(workers)
+        offset = self.log_file.stat().st_size if self.log_file.exists() else 0
+        log = self.log_file.open("ab")
+        self.process = subprocess.Popen(
+            [*myomap_executable(), "worker", "--config", str(self.config_file)],
+            cwd=self.config_file.parent, stdout=log, stderr=subprocess.STDOUT, env=env,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"myomap worker exited with {self.process.returncode}:\n{self.log()}")
+            if WORKER_READY in self.log()[offset:]:
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"myomap worker did not start within {timeout_s} s:\n{self.log()}")
+
+    def stop(self, *, timeout_s: float = 30.0) -> int | None:
+        """SIGTERM (running tasks finish) and wait; the exit status, None if it was not running or was killed."""
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
 
 
 @dataclass
@@ -205,3 +284,35 @@ def wait_until(
             return
         time.sleep(interval_s)
     raise TimeoutError(f"{what} not reached within {timeout_s} s")
+
+
+def make_phantom(out: Path, *, seed: int, sequence: str = "all") -> Path:
+    """One Siemens-flavoured phantom study with one mid-ventricular slice and no readers; its folder."""
+    subprocess.run(
+        [*myomap_executable(), "phantom", "--out", str(out), "--studies", "1", "--seed", str(seed),
+         "--sequence", sequence, "--vendor", "siemens", "--readers", "", "--slices", "1", "--workers", "1"],
+        check=True, capture_output=True, timeout=300,
+    )
+    return out / "study_0000"
+
+
+def phantom_sidecar(study: Path) -> dict:
+    """The phantom's ground truth and series listing of the mid slice."""
+    return json.loads((study / "mid" / "sidecar.json").read_text())
+
+
+def magnitude_files(study: Path, sequence: str) -> list[Path]:
+    """The magnitude images of one phantom sequence (e.g. ``molli_5(3)3``, ``t2prep``)."""
+    record = next(s for s in phantom_sidecar(study)["sequences"] if s["scheme"]["sequence"] == sequence)
+    return [study / path for path in record["series"]["magnitude"]["paths"]]
+
+
+def truth_myocardium(study: Path) -> np.ndarray:
+    """The myocardium mask of the phantom's truth SEG (mid slice)."""
+    seg = pydicom.dcmread(study / "mid" / "readers" / "truth_seg" / "001.dcm")
+    myocardium = next(int(s.SegmentNumber) for s in seg.SegmentSequence if s.SegmentLabel == "Myocardium")
+    (frame,) = [
+        index for index, item in enumerate(seg.PerFrameFunctionalGroupsSequence)
+        if int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber) == myocardium
+    ]
+    return seg.pixel_array[frame].astype(bool)
