@@ -1,0 +1,84 @@
+"""AHA segments, RV insertion points and wall thickness against the phantom's truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inference.aha import (
+    DEFAULT_ANTERIOR_INSERTION_DEG,
+    aha_segments,
+    display_angle_deg,
+    rv_insertion_points,
+    wall_thickness_mm,
+)
+from inference.contour_fit import fit_contours
+from inference.errors import AnalysisError
+from phantom.anatomy import make_slice_anatomy
+from phantom.model import FieldStrength, SliceLevel, Tissue
+
+
+def _anatomy(seed: int, level: SliceLevel):
+    return make_slice_anatomy(np.random.default_rng(seed), level, FieldStrength.T1_5)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("level", list(SliceLevel))
+def test_segments_reproduce_the_phantom_map(seed: int, level: SliceLevel) -> None:
+    anatomy = _anatomy(seed, level)
+    myocardium = anatomy.myocardium_mask
+    segments = aha_segments(
+        myocardium,
+        anatomy.lv_centre_px,
+        anatomy.rv_insertion_px[0],
+        level.value,
+        inferior_insertion_px=anatomy.rv_insertion_px[1],
+        pixel_spacing_mm=anatomy.geometry.pixel_spacing_mm,
+    )
+    assert np.all(segments[~myocardium] == 0)
+    agreement = float(np.mean(segments[myocardium] == anatomy.aha_segment_map[myocardium]))
+    assert agreement >= 0.95
+
+
+def test_unknown_level_is_refused() -> None:
+    with pytest.raises(AnalysisError):
+        aha_segments(np.ones((4, 4), bool), (2.0, 2.0), (2.0, 0.0), "septal")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rv_insertion_points_near_the_truth(seed: int) -> None:
+    anatomy = _anatomy(seed, SliceLevel.MID)
+    spacing = anatomy.geometry.pixel_spacing_mm
+    rv = np.isin(anatomy.label_map, [Tissue.RV_BLOOD, Tissue.RV_WALL])
+    found = rv_insertion_points(anatomy.myocardium_mask, rv, anatomy.lv_centre_px, pixel_spacing_mm=spacing)
+    for (x, y), (tx, ty) in zip(found, anatomy.rv_insertion_px, strict=True):
+        angle = display_angle_deg(x, y, anatomy.lv_centre_px, spacing)
+        truth = display_angle_deg(tx, ty, anatomy.lv_centre_px, spacing)
+        assert abs((angle - truth + 180.0) % 360.0 - 180.0) < 10.0
+
+
+def test_rv_insertion_fallback_uses_default_angles() -> None:
+    anatomy = _anatomy(1, SliceLevel.MID)
+    anterior, _ = rv_insertion_points(anatomy.myocardium_mask, None, anatomy.lv_centre_px)
+    angle = float(display_angle_deg(anterior[0], anterior[1], anatomy.lv_centre_px, (1.0, 1.0)))
+    assert angle == pytest.approx(DEFAULT_ANTERIOR_INSERTION_DEG, abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("level", list(SliceLevel))
+def test_wall_thickness_within_1_mm(seed: int, level: SliceLevel) -> None:
+    anatomy = _anatomy(seed, level)
+    spacing = anatomy.geometry.pixel_spacing_mm
+    fitted = fit_contours(anatomy.cavity_mask, anatomy.myocardium_mask, spacing)
+    thickness = wall_thickness_mm(
+        fitted,
+        spacing,
+        anatomy.lv_centre_px,
+        anatomy.rv_insertion_px[0],
+        level,
+        inferior_insertion_px=anatomy.rv_insertion_px[1],
+    )
+    assert set(thickness.per_segment_mm) == set(anatomy.wall_thickness_mm)
+    for segment, truth_mm in anatomy.wall_thickness_mm.items():
+        assert thickness.per_segment_mm[segment] == pytest.approx(truth_mm, abs=1.0)
+    assert thickness.mean_mm == pytest.approx(np.mean(list(anatomy.wall_thickness_mm.values())), abs=1.0)
