@@ -26,8 +26,12 @@ from tests.integration.node_harness import (
     dcmtk_env,
     echo,
     free_port,
+    magnitude_files,
+    make_phantom,
     myomap_executable,
+    phantom_sidecar,
     send,
+    truth_myocardium,
     wait_until,
 )
 
@@ -45,33 +49,7 @@ T2_TOLERANCE = 0.05
 
 @pytest.fixture(scope="module")
 def phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("phantom")
-    subprocess.run(
-        [*myomap_executable(), "phantom", "--out", str(out), "--studies", "1", "--seed", str(PHANTOM_SEED),
-         "--sequence", "all", "--vendor", "siemens", "--readers", "", "--slices", "1", "--workers", "1"],
-        check=True, capture_output=True, timeout=300,
-    )
-    return out / "study_0000"
-
-
-def _sidecar(study: Path) -> dict:
-    return json.loads((study / "mid" / "sidecar.json").read_text())
-
-
-def _magnitude_files(study: Path, sequence: str) -> list[Path]:
-    record = next(s for s in _sidecar(study)["sequences"] if s["scheme"]["sequence"] == sequence)
-    return [study / path for path in record["series"]["magnitude"]["paths"]]
-
-
-def _truth_myocardium(study: Path) -> np.ndarray:
-    seg = pydicom.dcmread(study / "mid" / "readers" / "truth_seg" / "001.dcm")
-    (frame,) = [
-        index for index, item in enumerate(seg.PerFrameFunctionalGroupsSequence)
-        if int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber) == next(
-            int(s.SegmentNumber) for s in seg.SegmentSequence if s.SegmentLabel == "Myocardium"
-        )
-    ]
-    return seg.pixel_array[frame].astype(bool)
+    return make_phantom(tmp_path_factory.mktemp("phantom"), seed=PHANTOM_SEED)
 
 
 @pytest.fixture
@@ -114,14 +92,14 @@ def _received(console: Console, sop_class: str, suffix: str) -> list[pydicom.Dat
 def test_raw_series_come_back_as_maps_with_the_true_relaxation_times(
     phantom: Path, node: NodeProcess, console: Console
 ) -> None:
-    molli, t2prep = _magnitude_files(phantom, "molli_5(3)3"), _magnitude_files(phantom, "t2prep")
+    molli, t2prep = magnitude_files(phantom, "molli_5(3)3"), magnitude_files(phantom, "t2prep")
     statuses = send(node.dicom_port, [*molli, *t2prep])
     assert set(statuses.values()) == {"Success"} and len(statuses) == len(molli) + len(t2prep)
 
     # One MR map and one Parametric Map per series.
     wait_until(lambda: len(console.files()) >= 4, timeout_s=60, what="4 maps at the console")
-    truth = _sidecar(phantom)
-    myocardium = _truth_myocardium(phantom)
+    truth = phantom_sidecar(phantom)
+    myocardium = truth_myocardium(phantom)
     (t1_mr,) = _received(console, MRImageStorage, "T1MAP")
     (t1_pm,) = _received(console, ParametricMapStorage, "T1MAP")
     (t2_mr,) = _received(console, MRImageStorage, "T2MAP")
@@ -159,7 +137,7 @@ def test_raw_series_come_back_as_maps_with_the_true_relaxation_times(
 
 @pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools is not installed")
 def test_maps_sent_to_the_console_pass_dciodvfy(phantom: Path, node: NodeProcess, console: Console) -> None:
-    send(node.dicom_port, _magnitude_files(phantom, "molli_5(3)3"))
+    send(node.dicom_port, magnitude_files(phantom, "molli_5(3)3"))
     wait_until(lambda: len(console.files()) >= 2, timeout_s=60, what="2 maps at the console")
     for path in console.files():
         done = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
@@ -170,7 +148,7 @@ def test_maps_sent_to_the_console_pass_dciodvfy(phantom: Path, node: NodeProcess
 def test_resending_the_same_instances_creates_no_duplicate_work(
     phantom: Path, node: NodeProcess, console: Console
 ) -> None:
-    files = _magnitude_files(phantom, "molli_5(3)3")
+    files = magnitude_files(phantom, "molli_5(3)3")
     send(node.dicom_port, files)
     wait_until(lambda: len(console.files()) >= 2, timeout_s=60, what="2 maps at the console")
     before = _counts(node)
@@ -187,7 +165,7 @@ def test_resending_the_same_instances_creates_no_duplicate_work(
 
 
 def test_status_counts_what_the_node_holds(phantom: Path, node: NodeProcess, console: Console) -> None:
-    send(node.dicom_port, _magnitude_files(phantom, "t2prep"))
+    send(node.dicom_port, magnitude_files(phantom, "t2prep"))
     wait_until(lambda: len(console.files()) >= 2, timeout_s=60, what="2 maps at the console")
     wait_until(lambda: _counts(node)[3] == 2, timeout_s=10, what="transfers recorded")
     done = node.myomap("status", "--json")
