@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from config import Settings, load_settings
+from dicomnode.analyze_cli import register as register_analyze
 from phantom.cli import register as register_phantom
 
 app = typer.Typer(help="myomap: a DICOM node for cardiac MRI T1/T2 mapping.", no_args_is_help=True)
@@ -79,3 +80,4 @@ def status_command(
 
 
 register_phantom(app)
+register_analyze(app)
