@@ -60,8 +60,34 @@ def echo(port: int, *, ae_title: str = NODE_AE, timeout_s: float = 5.0) -> bool:
     return done.returncode == 0
 
 
+class _ManagedProcess:
+    """Stop, kill and log of a `myomap` subprocess; subclasses set ``process`` and ``log_file``."""
+
+    process: subprocess.Popen | None
+    log_file: Path
+
+    def stop(self, *, timeout_s: float = 30.0) -> int | None:
+        """SIGTERM and wait (SIGKILL if it does not stop); the exit status, None if it was not running."""
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+
 @dataclass
-class NodeProcess:
+class NodeProcess(_ManagedProcess):
     """A `myomap serve` subprocess with its own data folder and ports."""
 
     folder: Path
@@ -135,25 +161,6 @@ class NodeProcess:
             time.sleep(0.2)
         raise TimeoutError(f"myomap serve did not answer C-ECHO within {timeout_s} s:\n{self.log()}")
 
-    def stop(self, *, timeout_s: float = 30.0) -> int | None:
-        """SIGTERM and wait (SIGKILL if it does not stop); the exit status, None if it was not running."""
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            return None
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def log(self) -> str:
-        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
-
     def myomap(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
             [*myomap_executable(), *args, "--config", str(self.config_file)],
@@ -162,7 +169,7 @@ class NodeProcess:
 
 
 @dataclass
-class WorkerProcess:
+class WorkerProcess(_ManagedProcess):
     """A `myomap worker` subprocess: queue workers only, on the configuration file of a :class:`NodeProcess`."""
 
     config_file: Path
@@ -189,24 +196,6 @@ class WorkerProcess:
             time.sleep(0.1)
         raise TimeoutError(f"myomap worker did not start within {timeout_s} s:\n{self.log()}")
 
-    def stop(self, *, timeout_s: float = 30.0) -> int | None:
-        """SIGTERM (running tasks finish) and wait; the exit status, None if it was not running or was killed."""
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            return None
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def log(self) -> str:
-        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
 
 
 @dataclass
