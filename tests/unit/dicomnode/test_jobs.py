@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,8 @@ from dicomnode.jobs import (
     JobKind,
     enqueue_series,
     job_key,
+    requeue_orphaned,
+    requeue_overdue_transfers,
     requeue_unfinished,
 )
 
@@ -152,3 +155,51 @@ def test_restart_requeues_running_and_queued_jobs_and_pending_transfers(
         states = dict(session.execute(select(Job.key, Job.state)).all())
     assert states == {"k0": JobState.QUEUED, "k1": JobState.QUEUED, "k2": JobState.DONE, "k3": JobState.FAILED}
 
+
+
+def test_orphan_sweep_requeues_queued_jobs_missing_from_the_queue_only(
+    session_factory: sessionmaker[Session],
+) -> None:
+    ids = [_series(session_factory, SeriesRole.RAW_IR, uid=f"1.3.{n}") for n in range(3)]
+    with session_factory() as session:
+        jobs = [
+            Job(key=f"o{n}", kind="t1_map", series_id=series_id, state=state)
+            for n, (series_id, state) in enumerate(
+                zip(ids, [JobState.QUEUED, JobState.QUEUED, JobState.RUNNING], strict=True)
+            )
+        ]
+        session.add_all(jobs)
+        session.commit()
+        waiting, lost, running = (job.id for job in jobs)
+    sink = RecordingSink()
+    # The first job's task waits on the queue; the second's was taken by a worker that died before it started.
+    assert requeue_orphaned(session_factory=session_factory, sink=sink, queued_job_ids={waiting}) == [lost]
+    assert sink.jobs == [lost]
+    # On SQLite nothing tells whether a running job's worker lives: it is left to the restart of the node.
+    with session_factory() as session:
+        assert session.get(Job, running).state is JobState.RUNNING
+
+
+def test_overdue_sweep_requeues_only_long_overdue_pending_transfers(session_factory: sessionmaker[Session]) -> None:
+    series_id = _series(session_factory, SeriesRole.RAW_IR, uid="1.4.1")
+    now = datetime.now(UTC)
+    with session_factory() as session:
+        job = Job(key="t0", kind="t1_map", series_id=series_id, state=JobState.DONE)
+        session.add(job)
+        session.flush()
+        result = Result(job_id=job.id, kind="t1_map")
+        session.add(result)
+        session.flush()
+        transfers = [
+            Transfer(result_id=result.id, path=f"q{n}", sop_instance_uid="1.9", ae_title="AE", host="h", port=104,
+                     state=state, next_attempt_at=now - timedelta(seconds=age_s))
+            for n, (state, age_s) in enumerate(
+                [(TransferState.PENDING, 600.0), (TransferState.PENDING, 5.0), (TransferState.GIVEN_UP, 600.0)]
+            )
+        ]
+        session.add_all(transfers)
+        session.commit()
+        overdue = transfers[0].id
+    sink = RecordingSink()
+    assert requeue_overdue_transfers(session_factory=session_factory, sink=sink, overdue_s=60.0) == [overdue]
+    assert [transfer_id for transfer_id, _ in sink.deliveries] == [overdue]
