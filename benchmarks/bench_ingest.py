@@ -60,7 +60,7 @@ class Rate:
         return self.images / self.seconds
 
 
-def write_images(folder: Path, n_images: int) -> None:
+def write_images(folder: Path, n_images: int) -> list[Path]:
     """Write ``n_images`` MR images of one MOLLI-like study (several slices, eight inversion times each)."""
     rng = np.random.default_rng(SEED)
     study_uid, frame_uid = generate_uid(), generate_uid()
@@ -68,6 +68,7 @@ def write_images(folder: Path, n_images: int) -> None:
     body = ((yy - ROWS / 2) / (ROWS * 0.42)) ** 2 + ((xx - COLUMNS / 2) / (COLUMNS * 0.45)) ** 2 < 1.0
     images_per_series = 8
     series_uids: dict[int, str] = {}
+    paths = []
     for index in range(n_images):
         series_index, position = divmod(index, images_per_series)
         series_uid = series_uids.setdefault(series_index, generate_uid())
@@ -84,7 +85,10 @@ def write_images(folder: Path, n_images: int) -> None:
             inversion_time_ms=inversion_time_ms,
             pixels=pixels.astype(np.uint16),
         )
-        dataset.save_as(folder / f"{index:05d}.dcm", enforce_file_format=True)
+        path = folder / f"{index:05d}.dcm"
+        dataset.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
 
 
 def _mr_dataset(
@@ -151,13 +155,13 @@ def _mr_dataset(
     return ds
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def _wait_listening(port: int, process: subprocess.Popen | None = None, timeout_s: float = 10.0) -> None:
+def wait_listening(port: int, process: subprocess.Popen | None = None, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -193,7 +197,8 @@ def send_with_storescu(images: Path, *, port: int, called_ae: str) -> float:
 @contextmanager
 def storescp(folder: Path) -> Iterator[int]:
     """DCMTK storescp on a free port writing into ``folder``."""
-    port = _free_port()
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
     process = subprocess.Popen(
         ["storescp", "--aetitle", "STORESCP", "--output-directory", str(folder), str(port)],
         env=DCMTK_ENV,
@@ -201,7 +206,7 @@ def storescp(folder: Path) -> Iterator[int]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_listening(port, process)
+        wait_listening(port, process)
         yield port
     finally:
         process.terminate()
@@ -225,7 +230,7 @@ def node_scp(root: Path) -> Iterator[tuple[int, Settings, object]]:
     scp = StorageSCP(settings, session_factory, assembler)
     scp.start()
     try:
-        _wait_listening(int(scp.port))
+        wait_listening(int(scp.port))
         yield int(scp.port), settings, session_factory
     finally:
         scp.stop()

@@ -1,7 +1,7 @@
 """Where ingest time goes: the node's Storage SCP against DCMTK storescp, a do-nothing pynetdicom SCP and the disk.
 
-The same MR images (256 x 256 uint16, Explicit VR Little Endian) are sent by DCMTK ``storescu`` over one
-association on 127.0.0.1 (``TCP_NODELAY=1``), in turn to
+The MR images of benchmarks/bench_ingest.py (256 x 218 uint16, Explicit VR Little Endian) are sent by DCMTK
+``storescu`` over one association on 127.0.0.1 (``TCP_NODELAY=1``), in turn to
 
 - DCMTK ``storescp`` writing into a fresh folder (the reference; no fsync),
 - a pynetdicom SCP with the node's AE and association tuning whose handler only takes the encoded data set (the
@@ -24,7 +24,6 @@ import collections
 import hashlib
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,14 +33,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from pynetdicom import evt
 from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.bench_ingest import (  # noqa: E402
+    COLUMNS,
+    ROWS,
+    send_with_storescu,
+    storescp,
+    wait_listening,
+    write_images,
+)
 from config.settings import Settings  # noqa: E402
 from db import migrate  # noqa: E402
 from db.models import Instance  # noqa: E402
@@ -59,96 +63,6 @@ from dicomnode.storage import (  # noqa: E402
 from dicomnode.validate import PREAMBLE, encode_file_meta, inspect_instance, split_part10  # noqa: E402
 
 TARGET_RATIO = 0.5
-ROWS = COLUMNS = 256
-IMAGES_PER_SERIES = 8
-SEED = 4243  # test seeds stay below 100000
-DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
-
-
-def write_images(folder: Path, n_images: int) -> list[Path]:
-    """MR images of one study, eight per series, with inversion times as a MOLLI series has them."""
-    rng = np.random.default_rng(SEED)
-    study_uid = generate_uid()
-    series_uids: dict[int, str] = {}
-    paths = []
-    for index in range(n_images):
-        series_index, position = divmod(index, IMAGES_PER_SERIES)
-        series_uid = series_uids.setdefault(series_index, generate_uid())
-        sop_uid = generate_uid()
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = MRImageStorage
-        meta.MediaStorageSOPInstanceUID = sop_uid
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SpecificCharacterSet = "ISO_IR 100"
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
-        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, sop_uid
-        ds.StudyDate, ds.StudyTime = "20240315", "101500"
-        ds.Modality, ds.Manufacturer = "MR", "myomap benchmark"
-        ds.StudyDescription, ds.SeriesDescription = "Ingest profile", f"MOLLI slice {series_index + 1}"
-        ds.PatientName, ds.PatientID = "Bench^Profile", "BENCH-PROFILE"
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
-        ds.SeriesNumber, ds.InstanceNumber = series_index + 1, position + 1
-        ds.InversionTime = 100.0 + 400.0 * position
-        ds.ImagesInAcquisition = IMAGES_PER_SERIES
-        ds.ImagePositionPatient = [-120.0, -130.0, 10.0 * series_index]
-        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-        ds.PixelSpacing = [1.4, 1.4]
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.Rows, ds.Columns = ROWS, COLUMNS
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-        ds.PixelData = rng.integers(0, 4096, (ROWS, COLUMNS), dtype=np.uint16).tobytes()
-        path = folder / f"{index:05d}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        paths.append(path)
-    return paths
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_listening(port: int, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.02)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
-
-
-def send(images: Path, port: int, called_ae: str) -> float:
-    """Send every file in ``images`` with storescu over one association; the wall-clock seconds."""
-    command = ["storescu", "-aet", "PROFILESCU", "-aec", called_ae, "+sd", "127.0.0.1", str(port), str(images)]
-    started = time.perf_counter()
-    done = subprocess.run(command, env=DCMTK_ENV, capture_output=True, text=True, check=False)
-    seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"storescu failed with {done.returncode}: {done.stderr[-2000:]}")
-    return seconds
-
-
-@contextmanager
-def dcmtk_storescp(folder: Path) -> Iterator[int]:
-    port = _free_port()
-    folder.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen(
-        ["storescp", "-aet", "STORESCP", "-od", str(folder), str(port)],
-        env=DCMTK_ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_listening(port)
-        yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def _settings(root: Path) -> Settings:
@@ -194,7 +108,7 @@ def node_scp(root: Path) -> Iterator[tuple[int, Callable[[], int]]]:
             return int(session.scalar(select(func.count(Instance.id))) or 0)
 
     try:
-        _wait_listening(int(scp.port))
+        wait_listening(int(scp.port))
         yield int(scp.port), recorded
     finally:
         scp.stop()
@@ -311,14 +225,14 @@ def run(n_images: int, repetitions: int, py_spy_output: Path | None) -> float:
         print(f"{n_images} MR images {ROWS}x{COLUMNS} uint16 ({size_mb:.1f} MB), {repetitions} repetitions")
         rates: dict[str, list[float]] = collections.defaultdict(list)
         for repetition in range(repetitions):
-            with dcmtk_storescp(work / f"storescp_{repetition}") as port:
-                rates["storescp"].append(n_images / send(images, port, "STORESCP"))
+            with storescp(work / f"storescp_{repetition}") as port:
+                rates["storescp"].append(n_images / send_with_storescu(images, port=port, called_ae="STORESCP"))
             with noop_scp() as port:
-                rates["noop"].append(n_images / send(images, port, "MYOMAP"))
+                rates["noop"].append(n_images / send_with_storescu(images, port=port, called_ae="MYOMAP"))
             with node_scp(work / f"node_{repetition}") as (port, recorded), sampled(
                 py_spy_output if repetition == repetitions - 1 else None
             ):
-                rates["node"].append(n_images / send(images, port, "MYOMAP"))
+                rates["node"].append(n_images / send_with_storescu(images, port=port, called_ae="MYOMAP"))
                 if recorded() != n_images:
                     raise RuntimeError(f"the node recorded {recorded()} of {n_images} images")
             print(
