@@ -78,6 +78,18 @@ class ScuSettings(BaseModel):
     backoff_max_s: float = Field(300.0, gt=0)
 
 
+class ModelsSettings(BaseModel):
+    """The ONNX models: where they run and which files; an empty path takes the model shipped with the node."""
+
+    device: str = Field("auto", pattern="^(auto|cpu|cuda)$")
+    threads: int = Field(0, ge=0)  # onnxruntime intra-op threads per model; 0 lets it choose
+    segmentation: str = ""
+    consensus: str = ""
+    motion: str = ""
+    qc_encoder: str = ""
+    qc_decoder: str = ""
+
+
 class LoggingSettings(BaseModel):
     level: str = "INFO"
 
@@ -107,6 +119,7 @@ class Settings(BaseSettings):
     series: SeriesSettings = SeriesSettings()
     routing: RoutingSettings = RoutingSettings()
     scu: ScuSettings = ScuSettings()
+    models: ModelsSettings = ModelsSettings()
     logging: LoggingSettings = LoggingSettings()
     peers: list[Peer] = []
 

@@ -1,0 +1,135 @@
+"""The sampling grids the models see, and the way back to the image's own pixels.
+
+Every model works on a square grid of fixed pixel size, so that one network serves the matrices and pixel
+spacings scanners use (1.2-2.0 mm, 144-384 pixels):
+
+- segmentation: 128 x 128 pixels of 1.25 mm (160 mm) centred on the image centre, where the operator puts the
+  heart;
+- the other models (consensus, motion, segmentation QC): 96 x 96 pixels of 1.25 mm (120 mm) centred on the LV
+  centre that segmentation found.
+
+Maps are normalised per image (robust percentiles), so the same network reads T1 and T2 maps, with or without
+the scanner's bias correction. The model cards in docs/models.md state the same contract.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+SEGMENTATION_SIZE = 128
+CROP_SIZE = 96
+GRID_SPACING_MM = 1.25
+#: Percentiles of the map's values inside the grid that are scaled to 0 and 1.
+NORMALISATION_PERCENTILES = (1.0, 99.0)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A square grid of ``size`` pixels of ``spacing_mm`` centred on ``centre_px`` of a source image.
+
+    ``centre_px`` is (x, y) = (column, row) in source pixels; ``source_spacing_mm`` is (row spacing, column
+    spacing) as in PixelSpacing.
+    """
+
+    centre_px: tuple[float, float]
+    source_spacing_mm: tuple[float, float]
+    size: int
+    spacing_mm: float = GRID_SPACING_MM
+
+    def source_coordinates(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, columns) in source pixels of each grid pixel centre, each of shape (size, size)."""
+        offsets_mm = (np.arange(self.size) - (self.size - 1) / 2.0) * self.spacing_mm
+        rows = self.centre_px[1] + offsets_mm / self.source_spacing_mm[0]
+        columns = self.centre_px[0] + offsets_mm / self.source_spacing_mm[1]
+        return np.meshgrid(rows, columns, indexing="ij")
+
+    def to_grid_px(self, points_px: np.ndarray) -> np.ndarray:
+        """Source (x, y) points to grid (x, y) points."""
+        points = np.asarray(points_px, dtype=np.float64)
+        centre = (self.size - 1) / 2.0
+        x = centre + (points[..., 0] - self.centre_px[0]) * self.source_spacing_mm[1] / self.spacing_mm
+        y = centre + (points[..., 1] - self.centre_px[1]) * self.source_spacing_mm[0] / self.spacing_mm
+        return np.stack([x, y], axis=-1)
+
+
+def image_centre_grid(shape: tuple[int, int], pixel_spacing_mm: tuple[float, float],
+                      size: int = SEGMENTATION_SIZE) -> Grid:
+    """The segmentation grid: centred on the image."""
+    rows, columns = shape
+    return Grid(((columns - 1) / 2.0, (rows - 1) / 2.0), _spacing(pixel_spacing_mm), size)
+
+
+def lv_grid(centre_px: tuple[float, float], pixel_spacing_mm: tuple[float, float], size: int = CROP_SIZE) -> Grid:
+    """The crop grid of the consensus, motion and QC models: centred on the LV centre (x, y)."""
+    return Grid((float(centre_px[0]), float(centre_px[1])), _spacing(pixel_spacing_mm), size)
+
+
+def sample(image: np.ndarray, grid: Grid, *, order: int = 1) -> np.ndarray:
+    """Resample a 2-D image (or a stack, leading axes kept) onto ``grid``; zero outside the image."""
+    values = np.asarray(image)
+    rows, columns = grid.source_coordinates()
+    coordinates = np.stack([rows, columns])
+    if values.ndim == 2:
+        return ndimage.map_coordinates(np.nan_to_num(values.astype(np.float32)), coordinates, order=order,
+                                       mode="constant", cval=0.0, prefilter=False)
+    flat = values.reshape(-1, *values.shape[-2:])
+    out = np.stack([sample(frame, grid, order=order) for frame in flat])
+    return out.reshape(*values.shape[:-2], grid.size, grid.size)
+
+
+def sample_mask(mask: np.ndarray, grid: Grid) -> np.ndarray:
+    """Resample a boolean mask onto ``grid`` (linear weights, then half)."""
+    return sample(np.asarray(mask, dtype=np.float32), grid, order=1) >= 0.5
+
+
+def to_source(grid_values: np.ndarray, grid: Grid, shape: tuple[int, int]) -> np.ndarray:
+    """Resample values on ``grid`` (leading axes kept, e.g. class probabilities) back onto the source pixels;
+    zero where the grid does not reach."""
+    values = np.asarray(grid_values, dtype=np.float32)
+    if values.ndim > 2:
+        flat = values.reshape(-1, grid.size, grid.size)
+        out = np.stack([to_source(frame, grid, shape) for frame in flat])
+        return out.reshape(*values.shape[:-2], *shape)
+    rows, columns = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float64)
+    centre = (grid.size - 1) / 2.0
+    grid_rows = centre + (rows - grid.centre_px[1]) * grid.source_spacing_mm[0] / grid.spacing_mm
+    grid_columns = centre + (columns - grid.centre_px[0]) * grid.source_spacing_mm[1] / grid.spacing_mm
+    return ndimage.map_coordinates(values, np.stack([grid_rows, grid_columns]), order=1, mode="constant",
+                                   cval=0.0, prefilter=False)
+
+
+def normalise_map(values: np.ndarray) -> np.ndarray:
+    """Scale a map on its grid so that its 1st and 99th percentiles (of finite, non-zero pixels) become 0 and 1;
+    clipped to [-0.5, 1.5]."""
+    finite = np.nan_to_num(np.asarray(values, dtype=np.float32))
+    selected = finite[finite != 0]
+    if selected.size < 16:
+        return np.zeros_like(finite)
+    low, high = np.percentile(selected, NORMALISATION_PERCENTILES)
+    scale = float(high - low) if high > low else 1.0
+    return np.clip((finite - low) / scale, -0.5, 1.5).astype(np.float32)
+
+
+def normalise_images(images: np.ndarray) -> np.ndarray:
+    """Scale raw magnitude images (a stack on one grid) by their common 99th percentile."""
+    stack = np.nan_to_num(np.asarray(images, dtype=np.float32))
+    high = float(np.percentile(np.abs(stack), 99.0)) if stack.size else 0.0
+    return (stack / high if high > 0 else stack).clip(-0.5, 2.0).astype(np.float32)
+
+
+def mask_centre_px(mask: np.ndarray) -> tuple[float, float]:
+    """Centroid (x, y) of a mask, in pixels."""
+    rows, columns = np.nonzero(mask)
+    if rows.size == 0:
+        raise ValueError("the mask is empty; it has no centre")
+    return float(columns.mean()), float(rows.mean())
+
+
+def _spacing(pixel_spacing_mm: tuple[float, float] | float) -> tuple[float, float]:
+    if np.isscalar(pixel_spacing_mm):
+        return (float(pixel_spacing_mm), float(pixel_spacing_mm))  # type: ignore[arg-type]
+    row_mm, column_mm = pixel_spacing_mm  # type: ignore[misc]
+    return (float(row_mm), float(column_mm))

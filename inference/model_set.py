@@ -1,0 +1,43 @@
+"""The node's five ONNX model files, loaded once: segmentation, consensus, motion, and the QC VAE's encoder and
+decoder. Paths come from the ``[models]`` settings; an empty path takes the model shipped in inference/models/."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from inference.runtime import Device, Model, load_model, shipped_model_path
+
+SHIPPED_FILES = {
+    "segmentation": "segmentation.onnx",
+    "consensus": "consensus.onnx",
+    "motion": "motion.onnx",
+    "qc_encoder": "qc_encoder.onnx",
+    "qc_decoder": "qc_decoder.onnx",
+}
+
+
+@dataclass(frozen=True)
+class ModelSet:
+    segmentation: Model
+    consensus: Model
+    motion: Model
+    qc_encoder: Model
+    qc_decoder: Model
+
+    @property
+    def providers(self) -> dict[str, str]:
+        """The provider each model really runs on."""
+        return {name: getattr(self, name).providers[0] for name in SHIPPED_FILES}
+
+
+def load_models(paths: dict[str, str] | None = None, *, device: Device | str = Device.AUTO,
+                threads: int = 0) -> ModelSet:
+    """Load (or take from the cache) every model; ``paths`` maps a model name to a site's own file."""
+    chosen = paths or {}
+    loaded = {
+        name: load_model(Path(chosen[name]) if chosen.get(name) else shipped_model_path(file_name),
+                         device=device, threads=threads)
+        for name, file_name in SHIPPED_FILES.items()
+    }
+    return ModelSet(**loaded)

@@ -1,0 +1,123 @@
+"""Phantom cases on the models' grids, cached as one .npz file per data set.
+
+Each case becomes what the models see (inference/grids.py): the segmentation grid centred on the image, and the
+crop grid centred on the LV with a random offset (segmentation never finds the centre exactly). The arrays:
+
+- ``seg_map`` (N, 128, 128) float16 normalised map; ``seg_labels`` (N, 128, 128) uint8 background/cavity/myocardium
+- ``crop_map``, ``crop_r2`` (N, 96, 96) float16; ``crop_images`` (N, 11, 96, 96) float16, raw IR images sorted
+  by inversion time and zero-padded (zeros for T2-prep); ``crop_labels`` (N, 96, 96) uint8;
+  ``crop_segments`` (N, 96, 96) uint8, position 1-6 of the pixel's AHA segment in its level, 0 outside
+- ``crop_readers`` (N, 7, 96, 96) bool, 3 experts then 4 trainees; ``reader_modes`` (N, 7) str
+- ``motion`` (N, 6) int8: 1/0 per segment position, -1 where the level has no such segment (apical 5-6)
+- ``is_t1`` (N,) bool, ``level``, ``field_t``, ``vendor``, ``sequence`` (N,) str, ``study`` (N,) int
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from inference.grids import (
+    CROP_SIZE,
+    image_centre_grid,
+    lv_grid,
+    mask_centre_px,
+    normalise_images,
+    normalise_map,
+    sample,
+    sample_mask,
+)
+from training.phantom_slices import SliceCase, study_cases
+
+LOGGER = logging.getLogger(__name__)
+
+MAX_IR_IMAGES = 11  # MOLLI 5s(3s)3s; 5(3)3 has 8, ShMOLLI 7
+N_SEGMENT_POSITIONS = 6
+CENTRE_JITTER_MM = 2.0
+
+
+def motion_image_stack(images: np.ndarray, times_ms: np.ndarray) -> np.ndarray:
+    """Raw IR images sorted by inversion time and zero-padded to :data:`MAX_IR_IMAGES` (the motion model's
+    first input); more images than that keep the first ones."""
+    order = np.argsort(np.asarray(times_ms), kind="stable")[:MAX_IR_IMAGES]
+    stack = np.zeros((MAX_IR_IMAGES, *images.shape[-2:]), dtype=np.float32)
+    stack[: order.size] = images[order]
+    return stack
+
+
+def segment_positions(aha_segments: np.ndarray) -> np.ndarray:
+    """AHA numbers (1-16) to positions within the level (1-6), 0 outside the myocardium."""
+    segments = np.asarray(aha_segments, dtype=np.int16)
+    positions = np.where(segments > 12, segments - 12, np.where(segments > 6, segments - 6, segments))
+    return np.where(segments > 0, positions, 0).astype(np.uint8)
+
+
+def pack_case(case: SliceCase, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """One case on the model grids."""
+    shape = case.map_ms.shape
+    seg_grid = image_centre_grid(shape, case.pixel_spacing_mm)
+    heart = case.labels > 0
+    centre_x, centre_y = mask_centre_px(heart)
+    jitter_mm = rng.normal(0.0, CENTRE_JITTER_MM, size=2)
+    centre = (centre_x + jitter_mm[0] / case.pixel_spacing_mm[1], centre_y + jitter_mm[1] / case.pixel_spacing_mm[0])
+    crop = lv_grid(centre, case.pixel_spacing_mm)
+    motion = np.full(N_SEGMENT_POSITIONS, -1, dtype=np.int8)
+    for position, segment in enumerate(case.segments):
+        motion[position] = int(case.motion_by_segment[segment])
+    images = (normalise_images(sample(motion_image_stack(case.images, case.times_ms), crop)) if case.is_t1
+              else np.zeros((MAX_IR_IMAGES, CROP_SIZE, CROP_SIZE), dtype=np.float32))
+    return {
+        "seg_map": normalise_map(sample(case.map_ms, seg_grid)).astype(np.float16),
+        "seg_labels": sample(case.labels, seg_grid, order=0).astype(np.uint8),
+        "crop_map": normalise_map(sample(case.map_ms, crop)).astype(np.float16),
+        "crop_r2": sample(case.r2, crop).astype(np.float16),
+        "crop_images": images.astype(np.float16),
+        "crop_labels": sample(case.labels, crop, order=0).astype(np.uint8),
+        "crop_segments": sample(segment_positions(case.aha_segments), crop, order=0).astype(np.uint8),
+        "crop_readers": np.stack([sample_mask(mask, crop) for mask in case.reader_masks]),
+        "reader_modes": np.array(case.reader_error_modes),
+        "motion": motion,
+        "is_t1": np.array(case.is_t1),
+        "level": np.array(case.level.value),
+        "field_t": np.array(case.field_t),
+        "vendor": np.array(case.vendor),
+        "sequence": np.array(case.sequence.value),
+        "study": np.array(case.study_index),
+    }
+
+
+def pack_study(seed: int, study_index: int, motion_rate: float = 0.5) -> list[dict[str, np.ndarray]]:
+    """Every case of one study on the model grids; the crop offsets are drawn from (seed, study)."""
+    rng = np.random.default_rng((seed, study_index))
+    return [pack_case(case, rng) for case in study_cases(seed, study_index, motion_rate=motion_rate)]
+
+
+def _pack_study(arguments: tuple[int, int, float]) -> list[dict[str, np.ndarray]]:
+    return pack_study(*arguments)
+
+
+def build(path: Path, *, seed: int, n_studies: int, motion_rate: float = 0.5, workers: int | None = None) -> Path:
+    """Generate studies 0 .. ``n_studies`` - 1 of ``seed`` in a process pool, pack them and save them to
+    ``path`` (.npz)."""
+    jobs = [(seed, index, motion_rate) for index in range(n_studies)]
+    n_workers = workers if workers is not None else (os.cpu_count() or 1)
+    if n_workers <= 1:
+        packed = [item for job in jobs for item in _pack_study(job)]
+    else:
+        with ProcessPoolExecutor(max_workers=n_workers) as pool:
+            packed = [item for items in pool.map(_pack_study, jobs) for item in items]
+    arrays = {key: np.stack([item[key] for item in packed]) for key in packed[0]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+    LOGGER.info("%s: %d cases from %d studies of seed %d", path, len(packed), n_studies, seed)
+    return path
+
+
+def load(path: Path) -> dict[str, np.ndarray]:
+    """A data set saved by :func:`build`, fully in memory."""
+    with np.load(path) as data:
+        return {key: data[key] for key in data.files}

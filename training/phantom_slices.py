@@ -1,0 +1,163 @@
+"""Labelled mapping slices from the phantom, in memory: the training and held-out data of every model.
+
+A :class:`SliceCase` is one slice acquired with one sequence, at the image's own resolution: the scanner-style
+map (plain fit of the stored images), its R2 map, the raw images, the truth masks and AHA segments, the
+per-segment motion labels and the contours of 3 experts and 4 trainees. The same physics and readers as
+``myomap phantom`` (phantom/), without writing DICOM; the studies are drawn with the study generator's own plan
+(field, vendor, heart rate, SNR, matrix), so the two agree.
+
+Seeds: training uses seeds from :data:`TRAINING_SEED` upwards; tests use seeds below 100000, so no held-out case
+was ever seen in training.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from inference.mapping import MappingScheme, reconstruct_map
+from phantom.acquisition import acquire, make_coil_field
+from phantom.anatomy import choose_matrix, make_heart_geometry, make_slice_anatomy
+from phantom.dicom_images import encode_magnitude
+from phantom.model import FieldStrength, SequenceKind, SliceLevel
+from phantom.motion import sample_breathing
+from phantom.schemes import make_scheme
+from phantom.study import LEVEL_ORDER, StudyRequest, _Purpose, _rng, draw_readers, plan_study
+from phantom.tissue import level_segments, sample_pathology, sample_tissue_properties
+
+TRAINING_SEED = 100_000
+#: Held-out (validation) studies of training runs; tests use their own seeds below 100000.
+VALIDATION_SEED = 200_000
+MAPPING_SCHEME = {
+    SequenceKind.MOLLI_533: MappingScheme.MOLLI,
+    SequenceKind.MOLLI_5S3S3S: MappingScheme.MOLLI,
+    SequenceKind.SHMOLLI: MappingScheme.SHMOLLI,
+    SequenceKind.T2PREP: MappingScheme.T2PREP,
+}
+#: Label values of ``SliceCase.labels``.
+BACKGROUND, CAVITY, MYOCARDIUM = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class SliceCase:
+    """One slice, one sequence, at the image's resolution."""
+
+    seed: int
+    study_index: int
+    level: SliceLevel
+    field_t: str
+    vendor: str
+    sequence: SequenceKind
+    pixel_spacing_mm: tuple[float, float]
+    map_ms: np.ndarray  # (rows, columns) float32, the plain fit; 0 where the fit is not valid
+    r2: np.ndarray  # (rows, columns) float32, 0..1
+    images: np.ndarray  # (n, rows, columns) float32, stored magnitude in acquisition order
+    times_ms: np.ndarray  # (n,) inversion times (IR) or T2-prep durations
+    labels: np.ndarray  # (rows, columns) uint8: BACKGROUND, CAVITY (blood and papillary muscles), MYOCARDIUM
+    aha_segments: np.ndarray  # (rows, columns) uint8: AHA segment number inside the myocardium, else 0
+    lv_centre_px: tuple[float, float]  # (x, y)
+    motion_by_segment: dict[int, bool]  # AHA segment -> motion artefact (phantom rule)
+    reader_names: tuple[str, ...]  # experts then trainees
+    reader_roles: tuple[str, ...]
+    reader_error_modes: tuple[str, ...]  # "" for experts
+    reader_masks: np.ndarray  # (readers, rows, columns) bool, myocardium
+    wall_thickness_mm: dict[int, float]
+
+    @property
+    def is_t1(self) -> bool:
+        return self.sequence is not SequenceKind.T2PREP
+
+    @property
+    def segments(self) -> tuple[int, ...]:
+        """AHA segment numbers of this slice's level, in order."""
+        return level_segments(self.level)
+
+    @property
+    def myocardium_mask(self) -> np.ndarray:
+        return self.labels == MYOCARDIUM
+
+    @property
+    def cavity_mask(self) -> np.ndarray:
+        return self.labels == CAVITY
+
+
+def study_cases(seed: int, study_index: int, *, motion_rate: float = 0.5) -> list[SliceCase]:
+    """Every slice and sequence of one phantom study (3 levels x MOLLI or 5s(3s)3s, ShMOLLI, T2-prep)."""
+    plan = plan_study(StudyRequest(seed=seed, motion_rate=motion_rate), study_index)
+    heart_rng = _rng(seed, study_index, _Purpose.HEART)
+    heart = make_heart_geometry(heart_rng)
+    properties = sample_tissue_properties(heart_rng, plan.field)
+    matrix, spacing_mm = choose_matrix(heart_rng)
+    cases = []
+    for level in LEVEL_ORDER:
+        level_key = LEVEL_ORDER.index(level)
+        rng = _rng(seed, study_index, _Purpose.SLICE, level_key)
+        anatomy = make_slice_anatomy(
+            rng, level, plan.field, matrix=matrix, pixel_spacing_mm=spacing_mm,
+            pathology=sample_pathology(rng, level), geometry=heart, properties=properties,
+        )
+        coil = make_coil_field(anatomy, rng)
+        b1_scale = float(rng.uniform(0.8, 1.0) if plan.field is FieldStrength.T3 else rng.uniform(0.95, 1.02))
+        readers = draw_readers(anatomy, _rng(seed, study_index, _Purpose.READERS, level_key), with_experts=True,
+                               with_trainees=True, trainee_skill=plan.trainee_skill)[1:]  # truth is the label
+        labels = np.where(anatomy.myocardium_mask, MYOCARDIUM, np.where(anatomy.cavity_mask, CAVITY, BACKGROUND))
+        for sequence_index, kind in enumerate(plan.sequences):
+            acquisition_rng = _rng(seed, study_index, _Purpose.ACQUISITION, level_key, sequence_index)
+            scheme = make_scheme(kind, plan.rr_ms, acquisition_rng)
+            motion = sample_breathing(acquisition_rng, scheme.n_images, motion_probability=plan.motion_rate)
+            acquired = acquire(anatomy, scheme, acquisition_rng, snr=plan.snr, motion=motion, b1_scale=b1_scale,
+                               coil=coil)
+            stored = encode_magnitude(acquired.magnitude).astype(np.float64)
+            times = acquired.inversion_times_ms if acquired.inversion_times_ms is not None else acquired.t2_prep_ms
+            result = reconstruct_map(
+                stored, np.asarray(times, dtype=np.float64), MAPPING_SCHEME[kind], rr_ms=plan.rr_ms,
+                inversion_index=np.asarray(scheme.image_set_index) if kind is SequenceKind.SHMOLLI else None,
+                correction="none",
+            )
+            cases.append(SliceCase(
+                seed=seed,
+                study_index=study_index,
+                level=level,
+                field_t=plan.field.value,
+                vendor=plan.vendor.value,
+                sequence=kind,
+                pixel_spacing_mm=anatomy.geometry.pixel_spacing_mm,
+                map_ms=np.where(result.valid, np.nan_to_num(result.map_ms), 0.0).astype(np.float32),
+                r2=np.nan_to_num(result.r2).astype(np.float32),
+                images=stored.astype(np.float32),
+                times_ms=np.asarray(times, dtype=np.float32),
+                labels=labels.astype(np.uint8),
+                aha_segments=anatomy.aha_segment_map,
+                lv_centre_px=anatomy.lv_centre_px,
+                motion_by_segment=dict(acquired.motion_labels),
+                reader_names=tuple(r.reader for r in readers),
+                reader_roles=tuple(r.role for r in readers),
+                reader_error_modes=tuple(r.error_mode or "" for r in readers),
+                reader_masks=np.stack([r.myocardium_mask for r in readers]),
+                wall_thickness_mm=dict(anatomy.wall_thickness_mm),
+            ))
+    return cases
+
+
+def _study_cases(arguments: tuple[int, int, float]) -> list[SliceCase]:
+    seed, study_index, motion_rate = arguments
+    return study_cases(seed, study_index, motion_rate=motion_rate)
+
+
+def iter_cases(seed: int, n_studies: int, *, motion_rate: float = 0.5, workers: int | None = None,
+               first_study: int = 0) -> Iterator[SliceCase]:
+    """The cases of studies ``first_study .. first_study + n_studies - 1`` of ``seed``, in study order, made in a
+    process pool of ``workers`` (the CPU count when None)."""
+    jobs = [(seed, index, motion_rate) for index in range(first_study, first_study + n_studies)]
+    n_workers = workers if workers is not None else (os.cpu_count() or 1)
+    if n_workers <= 1:
+        for job in jobs:
+            yield from _study_cases(job)
+        return
+    with ProcessPoolExecutor(max_workers=n_workers) as pool:
+        for cases in pool.map(_study_cases, jobs):
+            yield from cases
