@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,10 +116,13 @@ class NodeProcess(_ManagedProcess):
         database_url: str | None = None,
         queue_url: str | None = None,
         overrides: Mapping[str, Mapping[str, object]] | None = None,
+        peers: Sequence[Mapping[str, object]] = (),
     ) -> None:
         """Write the node's TOML file; without URLs the database and the queue are SQLite files under ``data``.
 
-        ``overrides`` adds or replaces keys per section, e.g. ``{"dicom": {"dimse_timeout_s": 2.0}}``.
+        ``overrides`` adds or replaces keys per section, e.g. ``{"dicom": {"dimse_timeout_s": 2.0}}``; ``peers``
+        are added after the console, e.g. a PACS: ``{"ae_title": "ORTHANC", "host": ..., "port": ...,
+        "receives": ["sr", "seg", "sc"]}``.
         """
         queue: dict[str, object] = {"workers": workers}
         if queue_url:
@@ -133,7 +136,8 @@ class NodeProcess(_ManagedProcess):
             "scu": {"backoff_initial_s": 0.5, "max_attempts": 4},
             "logging": {"level": "DEBUG"},
             # The console sends the raw images and gets the maps back (return to sender).
-            "peers": [{"ae_title": CONSOLE_AE, "host": "127.0.0.1", "port": self.console_port, "receives": []}],
+            "peers": [{"ae_title": CONSOLE_AE, "host": "127.0.0.1", "port": self.console_port, "receives": []},
+                      *(dict(peer) for peer in peers)],
         }
         if database_url:
             config["database"] = {"url": database_url}
