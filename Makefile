@@ -37,11 +37,31 @@ test: deps venv
 lint: venv
 	$(VENV)/bin/ruff check .
 
-## Sends a synthetic study to a node started with `make run` (in another terminal).
+## Sends a synthetic study to a node started with `make run` (in another terminal): three slices, MOLLI, ShMOLLI
+## and T2-prep, seed 7 with breathing motion in the mid ShMOLLI and T2-prep series; prints where to look.
+DEMO_DIR := data/demo
+DEMO_WEB := http://127.0.0.1:8080
+
+define DEMO_SUMMARY
+import json, pathlib
+print("Sent. Studies, series and results: $(DEMO_WEB)")
+print("The analysed (raw) series, each with its result on its page:")
+for manifest in sorted(pathlib.Path("$(DEMO_DIR)").glob("study_*/manifest.json")):
+  for level in json.loads(manifest.read_text())["slices"]:
+    for sequence in json.loads((manifest.parent / level["sidecar"]).read_text())["sequences"]:
+        raw = sequence["series"]["magnitude"]
+        moved = sorted((s for s, m in sequence["motion"]["labels"].items() if m), key=int)
+        note = f"  <- breathing motion, segments {', '.join(moved)}" if moved else ""
+        print(f"  {raw['series_description']:<22} $(DEMO_WEB)/series/{raw['series_instance_uid']}{note}")
+endef
+export DEMO_SUMMARY
+
 demo: venv
-	$(VENV)/bin/myomap phantom --out data/demo --studies 1 --seed 7 --sequence all
-	storescu -aet DEMO -aec MYOMAP +sd +r +sp '*.dcm' 127.0.0.1 11112 data/demo
-	@echo "Sent. Studies, series and results: http://127.0.0.1:8080"
+	@echoscu -aet DEMO -aec MYOMAP 127.0.0.1 11112 || { echo "No node answers on 127.0.0.1:11112: start 'make run' first."; exit 1; }
+	rm -rf $(DEMO_DIR)
+	$(VENV)/bin/myomap phantom --out $(DEMO_DIR) --studies 1 --seed 7 --sequence all --slices 3 --motion-rate 0.5
+	storescu -aet DEMO -aec MYOMAP +sd +r +sp '*.dcm' 127.0.0.1 11112 $(DEMO_DIR)
+	@$(PY) -c "$$DEMO_SUMMARY"
 
 bench: venv
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
 from reports.web.deps import STATIC_DIR, make_templates
-from reports.web.routes import health, series, studies, transfers
+from reports.web.routes import health, results, series, studies, transfers
 
 
 def create_app(
@@ -40,6 +40,7 @@ def create_app(
     -------
     FastAPI
         Routes: ``/healthz``, ``/api/studies``, ``/api/studies/{uid}``, ``/api/series/{uid}``,
+        ``/api/results/{id}``, ``/results/{id}/images/{n}.png``, ``/results/{id}/files/{n}``,
         ``/api/transfers``, ``POST /api/transfers/{id}/retry``, pages ``/``, ``/series/{uid}`` and
         ``/transfers``; OpenAPI at ``/openapi.json``.
     """
@@ -54,7 +55,7 @@ def create_app(
     app.state.templates = make_templates()
 
     app.include_router(health.router)
-    for module in (studies, series, transfers):
+    for module in (studies, series, results, transfers):
         app.include_router(module.router, dependencies=list(access_dependencies))
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

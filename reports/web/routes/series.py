@@ -1,4 +1,5 @@
-"""Series: GET /api/series/{series_uid} and the series page (instances, role, state, jobs, results)."""
+"""Series: GET /api/series/{series_uid} and the series page (instances, role, state, jobs, and each result with its
+images, measurements, verdicts, transfers and downloads)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from starlette.responses import Response
 
 from db.models import Job, Result, Series
 from reports.web.deps import SessionDep, TemplatesDep, render, render_error, uid_parameter
+from reports.web.routes.results import AHA_SEGMENT_NAMES, result_detail
 from reports.web.schemas import SeriesDetail, series_detail
 
 router = APIRouter(tags=["series"])
@@ -54,4 +56,15 @@ def series_page(
     series = get_series(session, series_uid=series_uid)
     if series is None:
         return render_error(templates, request, status.HTTP_404_NOT_FOUND, _not_found(series_uid))
-    return render(templates, request, "series.html", {"series": series, "detail": series_detail(series)})
+    results = {result.id: result_detail(result, request) for job in series.jobs for result in job.results}
+    return render(
+        templates,
+        request,
+        "series.html",
+        {
+            "series": series,
+            "detail": series_detail(series),
+            "results": results,
+            "segment_names": AHA_SEGMENT_NAMES,
+        },
+    )
