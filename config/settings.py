@@ -69,7 +69,7 @@ class SeriesSettings(BaseModel):
 
 class RoutingSettings(BaseModel):
     return_to_sender: bool = True
-    return_outputs: list[Output] = [Output.MAPS]
+    return_outputs: list[Output] = [Output.MAPS, Output.SC]
 
 
 class ScuSettings(BaseModel):
@@ -88,6 +88,12 @@ class ModelsSettings(BaseModel):
     motion: str = ""
     qc_encoder: str = ""
     qc_decoder: str = ""
+
+
+class ScoringSettings(BaseModel):
+    """How received reader contours are scored."""
+
+    gold_standard: str = ""  # reader label whose contours are the reference; empty: STAPLE of readers named expert*
 
 
 class LoggingSettings(BaseModel):
@@ -120,6 +126,7 @@ class Settings(BaseSettings):
     routing: RoutingSettings = RoutingSettings()
     scu: ScuSettings = ScuSettings()
     models: ModelsSettings = ModelsSettings()
+    scoring: ScoringSettings = ScoringSettings()
     logging: LoggingSettings = LoggingSettings()
     peers: list[Peer] = []
 

@@ -37,12 +37,15 @@ class JobKind(str, Enum):
 
     T1_MAP = "t1_map"  # T1 map reconstructed from raw inversion-recovery images
     T2_MAP = "t2_map"  # T2 map reconstructed from T2-prepared images
+    READER_SCORE = "reader_score"  # a reader's contours scored against the gold standard or consensus
 
 
 #: The jobs each series role gets; roles not listed are stored and not analysed.
 JOBS_FOR_ROLE: dict[SeriesRole, tuple[JobKind, ...]] = {
     SeriesRole.RAW_IR: (JobKind.T1_MAP,),
     SeriesRole.T2_PREP: (JobKind.T2_MAP,),
+    SeriesRole.SEG: (JobKind.READER_SCORE,),
+    SeriesRole.RTSTRUCT: (JobKind.READER_SCORE,),
 }
 
 
@@ -208,7 +211,7 @@ def requeue_orphaned(
     Those are RUNNING jobs whose :func:`job_lease` is free (PostgreSQL only; elsewhere nothing can tell whether
     their worker lives) and QUEUED jobs missing from ``queued_job_ids`` (the jobs whose task waits on the queue,
     read before this call) that no worker holds. Safe to call at any time from any process: a job queued twice
-    runs once (see :func:`dicomnode.pipeline.run_job`).
+    runs once (see :func:`dicomnode.pipeline.run_job`, :func:`dicomnode.reader_job.run_reader_job`).
 
     Returns
     -------

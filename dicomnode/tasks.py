@@ -1,7 +1,8 @@
 """The node's Huey tasks: thin wrappers that take database ids and delegate.
 
-``run_job(job_id)`` runs one analysis job (:func:`dicomnode.pipeline.run_job`) under its lease
-(:func:`dicomnode.jobs.job_lease`); ``deliver(transfer_id)`` sends
+``run_job(job_id)`` runs one analysis job under its lease (:func:`dicomnode.jobs.job_lease`): a map job
+(:func:`dicomnode.pipeline.run_job`) or a reader-score job (:func:`dicomnode.reader_job.run_reader_job`), as the
+job row's kind says; ``deliver(transfer_id)`` sends
 one file to one peer (:func:`dicomnode.scu.deliver_transfer`) and, when the peer could not take it yet, schedules
 itself again for the time the transfer row says. Tasks carry ids only: the database is the record of what is
 to be done, the queue only says when.
@@ -14,12 +15,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from huey.api import TaskWrapper
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from config import Settings
-from db.models import Transfer, TransferState
-from dicomnode import pipeline, scu
-from dicomnode.jobs import job_lease
+from db.models import Job, Transfer, TransferState
+from dicomnode import pipeline, reader_job, scu
+from dicomnode.jobs import JobKind, job_lease
 from dicomnode.queue import NodeQueue
 
 LOGGER = logging.getLogger(__name__)
@@ -71,9 +73,9 @@ def register_tasks(queue: NodeQueue, *, settings: Settings, session_factory: ses
             if not held:
                 LOGGER.info("job %d is held by another worker; not run here", job_id)
                 return
-            pipeline.run_job(
-                job_id, settings=settings, session_factory=session_factory, enqueue_delivery=tasks.enqueue_delivery
-            )
+            runner = reader_job.run_reader_job if _job_kind(job_id, session_factory) == JobKind.READER_SCORE.value \
+                else pipeline.run_job
+            runner(job_id, settings=settings, session_factory=session_factory, enqueue_delivery=tasks.enqueue_delivery)
 
     @huey.task(name=DELIVER_TASK)
     def deliver(transfer_id: int) -> None:
@@ -85,6 +87,12 @@ def register_tasks(queue: NodeQueue, *, settings: Settings, session_factory: ses
 
     tasks = NodeTasks(queue=queue, run_job=run_job, deliver=deliver)
     return tasks
+
+
+def _job_kind(job_id: int, session_factory: sessionmaker[Session]) -> str | None:
+    """The kind of job ``job_id``; None when it does not exist (the runner then logs and skips it)."""
+    with session_factory() as session:
+        return session.scalar(select(Job.kind).where(Job.id == job_id))
 
 
 def _seconds_until_next_attempt(transfer_id: int, session_factory: sessionmaker[Session]) -> float:

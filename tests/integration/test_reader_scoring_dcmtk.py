@@ -1,0 +1,217 @@
+"""Reader scoring end to end: storescu sends a phantom study's T1 map and readers' SEG and RTSTRUCT objects to
+`myomap serve`; the console (storescp, a peer receiving sr and sc) gets one comparison SR and one overlay
+Secondary Capture per contour series, which pass dciodvfy.
+
+Phantom study: seed 47, Siemens flavour, one mid-ventricular slice, MOLLI; three experts (whose STAPLE consensus is
+the reference, no gold standard being named) and two trainees, one sending a SEG and one an RTSTRUCT.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pydicom
+import pytest
+import tomli_w
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
+
+from db.models import Job, JobState, Result, Transfer, TransferState
+from dicomnode.analyze import analyze_paths
+from dicomnode.reader_job import RESULT_KIND
+from phantom.model import Vendor
+from phantom.study import SequenceChoice, StudyRequest, generate_study, plan_study
+from reports import codes
+from tests.integration.node_harness import (
+    CONSOLE_AE,
+    Console,
+    NodeProcess,
+    dcmtk_available,
+    dcmtk_env,
+    free_port,
+    parse_storescu_log,
+    storescu_command,
+    wait_until,
+)
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.skipif(not dcmtk_available(), reason="DCMTK (storescu, storescp, echoscu) is not installed"),
+]
+
+PHANTOM_SEED = 47
+#: (reader, contour object) pairs sent; each is one series and gets one SR and one overlay.
+SENT = (("expert1", "seg"), ("expert2", "rtstruct"), ("expert3", "seg"), ("trainee1", "seg"),
+        ("trainee2", "rtstruct"))
+SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.34"
+SC_STORAGE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], list[Path]]:
+    """The study's T1 map files and the sent readers' contour files (experts first)."""
+    request = StudyRequest(seed=PHANTOM_SEED, n_slices=1, matrix=(80, 96), pixel_spacing_mm=2.2,
+                           vendor=Vendor.SIEMENS, sequence=SequenceChoice.MOLLI, motion_rate=0.0)
+    outcome = generate_study(plan_study(request, 0), tmp_path_factory.mktemp("phantom"))
+    sidecar = json.loads((outcome.folder / "mid" / "sidecar.json").read_text())
+    maps = [outcome.folder / path for path in sidecar["sequences"][0]["series"]["map"]["paths"]]
+    readers = {entry["reader"]: entry for entry in sidecar["readers"]}
+    contours = [outcome.folder / path for reader, kind in SENT for path in readers[reader][kind]["paths"]]
+    return maps, contours
+
+
+@pytest.fixture
+def console(tmp_path: Path) -> Console:
+    console = Console(tmp_path / "console", free_port())
+    console.start()
+    yield console
+    console.stop()
+
+
+@pytest.fixture
+def node(tmp_path: Path, console: Console) -> NodeProcess:
+    node = NodeProcess(tmp_path / "node", free_port(), free_port(), console.port)
+    node.write_config(quiet_seconds=1.0)
+    # The console is a configured peer that takes the reader comparisons (SR) and the overlays (SC).
+    config = tomllib.loads(node.config_file.read_text())
+    config["peers"] = [{"ae_title": CONSOLE_AE, "host": "127.0.0.1", "port": console.port, "receives": ["sr", "sc"]}]
+    node.config_file.write_bytes(tomli_w.dumps(config).encode())
+    node.start()
+    yield node
+    assert node.stop() == 0, node.log()
+
+
+def send(port: int, files: list[Path]) -> dict[Path, str]:
+    """storescu as a viewer sending contours: only the files' own SOP classes are proposed (-R), since its
+    default list leaves Segmentation and RT Structure Set out."""
+    command = storescu_command(port, files)
+    command.insert(1, "-R")
+    done = subprocess.run(command, env=dcmtk_env(), capture_output=True, text=True, timeout=60)
+    return parse_storescu_log((done.stdout + done.stderr).splitlines())
+
+
+def _received(console: Console) -> tuple[dict[str, pydicom.Dataset], dict[str, pydicom.Dataset]]:
+    """SRs and Secondary Captures at the console, by SOP Instance UID."""
+    srs, scs = {}, {}
+    for path in console.files():
+        ds = pydicom.dcmread(path)
+        if ds.SOPClassUID == SR_STORAGE:
+            srs[ds.SOPInstanceUID] = ds
+        elif str(ds.SOPClassUID).startswith(SC_STORAGE_PREFIX):
+            scs[ds.SOPInstanceUID] = ds
+    return srs, scs
+
+
+def _dice(sr: pydicom.Dataset) -> list[float]:
+    found = []
+
+    def walk(items: pydicom.Sequence) -> None:
+        for item in items:
+            name = item.get("ConceptNameCodeSequence")
+            if item.get("ValueType") == "NUM" and name and name[0].CodeValue == codes.DICE.value:
+                found.append(float(item.MeasuredValueSequence[0].NumericValue))
+            walk(item.get("ContentSequence", []))
+
+    walk(sr.ContentSequence)
+    return found
+
+
+class NodeDatabase:
+    """The node's SQLite database, read with a fresh session each time (the node writes it meanwhile)."""
+
+    def __init__(self, node: NodeProcess) -> None:
+        self.engine = create_engine(f"sqlite:///{node.data / 'myomap.db'}")
+
+    def results(self) -> list[Result]:
+        with Session(self.engine) as session:
+            return list(session.scalars(select(Result).where(Result.kind == RESULT_KIND).order_by(Result.id)))
+
+    def settled(self, n_results: int) -> bool:
+        """``n_results`` reader results, and every transfer sent."""
+        with Session(self.engine) as session:
+            states = {transfer.state for transfer in session.scalars(select(Transfer))}
+        return len(self.results()) == n_results and states == {TransferState.SENT}
+
+    def job_states(self) -> set[JobState]:
+        with Session(self.engine) as session:
+            return {job.state for job in session.scalars(select(Job))}
+
+
+def _send_experts_then_trainees(node: NodeProcess, maps: list[Path], experts: list[Path],
+                                trainees: list[Path]) -> NodeDatabase:
+    """The experts' contours first, so that the trainees are scored against their consensus (a contour series is
+    scored as soon as it is complete, against what the study holds then)."""
+    database = NodeDatabase(node)
+    statuses = send(node.dicom_port, [*maps, *experts])
+    assert set(statuses.values()) == {"Success"} and len(statuses) == len(maps) + len(experts)
+    wait_until(lambda: database.settled(len(experts)), timeout_s=30, interval_s=0.2, what="experts' results")
+    statuses = send(node.dicom_port, trainees)
+    assert set(statuses.values()) == {"Success"} and len(statuses) == len(trainees)
+    wait_until(lambda: database.settled(len(experts) + len(trainees)), timeout_s=30, interval_s=0.2,
+               what="trainees' results")
+    return database
+
+
+def test_every_contour_series_comes_back_as_a_comparison_sr_and_overlay(
+    phantom: tuple[list[Path], list[Path]], node: NodeProcess, console: Console
+) -> None:
+    maps, contours = phantom
+    experts = [path for path in contours if "expert" in path.parent.name]
+    trainees = [path for path in contours if "trainee" in path.parent.name]
+    database = _send_experts_then_trainees(node, maps, experts, trainees)
+    assert database.job_states() == {JobState.DONE}
+    results = database.results()
+    database.engine.dispose()
+    by_reader = {result.summary["reader"]: result for result in results}
+    assert set(by_reader) == {reader for reader, _ in SENT}
+
+    # Everything the results list reached the console: one overlay per contour series, an SR per scored one.
+    srs, scs = _received(console)
+    sent_uids = {
+        output: {pydicom.dcmread(node.data / path, stop_before_pixels=True).SOPInstanceUID
+                 for result in results for path in result.summary["outputs"][output]}
+        for output in ("sr", "sc")
+    }
+    assert set(srs) == sent_uids["sr"] and set(scs) == sent_uids["sc"]
+    assert len(scs) == len(SENT)
+    study_uid = pydicom.dcmread(maps[0]).StudyInstanceUID
+    assert {ds.StudyInstanceUID for ds in (*srs.values(), *scs.values())} == {study_uid}
+
+    # Each trainee's SR at the console carries the Dice the offline analysis gives for the same files.
+    report = analyze_paths([*maps, *contours], gold_standard=None)
+    (slice_result,) = report.slices
+    for reader in ("trainee1", "trainee2"):
+        summary = by_reader[reader].summary
+        (sr_path,) = summary["outputs"]["sr"]
+        sr = srs[pydicom.dcmread(node.data / sr_path, stop_before_pixels=True).SOPInstanceUID]
+        expected = next(r for r in slice_result.readers if r.reader == reader).score
+        assert summary["slices"][0]["reference"] == "staple"
+        assert summary["slices"][0]["reference_readers"] == ["expert1", "expert2", "expert3"]
+        assert _dice(sr) == [pytest.approx(expected.dice_myocardium, abs=1e-6)]
+
+    # The node logged UIDs and reader labels, never the patient's name or ID.
+    source = pydicom.dcmread(maps[0])
+    log = node.log()
+    for value in (str(source.PatientName), *str(source.PatientName).split("^"), str(source.PatientID)):
+        assert value and value not in log
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools is not installed")
+def test_comparison_sr_and_overlay_pass_dciodvfy(
+    phantom: tuple[list[Path], list[Path]], node: NodeProcess, console: Console
+) -> None:
+    maps, contours = phantom
+    experts = [path for path in contours if "expert" in path.parent.name]
+    trainee = [path for path in contours if path.parent.name == "trainee1_seg"]
+    _send_experts_then_trainees(node, maps, experts, trainee).engine.dispose()
+    srs, scs = _received(console)
+    assert len(srs) >= 1 and len(scs) == len(experts) + 1
+    for path in console.files():
+        done = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+        errors = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("Error")]
+        assert errors == [], f"{path.name}: {errors}"

@@ -1,0 +1,388 @@
+"""The reader-score job on a phantom study ingested into a node: one comparison SR and overlay per contour series,
+scores equal to the offline analysis', transfers to the peer that takes them, one result however often it runs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import onnx
+import pydicom
+import pytest
+from huey import MemoryHuey
+from onnx import TensorProto, helper
+from pydicom.dataset import Dataset
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from config import Settings, load_settings
+from config.settings import ScoringSettings
+from db import migrate
+from db.models import Job, JobState, Result, Series, SeriesState, Transfer
+from db.session import make_engine, make_session_factory
+from dicomnode.analyze import analyze_paths
+from dicomnode.jobs import JobKind, enqueue_series
+from dicomnode.pipeline import JobOutcome, run_job
+from dicomnode.queue import NodeQueue
+from dicomnode.reader_job import CONSENSUS_MODEL_REFERENCE, RESULT_KIND, gold_standard_reader, run_reader_job
+from dicomnode.storage import store_instance
+from dicomnode.tasks import register_tasks
+from inference.expert_consensus import INPUT_NAME as CONSENSUS_INPUT
+from inference.expert_consensus import OUTPUT_NAME as CONSENSUS_OUTPUT
+from inference.model_set import SHIPPED_FILES
+from inference.runtime import Device, Model, load_model, shipped_model_path
+from phantom.model import Vendor
+from phantom.study import SequenceChoice, StudyRequest, generate_study, plan_study
+from reports import codes
+from training.model_card import tensor, write_card
+
+PHANTOM_SEED = 43
+PEER_AE = "PACS"
+SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
+SC_STORAGE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"  # (multi-frame) Secondary Capture Image Storage
+
+
+@dataclass(frozen=True)
+class PhantomStudy:
+    folder: Path
+    sidecar: dict
+
+    def map_files(self) -> list[Path]:
+        return [self.folder / path for path in self.sidecar["sequences"][0]["series"]["map"]["paths"]]
+
+    def raw_files(self) -> list[Path]:
+        return [self.folder / path for path in self.sidecar["sequences"][0]["series"]["magnitude"]["paths"]]
+
+    def contour_files(self, reader: str, kind: str) -> list[Path]:
+        entry = next(r for r in self.sidecar["readers"] if r["reader"] == reader)
+        return [self.folder / path for path in entry[kind]["paths"]]
+
+    def contour_series_uid(self, reader: str, kind: str) -> str:
+        return next(r for r in self.sidecar["readers"] if r["reader"] == reader)[kind]["series_instance_uid"]
+
+    def readers(self) -> list[str]:
+        return [r["reader"] for r in self.sidecar["readers"]]
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory: pytest.TempPathFactory) -> PhantomStudy:
+    request = StudyRequest(seed=PHANTOM_SEED, n_slices=1, matrix=(80, 96), pixel_spacing_mm=2.2,
+                           vendor=Vendor.SIEMENS, sequence=SequenceChoice.MOLLI, motion_rate=0.0)
+    outcome = generate_study(plan_study(request, 0), tmp_path_factory.mktemp("phantom"))
+    return PhantomStudy(outcome.folder, json.loads((outcome.folder / "mid" / "sidecar.json").read_text()))
+
+
+@dataclass
+class Node:
+    settings: Settings
+    factory: sessionmaker[Session]
+
+    def store(self, files: list[Path], *, calling_ae: str = "VIEWER") -> None:
+        for path in files:
+            store_instance(path.read_bytes(), calling_ae=calling_ae, calling_host="127.0.0.1",
+                           settings=self.settings, session_factory=self.factory)
+
+    def job_for(self, series_instance_uid: str) -> int:
+        """Queue the jobs of a stored series as the assembler does once it is complete; the one job's id."""
+        with self.factory() as session:
+            series = session.scalars(select(Series).where(Series.series_instance_uid == series_instance_uid)).one()
+            series_id, revision = series.id, series.revision
+        (job_id,) = enqueue_series(series_id, revision, session_factory=self.factory, sink=_NoQueue())
+        return job_id
+
+    def run(self, job_id: int, deliveries: list[int] | None = None, **options: object) -> JobOutcome:
+        sink = deliveries if deliveries is not None else []
+        return run_reader_job(job_id, settings=self.settings, session_factory=self.factory,
+                              enqueue_delivery=sink.append, **options)
+
+    def result(self, job_id: int) -> Result:
+        with self.factory() as session:
+            (result,) = session.scalars(select(Result).where(Result.job_id == job_id)).all()
+            return result
+
+    def datasets(self, result: Result, output: str) -> list[Dataset]:
+        return [pydicom.dcmread(self.settings.storage_root / path) for path in result.summary["outputs"][output]]
+
+
+class _NoQueue:
+    def enqueue_job(self, job_id: int) -> None:
+        pass
+
+    def enqueue_delivery(self, transfer_id: int, *, delay_s: float = 0.0) -> None:
+        pass
+
+
+def _node(folder: Path, **overrides: object) -> Iterator[Node]:
+    settings = load_settings(
+        storage={"path": folder / "data", "min_free_mb": 1},
+        peers=[{"ae_title": PEER_AE, "host": "127.0.0.1", "port": 11199, "receives": ["sr", "sc"]}],
+        **overrides,
+    )
+    settings.storage_root.mkdir(parents=True)
+    engine = make_engine(settings.database_url)
+    migrate.upgrade(engine)
+    yield Node(settings, make_session_factory(engine))
+    engine.dispose()
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    yield from _node(tmp_path)
+
+
+@pytest.fixture
+def node_without_consensus_model(tmp_path: Path) -> Iterator[Node]:
+    yield from _node(tmp_path, models={"consensus": str(tmp_path / "no-such-consensus.onnx")})
+
+
+def _with_gold_standard(settings: Settings, reader: str) -> Settings:
+    return settings.model_copy(update={"scoring": ScoringSettings(gold_standard=reader)})
+
+
+def _all_contours(phantom: PhantomStudy, kinds: tuple[str, ...] = ("seg", "rtstruct")) -> list[Path]:
+    return [path for reader in phantom.readers() for kind in kinds for path in phantom.contour_files(reader, kind)]
+
+
+def _sr_numbers(ds: Dataset, code: object) -> list[float]:
+    """Every numeric value of concept ``code`` anywhere in an SR's content tree."""
+    found = []
+    for item in ds.get("ContentSequence", []):
+        name = item.get("ConceptNameCodeSequence")
+        if item.get("ValueType") == "NUM" and name and name[0].CodeValue == code.value:
+            found.append(float(item.MeasuredValueSequence[0].NumericValue))
+        found.extend(_sr_numbers(item, code))
+    return found
+
+
+def _analysed(phantom: PhantomStudy, reader: str, gold_standard: str | None, files: list[Path]):
+    report = analyze_paths([*phantom.map_files(), *files], gold_standard=gold_standard, models=None)
+    (slice_result,) = report.slices
+    return next(r for r in slice_result.readers if r.reader == reader).score
+
+
+def test_trainee_seg_is_scored_against_the_experts_and_sent_as_sr_and_overlay(phantom: PhantomStudy,
+                                                                              node: Node) -> None:
+    node.store([*phantom.map_files(), *_all_contours(phantom)])
+    job_id = node.job_for(phantom.contour_series_uid("trainee3", "seg"))
+    deliveries: list[int] = []
+    assert node.run(job_id, deliveries) is JobOutcome.DONE
+
+    result = node.result(job_id)
+    assert result.kind == RESULT_KIND
+    summary = result.summary
+    assert summary["reader"] == "trainee3" and summary["gold_standard"] is None
+    (slice_summary,) = summary["slices"]
+    assert slice_summary["status"] == "scored" and slice_summary["reference"] == "staple"
+    assert slice_summary["reference_readers"] == ["expert1", "expert2", "expert3"]
+    # The patient's name and ID never reach the summary.
+    source = pydicom.dcmread(phantom.map_files()[0])
+    text = json.dumps(summary)
+    assert str(source.PatientID) not in text and str(source.PatientName) not in text
+
+    # The SR's Dice is the offline analysis' figure for the same contours.
+    expected = _analysed(phantom, "trainee3", None, _all_contours(phantom, ("seg",)))
+    (sr,) = node.datasets(result, "sr")
+    (sc,) = node.datasets(result, "sc")
+    assert sr.SOPClassUID == SR_STORAGE and sr.SeriesInstanceUID == result.output_series_uid
+    assert _sr_numbers(sr, codes.DICE) == [pytest.approx(expected.dice_myocardium, abs=1e-6)]
+    assert _sr_numbers(sr, codes.HAUSDORFF_DISTANCE) == [pytest.approx(expected.hausdorff_mm, abs=1e-6)]
+    assert slice_summary["dice_myocardium"] == pytest.approx(expected.dice_myocardium, abs=1e-3)
+    assert slice_summary["error_mode"] == expected.error_mode
+    assert str(sc.SOPClassUID).startswith(SC_STORAGE_PREFIX)
+    for output in (sr, sc):
+        assert output.StudyInstanceUID == source.StudyInstanceUID
+        assert output.PatientID == source.PatientID
+    assert sc.pixel_array.ndim == 3 and sc.pixel_array.shape[-1] == 3
+
+    with node.factory() as session:
+        job = session.get(Job, job_id)
+        transfers = session.scalars(select(Transfer).order_by(Transfer.id)).all()
+        assert job.state is JobState.DONE and job.series.state is SeriesState.DONE
+        # The viewer that sent the contours has no [[peers]] entry: only the peer receiving sr and sc gets them.
+        assert [(t.ae_title, t.sop_instance_uid) for t in transfers] == [
+            (PEER_AE, sc.SOPInstanceUID), (PEER_AE, sr.SOPInstanceUID),
+        ]
+        assert sorted(deliveries) == [t.id for t in transfers]
+
+    # The job ran: a second run finds it DONE and changes nothing.
+    again: list[int] = []
+    assert node.run(job_id, again) is JobOutcome.SKIPPED
+    assert again == []
+    with node.factory() as session:
+        assert session.scalar(select(func.count()).select_from(Result)) == 1
+        assert session.scalar(select(func.count()).select_from(Transfer)) == 2
+
+
+def test_rerun_after_a_crash_rewrites_the_same_outputs_and_keeps_one_result(phantom: PhantomStudy,
+                                                                            node: Node) -> None:
+    node.store([*phantom.map_files(), *_all_contours(phantom, ("seg",))])
+    job_id = node.job_for(phantom.contour_series_uid("trainee1", "seg"))
+    assert node.run(job_id) is JobOutcome.DONE
+    first_paths = sorted(node.result(job_id).paths)
+    with node.factory() as session:
+        # As if the node died after writing the files but before committing: no result, job back in the queue.
+        session.execute(delete(Transfer))
+        session.execute(delete(Result))
+        session.get(Job, job_id).state = JobState.QUEUED
+        session.commit()
+    assert node.run(job_id) is JobOutcome.DONE
+    assert sorted(node.result(job_id).paths) == first_paths
+    written = sorted(str(p.relative_to(node.settings.storage_root))
+                     for p in (node.settings.storage_root / "outputs").rglob("*.dcm"))
+    assert written == first_paths and len(written) == 2
+
+
+def test_rtstruct_job_scores_the_rtstruct_against_the_named_gold_standard(phantom: PhantomStudy,
+                                                                         node: Node) -> None:
+    node.settings = _with_gold_standard(node.settings, "truth")
+    assert gold_standard_reader(node.settings) == "truth"
+    node.store([*phantom.map_files(), *_all_contours(phantom)])
+    job_id = node.job_for(phantom.contour_series_uid("trainee2", "rtstruct"))
+    assert node.run(job_id) is JobOutcome.DONE
+    result = node.result(job_id)
+    (slice_summary,) = result.summary["slices"]
+    assert result.summary["gold_standard"] == "truth"
+    assert slice_summary["reference"] == "gold_standard" and slice_summary["reference_readers"] == ["truth"]
+    # The job of the RTSTRUCT gives the offline analysis' figure for the RTSTRUCTs.
+    rtstructs = _all_contours(phantom, ("rtstruct",))
+    expected = _analysed(phantom, "trainee2", "truth", rtstructs)
+    (sr,) = node.datasets(result, "sr")
+    assert _sr_numbers(sr, codes.DICE) == [pytest.approx(expected.dice_myocardium, abs=1e-6)]
+
+    # The gold standard's own contour is the reference, not scored: its job sends nothing.
+    truth_job = node.job_for(phantom.contour_series_uid("truth", "seg"))
+    assert node.run(truth_job) is JobOutcome.DONE
+    truth_result = node.result(truth_job)
+    assert truth_result.paths == [] and truth_result.summary["slices"][0]["status"] == "not scored"
+    with node.factory() as session:
+        assert session.scalar(select(func.count()).select_from(Transfer).where(
+            Transfer.result_id == truth_result.id)) == 0
+
+
+def test_without_reference_or_consensus_model_the_reader_is_told_why(phantom: PhantomStudy,
+                                                                     node_without_consensus_model: Node) -> None:
+    node = node_without_consensus_model
+    # One expert so far: too few for a consensus.
+    node.store([*phantom.map_files(), *phantom.contour_files("expert1", "seg"),
+                *phantom.contour_files("trainee4", "seg")])
+    job_id = node.job_for(phantom.contour_series_uid("trainee4", "seg"))
+    assert node.run(job_id) is JobOutcome.DONE
+    result = node.result(job_id)
+    (slice_summary,) = result.summary["slices"]
+    assert slice_summary["status"] == "not scored"
+    assert any("consensus model is not available" in note for note in slice_summary["notes"])
+    assert result.summary["outputs"]["sr"] == []
+    (sc,) = node.datasets(result, "sc")
+    assert str(sc.SOPClassUID).startswith(SC_STORAGE_PREFIX)
+
+
+def _stand_in_consensus_model(folder: Path) -> Model:
+    """A network under the consensus model's contract that returns the reader's own mask (logits +-20)."""
+    pair = helper.make_tensor_value_info(CONSENSUS_INPUT, TensorProto.FLOAT, ["batch", 2, 96, 96])
+    logits = helper.make_tensor_value_info(CONSENSUS_OUTPUT, TensorProto.FLOAT, ["batch", 1, 96, 96])
+    constants = [
+        helper.make_tensor("start", TensorProto.INT64, [1], [1]),  # channel 1 of the pair: the reader's mask
+        helper.make_tensor("end", TensorProto.INT64, [1], [2]),
+        helper.make_tensor("axis", TensorProto.INT64, [1], [1]),
+        helper.make_tensor("half", TensorProto.FLOAT, [1], [0.5]),
+        helper.make_tensor("gain", TensorProto.FLOAT, [1], [40.0]),
+    ]
+    nodes = [
+        helper.make_node("Slice", [CONSENSUS_INPUT, "start", "end", "axis"], ["mask"]),
+        helper.make_node("Sub", ["mask", "half"], ["centred"]),
+        helper.make_node("Mul", ["centred", "gain"], [CONSENSUS_OUTPUT]),
+    ]
+    graph = helper.make_graph(nodes, "reader_mask", [pair], [logits], initializer=constants)
+    path = folder / "consensus.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    write_card(path, name="consensus stand-in", version="0", task="test", architecture="slice",
+               inputs=[tensor(CONSENSUS_INPUT, [None, 2, 96, 96])],
+               outputs=[tensor(CONSENSUS_OUTPUT, [None, 1, 96, 96])], preprocessing="", postprocessing="",
+               training={}, metrics={})
+    return Model(path, device=Device.CPU)
+
+
+def test_without_reference_the_consensus_model_gives_one(phantom: PhantomStudy, node: Node,
+                                                         tmp_path: Path) -> None:
+    model = _stand_in_consensus_model(tmp_path)
+    node.store([*phantom.map_files(), *phantom.contour_files("expert1", "seg"),
+                *phantom.contour_files("trainee4", "seg")])
+    job_id = node.job_for(phantom.contour_series_uid("trainee4", "seg"))
+    assert node.run(job_id, models=lambda: SimpleNamespace(consensus=model)) is JobOutcome.DONE
+    result = node.result(job_id)
+    (slice_summary,) = result.summary["slices"]
+    assert slice_summary["status"] == "scored" and slice_summary["reference"] == CONSENSUS_MODEL_REFERENCE
+    assert slice_summary["reference_readers"] == []
+    # The stand-in hands back the reader's own contour, through the crop grid and back.
+    assert slice_summary["dice_myocardium"] == pytest.approx(1.0, abs=0.02)
+    assert slice_summary["error_mode"] == "good"
+    (sr,) = node.datasets(result, "sr")
+    assert _sr_numbers(sr, codes.DICE) == [pytest.approx(slice_summary["dice_myocardium"], abs=1e-3)]
+
+
+SHIPPED_CONSENSUS_MODEL = shipped_model_path(SHIPPED_FILES["consensus"])
+
+
+@pytest.mark.skipif(not SHIPPED_CONSENSUS_MODEL.exists(), reason="consensus.onnx is not in inference/models yet")
+def test_without_reference_the_shipped_consensus_model_draws_one(phantom: PhantomStudy, node: Node) -> None:
+    model = load_model(SHIPPED_CONSENSUS_MODEL, device=Device.CPU)
+    node.store([*phantom.map_files(), *phantom.contour_files("expert1", "seg"),
+                *phantom.contour_files("trainee4", "seg")])
+    job_id = node.job_for(phantom.contour_series_uid("trainee4", "seg"))
+    # The node passes its whole model set (node_models); only the consensus model is used here.
+    assert node.run(job_id, models=lambda: SimpleNamespace(consensus=model)) is JobOutcome.DONE
+    result = node.result(job_id)
+    (slice_summary,) = result.summary["slices"]
+    assert slice_summary["status"] == "scored" and slice_summary["reference"] == CONSENSUS_MODEL_REFERENCE
+    # The model's consensus lies near the phantom's experts: the trainee overlaps it as it overlaps them.
+    staple_dice = _analysed(phantom, "trainee4", None, _all_contours(phantom, ("seg",))).dice_myocardium
+    assert slice_summary["dice_myocardium"] == pytest.approx(staple_dice, abs=0.1)
+    (sr,) = node.datasets(result, "sr")
+    assert _sr_numbers(sr, codes.DICE) == [pytest.approx(slice_summary["dice_myocardium"], abs=1e-3)]
+
+
+def test_without_scanner_maps_the_contours_lie_on_the_node_s_own_map(phantom: PhantomStudy, node: Node) -> None:
+    # The scanner sent only its raw images: readers contour the map the node made of them.
+    node.store([*phantom.raw_files(), *_all_contours(phantom, ("seg",))])
+    map_job = node.job_for(phantom.sidecar["sequences"][0]["series"]["magnitude"]["series_instance_uid"])
+    assert run_job(map_job, settings=node.settings, session_factory=node.factory,
+                   enqueue_delivery=lambda _id: None) is JobOutcome.DONE
+    map_result = node.result(map_job)
+    (mr_map_path,) = [path for path in map_result.paths if map_result.summary["mr_map_series_uid"] in path]
+    mr_map = pydicom.dcmread(node.settings.storage_root / mr_map_path, stop_before_pixels=True)
+
+    job_id = node.job_for(phantom.contour_series_uid("trainee1", "seg"))
+    assert node.run(job_id) is JobOutcome.DONE
+    (slice_summary,) = node.result(job_id).summary["slices"]
+    assert slice_summary["map_sop_instance_uid"] == mr_map.SOPInstanceUID
+    assert slice_summary["reference"] == "staple"
+    scanner_map_dice = _analysed(phantom, "trainee1", None, _all_contours(phantom, ("seg",))).dice_myocardium
+    assert slice_summary["dice_myocardium"] == pytest.approx(scanner_map_dice, abs=1e-3)  # same masks, same grid
+
+
+def test_contours_without_their_map_fail_the_job_with_the_reason(phantom: PhantomStudy, node: Node) -> None:
+    node.store(phantom.contour_files("trainee1", "seg"))
+    job_id = node.job_for(phantom.contour_series_uid("trainee1", "seg"))
+    assert node.run(job_id) is JobOutcome.FAILED
+    with node.factory() as session:
+        job = session.get(Job, job_id)
+        assert job.state is JobState.FAILED and job.series.state is SeriesState.FAILED
+        assert "ReaderJobError" in job.error and "no myocardium contour lies on a T1/T2 map" in job.error
+        assert session.scalar(select(func.count()).select_from(Result)) == 0
+
+
+def test_queue_task_runs_reader_jobs_with_the_reader_job(phantom: PhantomStudy, node: Node) -> None:
+    settings = node.settings.model_copy(update={"peers": []})  # nothing to deliver from the immediate queue
+    node.store([*phantom.map_files(), *_all_contours(phantom, ("seg",))])
+    job_id = node.job_for(phantom.contour_series_uid("trainee2", "seg"))
+    with node.factory() as session:
+        assert session.get(Job, job_id).kind == JobKind.READER_SCORE.value
+    tasks = register_tasks(NodeQueue(huey=MemoryHuey(immediate=True)), settings=settings,
+                           session_factory=node.factory)
+    tasks.enqueue_job(job_id)
+    assert node.result(job_id).kind == RESULT_KIND
+    with node.factory() as session:
+        assert session.get(Job, job_id).state is JobState.DONE
