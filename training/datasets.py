@@ -31,29 +31,12 @@ from inference.grids import (
     sample,
     sample_mask,
 )
+from inference.motion import MAX_IR_IMAGES, N_SEGMENT_POSITIONS, motion_image_stack, segment_positions
 from training.phantom_slices import SliceCase, study_cases
 
 LOGGER = logging.getLogger(__name__)
 
-MAX_IR_IMAGES = 11  # MOLLI 5s(3s)3s; 5(3)3 has 8, ShMOLLI 7
-N_SEGMENT_POSITIONS = 6
 CENTRE_JITTER_MM = 2.0
-
-
-def motion_image_stack(images: np.ndarray, times_ms: np.ndarray) -> np.ndarray:
-    """Raw IR images sorted by inversion time and zero-padded to :data:`MAX_IR_IMAGES` (the motion model's
-    first input); more images than that keep the first ones."""
-    order = np.argsort(np.asarray(times_ms), kind="stable")[:MAX_IR_IMAGES]
-    stack = np.zeros((MAX_IR_IMAGES, *images.shape[-2:]), dtype=np.float32)
-    stack[: order.size] = images[order]
-    return stack
-
-
-def segment_positions(aha_segments: np.ndarray) -> np.ndarray:
-    """AHA numbers (1-16) to positions within the level (1-6), 0 outside the myocardium."""
-    segments = np.asarray(aha_segments, dtype=np.int16)
-    positions = np.where(segments > 12, segments - 12, np.where(segments > 6, segments - 6, segments))
-    return np.where(segments > 0, positions, 0).astype(np.uint8)
 
 
 def pack_case(case: SliceCase, rng: np.random.Generator) -> dict[str, np.ndarray]:
