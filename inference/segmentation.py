@@ -1,0 +1,151 @@
+"""Myocardium segmentation of a T1 or T2 map by the segmentation model (background / LV cavity / myocardium).
+
+The map is resampled onto the segmentation grid (inference/grids.py: 128 x 128 pixels of 1.25 mm around the image
+centre) and normalised, the model gives class logits there, and their softmax probabilities are resampled back
+onto the map's own pixels before the per-pixel decision, so the masks follow the map's resolution rather than the
+grid's. The masks are then cleaned so that contour fitting gets one ring: the largest myocardium component, and
+the cavity it encloses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from inference.errors import AnalysisError
+from inference.grids import Grid, image_centre_grid, normalise_map, sample, to_source
+from inference.runtime import Model
+
+BACKGROUND, CAVITY, MYOCARDIUM = 0, 1, 2
+INPUT_NAME = "map"
+OUTPUT_NAME = "logits"
+#: Maps run through the model together; bounds the memory of a large series without losing batching speed.
+MAX_BATCH = 16
+_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """The model's segmentation on the map's own pixels."""
+
+    cavity_mask: np.ndarray  # (rows, columns) bool, LV blood pool with papillary muscles
+    myocardium_mask: np.ndarray  # (rows, columns) bool
+    probabilities: np.ndarray  # (3, rows, columns) float32: background, cavity, myocardium
+
+
+def segment_map(map_values: np.ndarray, pixel_spacing_mm: tuple[float, float], model: Model) -> Segmentation:
+    """Segment one T1 or T2 map.
+
+    Parameters
+    ----------
+    map_values
+        (rows, columns) map in ms; NaN and 0 mark pixels without a value.
+    pixel_spacing_mm
+        (row, column) spacing in mm, as DICOM PixelSpacing.
+    model
+        The segmentation model (input ``map`` [N, 1, 128, 128], output ``logits`` [N, 3, 128, 128]).
+
+    Raises
+    ------
+    AnalysisError
+        If the map is not 2-D or the spacing is not two positive numbers.
+    """
+    return segment_maps([map_values], [pixel_spacing_mm], model)[0]
+
+
+def segment_maps(maps: Sequence[np.ndarray], pixel_spacings_mm: Sequence[tuple[float, float]],
+                 model: Model) -> list[Segmentation]:
+    """Segment several maps (any shapes and spacings) with batched model runs; one :class:`Segmentation` each.
+
+    Raises
+    ------
+    AnalysisError
+        If the lists differ in length, a map is not 2-D or a spacing is not two positive numbers.
+    """
+    if len(maps) != len(pixel_spacings_mm):
+        raise AnalysisError(f"got {len(maps)} maps but {len(pixel_spacings_mm)} pixel spacings")
+    values = [_check_map(item) for item in maps]
+    grids = [image_centre_grid(item.shape, _check_spacing(spacing)) for item, spacing in
+             zip(values, pixel_spacings_mm, strict=True)]
+    inputs = np.stack([normalise_map(sample(item, grid)) for item, grid in zip(values, grids, strict=True)])
+    results = []
+    for start in range(0, len(inputs), MAX_BATCH):
+        batch = inputs[start:start + MAX_BATCH, None]
+        logits = model.run({INPUT_NAME: batch}, [OUTPUT_NAME])[OUTPUT_NAME]
+        for offset, grid_probabilities in enumerate(softmax(logits, axis=1)):
+            index = start + offset
+            probabilities = source_probabilities(grid_probabilities, grids[index], values[index].shape)
+            results.append(segmentation_from_probabilities(probabilities))
+    return results
+
+
+def softmax(logits: np.ndarray, axis: int) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=axis, keepdims=True))
+    return (shifted / shifted.sum(axis=axis, keepdims=True)).astype(np.float32)
+
+
+def source_probabilities(grid_probabilities: np.ndarray, grid: Grid, shape: tuple[int, int]) -> np.ndarray:
+    """(3, size, size) grid probabilities on the source pixels; where the grid does not reach (or only partly,
+    at its edge) the missing weight goes to the background, so every pixel's probabilities sum to 1."""
+    probabilities = to_source(grid_probabilities, grid, shape)
+    probabilities[BACKGROUND] = 1.0 - probabilities[CAVITY] - probabilities[MYOCARDIUM]
+    return probabilities
+
+
+def segmentation_from_probabilities(probabilities: np.ndarray) -> Segmentation:
+    """Per-pixel decision, then one ring: the largest myocardium component and the cavity it encloses.
+
+    Holes of that component other than the cavity (specks inside the wall) become myocardium. When the ring is
+    open, the cavity is the largest cavity component touching the myocardium; contour fitting bridges the gap.
+    """
+    labels = np.argmax(probabilities, axis=0)
+    myocardium = largest_component(labels == MYOCARDIUM)
+    if not myocardium.any():
+        empty = np.zeros(labels.shape, dtype=bool)
+        return Segmentation(empty, empty.copy(), probabilities)
+    predicted_cavity = labels == CAVITY
+    holes = ndimage.binary_fill_holes(myocardium) & ~myocardium
+    if holes.any():
+        hole_labels, count = ndimage.label(holes)
+        index = np.arange(1, count + 1)
+        overlap = ndimage.sum_labels(predicted_cavity, hole_labels, index)
+        sizes = ndimage.sum_labels(np.ones_like(holes), hole_labels, index)
+        # The cavity hole holds the predicted cavity; size decides when no hole does.
+        best = int(index[np.lexsort((sizes, overlap))[-1]])
+        cavity = hole_labels == best
+        myocardium = myocardium | (holes & ~cavity)
+    else:
+        touching = predicted_cavity & ndimage.binary_dilation(myocardium, structure=_EIGHT_CONNECTED)
+        cavity_labels, _ = ndimage.label(predicted_cavity, structure=_EIGHT_CONNECTED)
+        kept = np.unique(cavity_labels[touching])
+        cavity = largest_component(np.isin(cavity_labels, kept[kept > 0]))
+    return Segmentation(cavity_mask=cavity, myocardium_mask=myocardium, probabilities=probabilities)
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 8-connected component of a mask (all False when the mask is empty)."""
+    labels, count = ndimage.label(mask, structure=_EIGHT_CONNECTED)
+    if count <= 1:
+        return labels > 0
+    sizes = ndimage.sum_labels(np.ones_like(labels), labels, np.arange(1, count + 1))
+    return labels == int(np.argmax(sizes)) + 1
+
+
+def _check_map(map_values: np.ndarray) -> np.ndarray:
+    values = np.asarray(map_values)
+    if values.ndim != 2 or min(values.shape) < 2:
+        raise AnalysisError(f"map_values must be a 2-D map of at least 2 x 2 pixels, got shape {values.shape}")
+    return np.nan_to_num(values.astype(np.float32, copy=False), nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _check_spacing(pixel_spacing_mm: tuple[float, float]) -> tuple[float, float]:
+    try:
+        spacing = np.asarray(pixel_spacing_mm, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        spacing = np.array([np.nan])
+    if spacing.shape != (2,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+        raise AnalysisError(f"pixel_spacing_mm must be two positive numbers (row, column), got {pixel_spacing_mm}")
+    return float(spacing[0]), float(spacing[1])

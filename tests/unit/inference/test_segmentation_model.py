@@ -1,0 +1,228 @@
+"""The shipped segmentation model: accuracy on fresh phantom studies, its card and contract, and the runtime's
+post-processing and input checks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from scipy import ndimage
+
+from inference.contour_fit import fit_contours
+from inference.errors import AnalysisError
+from inference.metrics import dice
+from inference.runtime import (
+    CPU_PROVIDER,
+    Device,
+    Model,
+    ModelContractError,
+    file_sha256,
+    load_model,
+    shipped_model_path,
+)
+from inference.segmentation import (
+    CAVITY,
+    MYOCARDIUM,
+    segment_map,
+    segment_maps,
+    segmentation_from_probabilities,
+)
+from phantom.sidecar import PHANTOM_VERSION
+from training.phantom_slices import VALIDATION_SEED, study_cases
+
+MODEL_PATH = shipped_model_path("segmentation.onnx")
+FRESH_SEED = 4321  # below 100000: never used for training or checkpoint selection
+FRESH_STUDIES = 4
+MIN_MEAN_DICE = 0.90
+
+
+@pytest.fixture(scope="module")
+def model() -> Model:
+    return load_model(MODEL_PATH, device=Device.CPU)
+
+
+@pytest.fixture(scope="module")
+def fresh_cases():
+    return [case for study in range(FRESH_STUDIES) for case in study_cases(FRESH_SEED, study)]
+
+
+@pytest.mark.slow
+def test_fresh_phantom_maps_are_segmented_with_high_dice_and_fit_contours(model, fresh_cases) -> None:
+    segmentations = segment_maps([c.map_ms for c in fresh_cases], [c.pixel_spacing_mm for c in fresh_cases], model)
+    scores: dict[str, list[float]] = {"T1": [], "T2": []}
+    for case, segmentation in zip(fresh_cases, segmentations, strict=True):
+        assert segmentation.myocardium_mask.shape == case.map_ms.shape
+        scores["T1" if case.is_t1 else "T2"].append(dice(segmentation.myocardium_mask, case.myocardium_mask))
+        contours = fit_contours(segmentation.cavity_mask, segmentation.myocardium_mask, case.pixel_spacing_mm)
+        assert len(contours.endo_px) == len(contours.epi_px) == 128
+    assert len(scores["T1"]) == 2 * FRESH_STUDIES * 3 and len(scores["T2"]) == FRESH_STUDIES * 3
+    for kind, values in scores.items():
+        assert np.mean(values) >= MIN_MEAN_DICE, f"{kind} mean myocardium Dice {np.mean(values):.3f}"
+
+
+def test_one_map_gives_one_ring_on_its_own_pixels(model, fresh_cases) -> None:
+    case = fresh_cases[1]
+    segmentation = segment_map(case.map_ms, case.pixel_spacing_mm, model)
+    assert segmentation.probabilities.shape == (3, *case.map_ms.shape)
+    assert np.allclose(segmentation.probabilities.sum(axis=0), 1.0, atol=1e-5)
+    assert not (segmentation.cavity_mask & segmentation.myocardium_mask).any()
+    # One ring: filling the myocardium's hole gives exactly the cavity.
+    filled = ndimage.binary_fill_holes(segmentation.myocardium_mask)
+    assert np.array_equal(filled & ~segmentation.myocardium_mask, segmentation.cavity_mask)
+    assert ndimage.label(segmentation.myocardium_mask, structure=np.ones((3, 3)))[1] == 1
+
+
+def test_batched_and_single_runs_agree(model, fresh_cases) -> None:
+    chosen = fresh_cases[:3]
+    batched = segment_maps([c.map_ms for c in chosen], [c.pixel_spacing_mm for c in chosen], model)
+    for case, together in zip(chosen, batched, strict=True):
+        alone = segment_map(case.map_ms, case.pixel_spacing_mm, model)
+        assert np.array_equal(alone.myocardium_mask, together.myocardium_mask)
+        assert np.allclose(alone.probabilities, together.probabilities, atol=1e-5)
+
+
+def test_pixels_beyond_the_grid_are_background(model, fresh_cases) -> None:
+    case = fresh_cases[0]
+    # A matrix three times as wide: the 160 mm grid covers only the middle.
+    wide = np.pad(case.map_ms, ((0, 0), (case.map_ms.shape[1], case.map_ms.shape[1])))
+    segmentation = segment_map(wide, case.pixel_spacing_mm, model)
+    assert np.all(segmentation.probabilities[0, :, :5] == 1.0)
+    assert not segmentation.myocardium_mask[:, :5].any()
+    assert segmentation.myocardium_mask.any()
+
+
+@pytest.mark.parametrize(
+    ("values", "spacing", "message"),
+    [
+        (np.zeros((4, 64, 64)), (1.5, 1.5), "2-D"),
+        (np.zeros(64), (1.5, 1.5), "2-D"),
+        (np.zeros((64, 64)), (0.0, 1.5), "positive"),
+        (np.zeros((64, 64)), (1.5, -1.0), "positive"),
+        (np.zeros((64, 64)), (1.5, float("nan")), "positive"),
+        (np.zeros((64, 64)), (1.5,), "positive"),
+    ],
+)
+def test_bad_input_is_refused_with_a_clear_error(model, values, spacing, message) -> None:
+    with pytest.raises(AnalysisError, match=message):
+        segment_map(values, spacing, model)
+
+
+def test_maps_and_spacings_must_pair_up(model) -> None:
+    with pytest.raises(AnalysisError, match="2 maps but 1"):
+        segment_maps([np.zeros((64, 64)), np.zeros((64, 64))], [(1.5, 1.5)], model)
+
+
+def _ring(shape: tuple[int, int], centre: tuple[float, float], inner: float, outer: float) -> np.ndarray:
+    rows, columns = np.mgrid[0:shape[0], 0:shape[1]]
+    radius = np.hypot(rows - centre[0], columns - centre[1])
+    return (radius >= inner) & (radius < outer)
+
+
+def _probabilities(labels: np.ndarray) -> np.ndarray:
+    return np.stack([(labels == k).astype(np.float32) for k in range(3)]) * 0.8 + 0.2 / 3
+
+
+def test_post_processing_keeps_the_largest_ring_and_its_cavity() -> None:
+    shape = (80, 80)
+    labels = np.zeros(shape, dtype=np.int64)
+    big = _ring(shape, (30, 30), 10, 16)
+    small = _ring(shape, (68, 68), 3, 6)
+    labels[big | small] = MYOCARDIUM
+    labels[_ring(shape, (30, 30), 0, 10)] = CAVITY
+    labels[_ring(shape, (68, 68), 0, 3)] = CAVITY
+    labels[30, 13] = 0  # a speck inside the wall
+    labels[2:5, 2:5] = CAVITY  # cavity outside any ring
+    result = segmentation_from_probabilities(_probabilities(labels))
+    assert np.array_equal(result.myocardium_mask, big)
+    assert np.array_equal(result.cavity_mask, _ring(shape, (30, 30), 0, 10))
+
+
+def test_post_processing_of_an_open_ring_keeps_the_touching_cavity() -> None:
+    shape = (64, 64)
+    labels = np.zeros(shape, dtype=np.int64)
+    ring = _ring(shape, (32, 32), 9, 15)
+    ring[:, 29:36] &= np.arange(64)[:, None] > 32  # a gap at the top
+    labels[ring] = MYOCARDIUM
+    cavity = _ring(shape, (32, 32), 0, 9)
+    labels[cavity] = CAVITY
+    labels[58:62, 2:6] = CAVITY
+    result = segmentation_from_probabilities(_probabilities(labels))
+    assert np.array_equal(result.cavity_mask, cavity)
+    assert np.array_equal(result.myocardium_mask, ring)
+
+
+def test_post_processing_without_myocardium_gives_empty_masks() -> None:
+    labels = np.zeros((32, 32), dtype=np.int64)
+    labels[10:20, 10:20] = CAVITY
+    result = segmentation_from_probabilities(_probabilities(labels))
+    assert not result.myocardium_mask.any() and not result.cavity_mask.any()
+
+
+def test_the_shipped_model_meets_its_card(model) -> None:
+    card = model.card
+    assert [(s.name, s.shape) for s in card.inputs] == [("map", (None, 1, 128, 128))]
+    assert [(s.name, s.shape) for s in card.outputs] == [("logits", (None, 3, 128, 128))]
+    assert card.sha256 == file_sha256(MODEL_PATH)
+    assert MODEL_PATH.stat().st_size < 20 * 1024 * 1024
+    for batch in (1, 3):
+        logits = model.run({"map": np.zeros((batch, 1, 128, 128), dtype=np.float32)})["logits"]
+        assert logits.shape == (batch, 3, 128, 128) and np.isfinite(logits).all()
+
+
+def test_the_session_runs_on_the_cpu_provider(model) -> None:
+    assert CPU_PROVIDER in model.providers
+
+
+def test_the_card_reports_held_out_metrics_by_group(model) -> None:
+    raw = model.card.raw
+    assert raw["training"]["phantom_version"] == PHANTOM_VERSION
+    assert raw["training"]["train"]["seed"] >= 100000
+    metrics = raw["metrics"]
+    assert metrics["held_out"]["seed"] == VALIDATION_SEED and metrics["held_out"]["studies"] == 40
+    assert metrics["overall"]["cases"] == 360
+    assert set(metrics["by_level"]) == {"basal", "mid", "apical"}
+    assert set(metrics["by_field_t"]) == {"1.5", "3"}
+    assert set(metrics["by_map"]) == {"T1", "T2"}
+    assert {"molli_5(3)3", "shmolli", "t2prep"} <= set(metrics["by_sequence"])
+    assert len(metrics["by_vendor"]) >= 3
+    assert sum(group["cases"] for group in metrics["by_vendor"].values()) == 360
+    assert metrics["overall"]["myocardium_dice_mean"] >= MIN_MEAN_DICE
+    assert metrics["overall"]["hausdorff_mm_mean"] > 0
+
+
+def _write_model(path, input_name: str, input_size: int) -> None:
+    """A stand-in network (logits = the input repeated thrice) with the shipped card, contract unchanged."""
+    image = helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["batch", 1, input_size, input_size])
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3, input_size, input_size])
+    node = helper.make_node("Concat", [input_name] * 3, ["logits"], axis=1)
+    graph = helper.make_graph([node], "stand_in", [image], [logits])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    card = json.loads(MODEL_PATH.with_suffix(".json").read_text())
+    card["sha256"] = file_sha256(path)
+    path.with_suffix(".json").write_text(json.dumps(card))
+
+
+def test_a_model_with_another_input_name_is_refused(tmp_path) -> None:
+    path = tmp_path / "segmentation.onnx"
+    _write_model(path, "image", 128)
+    with pytest.raises(ModelContractError, match=r"has no input named 'map'; it has \['image'\]"):
+        Model(path, device=Device.CPU)
+
+
+def test_a_model_with_another_input_shape_is_refused(tmp_path) -> None:
+    path = tmp_path / "segmentation.onnx"
+    _write_model(path, "map", 96)
+    expected = r"input 'map' has shape .*96.*the contract says \[None, 1, 128, 128\]"
+    with pytest.raises(ModelContractError, match=expected):
+        Model(path, device=Device.CPU)
+
+
+def test_a_model_file_that_differs_from_its_card_is_refused(tmp_path) -> None:
+    path = tmp_path / "segmentation.onnx"
+    _write_model(path, "map", 128)
+    path.write_bytes(path.read_bytes() + b"\0")
+    with pytest.raises(ModelContractError, match="SHA-256"):
+        Model(path, device=Device.CPU)
