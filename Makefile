@@ -10,7 +10,7 @@ export TCP_NODELAY := 1
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[cpu,dev]'
+	$(PIP) install -q -e '.[cpu,dev,train]'
 	touch $@
 
 venv: $(VENV)/.installed

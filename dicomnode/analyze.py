@@ -11,9 +11,8 @@ against it. Problems with one file or series are collected in the report, never 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 
@@ -28,27 +27,27 @@ from db.models import SeriesRole
 from dicomnode.classify import classify
 from dicomnode.contours import ImageGeometry, ReaderMasks, Structure, read_rtstruct, read_seg
 from dicomnode.errors import MyomapError
-from dicomnode.series_loader import LoadedSeries, TimingKind, load_series
-from dicomnode.t1_protocol import t1_protocol
+from dicomnode.series_loader import LoadedSeries, SliceStack, TimingKind, load_series
+from dicomnode.slice_level import ASSUMED, level_from_description
 from inference.aha import AhaLevel, aha_segments, rv_insertion_points
 from inference.consensus import consensus
 from inference.errors import AnalysisError
-from inference.mapping import MapKind, MappingScheme, reconstruct_map
+from inference.mapping import MapKind, MappingResult
+from inference.model_set import ModelSet
 from inference.myocardium_values import RegionValues, region_values, segment_values
-from inference.trainee_scoring import score_trainee
+from inference.slice_analysis import RawImages, analyse_slice
+from inference.trainee_scoring import TraineeScore, score_trainee
+from reports.console_images import banner_text
 
 LOGGER = logging.getLogger(__name__)
 
+#: A raw series and a map show the same slice when their positions along the slice normal differ by less than this.
+SAME_SLICE_MM = 1.0
 #: Readers whose name starts with this form the consensus when no gold standard is named.
 EXPERT_PREFIX = "expert"
 MIN_EXPERTS_FOR_CONSENSUS = 2
 #: Contour labels taken as the right ventricle (normalised: lower case, punctuation as spaces).
 RV_LABELS = frozenset({"rv", "right ventricle", "rv cavity", "rv blood pool", "right ventricular cavity"})
-_LEVEL_TOKENS = (
-    (re.compile(r"(?:^|[^A-Z])BAS(?:AL|E)?(?:[^A-Z]|$)"), AhaLevel.BASAL),
-    (re.compile(r"(?:^|[^A-Z])MID(?:[^A-Z]|$)"), AhaLevel.MID),
-    (re.compile(r"(?:^|[^A-Z])API(?:CAL|CES|X)?(?:[^A-Z]|$)"), AhaLevel.APICAL),
-)
 _MAP_ROLES = {SeriesRole.T1_MAP: MapKind.T1, SeriesRole.T2_MAP: MapKind.T2}
 _RAW_ROLES = {
     SeriesRole.RAW_IR: (MapKind.T1, TimingKind.INVERSION),
@@ -113,6 +112,21 @@ class ReaderScore:
     wall_thickness_difference_mm: float
     error_mode: str
 
+    @classmethod
+    def of(cls, result: TraineeScore, reference: str) -> ReaderScore:
+        """The score of :func:`inference.trainee_scoring.score_trainee` against ``reference``."""
+        return cls(
+            reference=reference,
+            dice_myocardium=result.dice_myocardium,
+            iou_myocardium=result.iou_myocardium,
+            dice_cavity=result.dice_cavity,
+            hausdorff_mm=result.hausdorff_mm,
+            mean_surface_distance_mm=result.mean_surface_distance_mm,
+            map_difference_ms=result.t1_difference_ms,
+            wall_thickness_difference_mm=result.wall_thickness_difference_mm,
+            error_mode=result.error_mode.value,
+        )
+
 
 @dataclass(frozen=True)
 class ReaderResult:
@@ -143,6 +157,7 @@ class SliceResult:
     reference_readers: tuple[str, ...]
     readers: tuple[ReaderResult, ...]
     notes: tuple[str, ...] = ()
+    model: dict[str, object] | None = None  # the models' analysis (SliceAnalysis.summary() and the verdict)
 
 
 @dataclass(frozen=True)
@@ -175,6 +190,7 @@ class _MapSlice:
     geometry: ImageGeometry
     series_instance_uid: str
     series_description: str
+    raw: RawImages | None = None  # the raw IR images of the slice and the fit's R2, for motion detection
 
 
 def analyze_paths(
@@ -182,6 +198,7 @@ def analyze_paths(
     *,
     gold_standard: str | None,
     on_file: Callable[[Path], None] | None = None,
+    models: Callable[[], ModelSet] | None = None,
 ) -> AnalysisReport:
     """Analyse the DICOM files under ``paths`` without the network.
 
@@ -193,6 +210,9 @@ def analyze_paths(
         The reader whose contours are the reference; None for the STAPLE consensus of the expert readers.
     on_file
         Called after each file is read (for progress display).
+    models
+        Gives the models that analyse every map slice (segmentation, contours, AHA values, motion, QC); None
+        leaves the models out.
 
     Returns
     -------
@@ -226,13 +246,16 @@ def analyze_paths(
         series.setdefault(uid, []).append(ds)
     roles = {uid: classify(instances[0]) for uid, instances in series.items()}
 
-    map_slices = _map_slices(series, roles, problems)
+    map_slices = _attach_raw(_map_slices(series, roles, problems), series, roles, problems)
     geometries = [m.geometry for m in map_slices]
     readers = _reader_masks(series, roles, geometries, problems)
     results = []
     for map_slice in map_slices:
         try:
-            results.append(_analyse_slice(map_slice, readers, gold_standard))
+            result = _analyse_slice(map_slice, readers, gold_standard)
+            if models is not None:
+                result = replace(result, model=_model_analysis(map_slice, result.level, models, problems))
+            results.append(result)
         except (AnalysisError, MyomapError) as error:
             problems.append(Problem(map_slice.geometry.sop_instance_uid, f"{type(error).__name__}: {error}"))
     return AnalysisReport(
@@ -284,54 +307,107 @@ def _scanner_map(ds: Dataset, kind: MapKind) -> _MapSlice:
     """A scanner's single-frame map image in ms (MR image with rescale, or a Parametric Map's real-world values)."""
     if int(ds.get("NumberOfFrames") or 1) != 1:
         raise AnalyzeError(f"map has {ds.NumberOfFrames} frames; expected single-frame map images")
-    stored = ds.pixel_array.reshape(int(ds.Rows), int(ds.Columns)).astype(np.float64)
-    if ds.SOPClassUID == ParametricMapStorage:
-        mapping = ds.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
-        map_ms = stored * float(mapping.RealWorldValueSlope) + float(mapping.get("RealWorldValueIntercept", 0.0))
-    else:
-        map_ms = stored * float(ds.get("RescaleSlope", 1.0) or 1.0) + float(ds.get("RescaleIntercept", 0.0) or 0.0)
-    return _MapSlice(kind, "scanner", map_ms, ImageGeometry.from_dataset(ds), str(ds.SeriesInstanceUID),
+    return _MapSlice(kind, "scanner", map_values_ms(ds), ImageGeometry.from_dataset(ds), str(ds.SeriesInstanceUID),
                      str(ds.get("SeriesDescription", "")))
 
 
-def _reconstructed_maps(instances: list[Dataset], kind: MapKind, timing: TimingKind) -> list[_MapSlice]:
-    """Fit a map per slice of a raw series, as the map job does (same scheme, RR and protocol inference)."""
-    from dicomnode.pipeline import inversion_index, mapping_scheme, rr_interval_ms  # the job's own inference
+def map_values_ms(ds: Dataset) -> np.ndarray:
+    """A single-frame map image in ms: an MR image's rescaled values or a Parametric Map's real-world values."""
+    stored = ds.pixel_array.reshape(int(ds.Rows), int(ds.Columns)).astype(np.float64)
+    if ds.SOPClassUID == ParametricMapStorage:
+        mapping = ds.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
+        return stored * float(mapping.RealWorldValueSlope) + float(mapping.get("RealWorldValueIntercept", 0.0))
+    return stored * float(ds.get("RescaleSlope", 1.0) or 1.0) + float(ds.get("RescaleIntercept", 0.0) or 0.0)
 
+
+def _reconstructed_maps(instances: list[Dataset], kind: MapKind, timing: TimingKind) -> list[_MapSlice]:
+    """Fit a map per slice of a raw series, as the map job does."""
     loaded: LoadedSeries = load_series(instances, timing)
     maps = []
     for stack in loaded.slices:
-        scheme = mapping_scheme(loaded, stack)
-        rr_ms = rr_interval_ms(loaded, stack) if scheme is not MappingScheme.T2PREP else None
-        result = reconstruct_map(
-            stack.images,
-            stack.times_ms,
-            scheme,
-            rr_ms=rr_ms if scheme is MappingScheme.SHMOLLI else None,
-            inversion_index=inversion_index(stack) if scheme is MappingScheme.SHMOLLI else None,
-            protocol=t1_protocol(stack, loaded, scheme, rr_ms),
-        )
+        result = _fit(loaded, stack, correction="bloch")
         map_ms = np.where(result.valid, result.map_ms, 0.0)
         geometry = ImageGeometry.from_dataset(stack.sources[0], stack.frame_numbers[0] - 1)
+        raw = RawImages(stack.images, stack.times_ms, np.nan_to_num(result.r2).astype(np.float32)) \
+            if kind is MapKind.T1 else None
         maps.append(_MapSlice(kind, f"reconstructed: {result.method}", map_ms, geometry,
-                              loaded.series_instance_uid, loaded.series_description))
+                              loaded.series_instance_uid, loaded.series_description, raw))
     return maps
+
+
+def _fit(loaded: LoadedSeries, stack: SliceStack, *, correction: str) -> MappingResult:
+    """The map job's fit of one slice (same scheme, RR and protocol inference)."""
+    from dicomnode.pipeline import fit_slice  # the job's own inference
+
+    return fit_slice(loaded, stack, correction=correction)
+
+
+def _attach_raw(map_slices: list[_MapSlice], series: dict[str, list[Dataset]], roles: dict[str, SeriesRole],
+                problems: list[Problem]) -> list[_MapSlice]:
+    """Give each scanner T1 map the raw IR images of the same slice (same position and matrix), with the R2 of a
+    plain fit of them, so that motion can be checked."""
+    wanted = [m for m in map_slices if m.kind is MapKind.T1 and m.raw is None]
+    if not wanted:
+        return map_slices
+    stacks = []
+    for uid, instances in series.items():
+        if roles[uid] is not SeriesRole.RAW_IR:
+            continue
+        try:
+            loaded = load_series(instances, TimingKind.INVERSION)
+            stacks.extend((loaded, stack) for stack in loaded.slices)
+        except (MyomapError, ValueError) as error:
+            problems.append(Problem(f"series {uid}", f"raw images not usable for motion: {error}"))
+    out = []
+    for map_slice in map_slices:
+        found = None
+        if map_slice in wanted:
+            position = _position_along_normal(map_slice.geometry)
+            found = next((item for item in stacks if item[1].images.shape[1:] == map_slice.map_ms.shape and abs(
+                float(np.dot(map_slice.geometry.normal, item[1].image_position_patient_mm)) - position)
+                < SAME_SLICE_MM), None)
+        if found is None:
+            out.append(map_slice)
+            continue
+        loaded, stack = found
+        fit = _fit(loaded, stack, correction="none")
+        raw = RawImages(stack.images, stack.times_ms, np.nan_to_num(fit.r2).astype(np.float32))
+        out.append(replace(map_slice, raw=raw))
+    return out
+
+
+def _model_analysis(map_slice: _MapSlice, level: AhaLevel, models: Callable[[], ModelSet],
+                    problems: list[Problem]) -> dict[str, object] | None:
+    """The models' analysis of one map slice and its verdict in words, or None with a problem saying why."""
+    try:
+        analysis = analyse_slice(map_slice.map_ms, map_slice.kind, map_slice.geometry.pixel_spacing_mm, level,
+                                 models(), raw=map_slice.raw)
+    except (AnalysisError, MyomapError) as error:
+        problems.append(Problem(map_slice.geometry.sop_instance_uid, f"models: {type(error).__name__}: {error}"))
+        return None
+    return {**analysis.summary(), "verdict": banner_text(analysis)}
 
 
 def _reader_masks(series: dict[str, list[Dataset]], roles: dict[str, SeriesRole],
                   geometries: list[ImageGeometry], problems: list[Problem]) -> dict[str, ReaderMasks]:
     """Every reader's masks on the map images; a reader's SEG is preferred over its RTSTRUCT of the same image."""
-    readers: dict[str, ReaderMasks] = {}
     contour_objects = [
         (role, ds) for uid, instances in series.items() for ds in instances
         if (role := roles[uid]) in (SeriesRole.SEG, SeriesRole.RTSTRUCT)
     ]
-    contour_objects.sort(key=lambda item: item[0] is not SeriesRole.SEG)
     if contour_objects and not geometries:
         problems.append(Problem("contours", f"{len(contour_objects)} contour objects but no map image to place "
                                             "them on; expected a T1/T2 map or raw mapping series"))
-        return readers
-    for role, ds in contour_objects:
+        return {}
+    return place_contours(contour_objects, geometries, problems)
+
+
+def place_contours(contour_objects: Iterable[tuple[SeriesRole, Dataset]], geometries: Sequence[ImageGeometry],
+                   problems: list[Problem]) -> dict[str, ReaderMasks]:
+    """Every reader's masks on the map images from its SEG and RTSTRUCT objects (``role``, dataset); a reader's
+    SEG is preferred over its RTSTRUCT of the same image. Objects that cannot be placed are added to ``problems``."""
+    readers: dict[str, ReaderMasks] = {}
+    for role, ds in sorted(contour_objects, key=lambda item: item[0] is not SeriesRole.SEG):
         try:
             masks = read_seg(ds, geometries) if role is SeriesRole.SEG else read_rtstruct(ds, geometries)
         except (MyomapError, ValueError) as error:
@@ -362,10 +438,10 @@ def _reader_masks(series: dict[str, list[Dataset]], roles: dict[str, SeriesRole]
 
 def _analyse_slice(map_slice: _MapSlice, readers: dict[str, ReaderMasks], gold_standard: str | None) -> SliceResult:
     uid = map_slice.geometry.sop_instance_uid
-    level, level_from = _level(map_slice.series_description)
+    level, level_from = level_from_description(map_slice.series_description)
     notes: list[str] = []
     drawn = {
-        name: (myo.astype(bool), _cavity(masks, uid, myo), masks)
+        name: (myo.astype(bool), cavity_mask(masks, uid, myo), masks)
         for name, masks in sorted(readers.items())
         if (myo := masks.mask(Structure.MYOCARDIUM, uid)) is not None and myo.any()
     }
@@ -377,7 +453,7 @@ def _analyse_slice(map_slice: _MapSlice, readers: dict[str, ReaderMasks], gold_s
     defaults = [r.reader for r in results if r.insertion is InsertionSource.DEFAULT_ANGLES]
     if defaults:
         notes.append(f"no RV contour from {', '.join(defaults)}: AHA segments use the default RV insertion angles")
-    if level_from == "assumed":
+    if level_from == ASSUMED:
         notes.append(f"slice level not in the series description; AHA segments assume {level.value}")
     return SliceResult(
         map_kind=map_slice.kind,
@@ -456,25 +532,15 @@ def _reader_result(
             try:
                 result = score_trainee(myocardium, cavity, *reference_masks, map_slice.map_ms, spacing,
                                        reference_name=reference.value)
-                score = ReaderScore(
-                    reference=reference.value,
-                    dice_myocardium=result.dice_myocardium,
-                    iou_myocardium=result.iou_myocardium,
-                    dice_cavity=result.dice_cavity,
-                    hausdorff_mm=result.hausdorff_mm,
-                    mean_surface_distance_mm=result.mean_surface_distance_mm,
-                    map_difference_ms=result.t1_difference_ms,
-                    wall_thickness_difference_mm=result.wall_thickness_difference_mm,
-                    error_mode=result.error_mode.value,
-                )
+                score = ReaderScore.of(result, reference.value)
             except AnalysisError as error:
                 notes.append(f"not scored: {error}")
     return ReaderResult(name, masks.source_format, values, segments, insertion, score, tuple(notes))
 
 
-def _cavity(masks: ReaderMasks, uid: str, myocardium: np.ndarray) -> np.ndarray:
-    """The reader's cavity, else the hole the myocardial ring encloses."""
-    cavity = masks.mask(Structure.CAVITY, uid)
+def cavity_mask(masks: ReaderMasks, sop_instance_uid: str, myocardium: np.ndarray) -> np.ndarray:
+    """The reader's cavity on one image, else the hole its myocardial ring encloses."""
+    cavity = masks.mask(Structure.CAVITY, sop_instance_uid)
     if cavity is not None:
         return cavity.astype(bool) & ~myocardium.astype(bool)
     return ndimage.binary_fill_holes(myocardium) & ~myocardium.astype(bool)
@@ -494,14 +560,6 @@ def _centre_px(myocardium: np.ndarray, cavity: np.ndarray) -> tuple[float, float
     region = cavity if cavity.any() else ndimage.binary_fill_holes(myocardium)
     rows, columns = np.nonzero(region)
     return float(columns.mean()), float(rows.mean())
-
-
-def _level(series_description: str) -> tuple[AhaLevel, str]:
-    text = series_description.upper()
-    for pattern, level in _LEVEL_TOKENS:
-        if pattern.search(text):
-            return level, "series description"
-    return AhaLevel.MID, "assumed"
 
 
 def _position_along_normal(geometry: ImageGeometry) -> float:

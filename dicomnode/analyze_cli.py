@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from dicomnode.analyze import AnalysisReport, analyze_paths, files_under
+from inference.model_set import load_models
 
 
 def register(app: typer.Typer) -> None:
@@ -28,18 +29,25 @@ def register(app: typer.Typer) -> None:
             typer.Option("--gold-standard", help="reader whose contours are the reference (default: STAPLE of "
                                                  "the readers named expert*)"),
         ] = None,
+        with_models: Annotated[
+            bool, typer.Option("--models/--no-models", help="run the segmentation, motion and QC models on every map")
+        ] = True,
     ) -> None:
-        """Analyse T1/T2 maps and readers' contours without the network: values per slice and reader, scores."""
+        """Analyse T1/T2 maps and readers' contours without the network: values per slice and reader, scores, and
+        the models' segmentation, AHA values, wall thickness, motion verdict and predicted segmentation quality."""
         console = Console()
         n_files = len(files_under(paths))
         with Progress(TextColumn("reading"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=True) as progress:
             task = progress.add_task("files", total=n_files)
             report = analyze_paths(paths, gold_standard=gold_standard,
-                                   on_file=lambda _path: progress.advance(task))
+                                   on_file=lambda _path: progress.advance(task),
+                                   models=load_models if with_models else None)
         for line in slice_lines(report):
             console.print(line, highlight=False)
         console.print(report_table(report))
+        if with_models:
+            console.print(model_table(report))
         for slice_result in report.slices:
             for note in slice_result.notes:
                 console.print(f"[yellow]note[/] {slice_result.sop_instance_uid}: {note}")
@@ -86,6 +94,34 @@ def report_table(report: AnalysisReport) -> Table:
             )
     table.caption = ("values in ms over each reader's myocardium; diff: reader minus reference; "
                      "AHA: segments measured, * default RV insertion angles (no RV contour)")
+    return table
+
+
+def model_table(report: AnalysisReport) -> Table:
+    """One row per slice: the models' myocardium values, wall thickness, predicted Dice and motion verdict."""
+    table = Table(title="models (trained on a synthetic phantom; not validated on patients)")
+    table.add_column("slice")
+    for column in ("mean", "median", "SD", "wall mm", "pred. Dice"):
+        table.add_column(column, justify="right")
+    table.add_column("verdict")
+    for index, slice_result in enumerate(report.slices, start=1):
+        label = f"{index} {slice_result.map_kind.value} {slice_result.level.value}"
+        model = slice_result.model
+        if model is None:
+            table.add_row(label, "-", "-", "-", "-", "-", "not analysed (see problems)")
+            continue
+        myocardium: dict = model["myocardium"]  # type: ignore[assignment]
+        quality: dict = model["quality"]  # type: ignore[assignment]
+        table.add_row(
+            label,
+            _number(myocardium["mean_ms"], 0),
+            _number(myocardium["median_ms"], 0),
+            _number(myocardium["sd_ms"], 0),
+            _number(myocardium["wall_thickness_mm"], 1),
+            _number(quality["predicted_dice"], 3) + (" (doubtful)" if quality["doubtful"] else ""),
+            str(model["verdict"]),
+        )
+    table.caption = "values in ms over the model's myocardium, eroded by 1 mm"
     return table
 
 

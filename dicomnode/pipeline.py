@@ -1,10 +1,11 @@
-"""The map job: reconstruct T1 or T2 maps from a complete raw series and send them where routing says.
+"""The map job: reconstruct T1 or T2 maps from a complete raw series, analyse them, send what routing says.
 
 For each slice of a RAW_IR or T2_PREP series the job fits the map (:func:`inference.mapping.reconstruct_map`),
 writes it twice as a new series in the same study: a float Parametric Map (exact values, for analysis) and a
 uint16 MR image in ms (what a scanner console shows), under ``<storage>/outputs/<study>/<series>/<sop>.dcm``.
-It then records one :class:`db.models.Result` with a summary free of patient data, plans the transfers and hands
-them to the queue.
+The models then analyse every slice and the job writes the console's Secondary Captures, a TID 1500 SR and a SEG
+(:mod:`dicomnode.slice_outputs`). It records one :class:`db.models.Result` with a summary free of patient data,
+plans the transfers (Secondary Captures first) and hands them to the queue.
 
 A job may run twice (a crash after the maps were written, a task handed out twice): the claim on the job row
 lets one run through, output UIDs are derived from the job key so a re-run rewrites the same files, and the
@@ -20,27 +21,36 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from enum import Enum
 from pathlib import Path
 
 import numpy as np
 from pydicom import dcmwrite
 from pydicom.dataset import Dataset
 from pydicom.uid import MRImageStorage
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from config import Settings
 from config.settings import Output
-from db.models import Instance, Job, JobState, Result, Series, SeriesState
+from db.models import Instance, Result
 from db.session import session_scope
 from dicomnode import scu
+from dicomnode.claims import JobOutcome, claim_job, claimed_rows, mark_done, mark_failed
 from dicomnode.jobs import JobKind
 from dicomnode.series_loader import LoadedSeries, SliceStack, TimingKind, load_series_files
+from dicomnode.slice_outputs import (
+    SliceInput,
+    SliceOutcome,
+    analyse_slices,
+    analysis_summary,
+    node_models,
+    write_console_images,
+    write_reports,
+)
 from dicomnode.t1_protocol import t1_protocol
-from inference.mapping import MapKind, MappingResult, MappingScheme, reconstruct_map
+from inference.mapping import MapKind, MappingResult, MappingScheme, T1Correction, reconstruct_map
+from inference.model_set import ModelSet
+from inference.slice_analysis import RawImages
 from reports.map_mr import build_mr_map
 from reports.map_parametric import build_parametric_map
 
@@ -62,15 +72,6 @@ RR_RANGE_MS = (250.0, 2000.0)
 _TIMING_FOR_KIND = {JobKind.T1_MAP: TimingKind.INVERSION, JobKind.T2_MAP: TimingKind.T2_PREP}
 
 
-class JobOutcome(str, Enum):
-    """What one call of :func:`run_job` did."""
-
-    DONE = "done"  # the result was recorded now
-    SKIPPED = "skipped"  # the job was not QUEUED (already done, failed, or running elsewhere)
-    SUPERSEDED = "superseded"  # a newer revision of the series exists; its own job does the work
-    FAILED = "failed"
-
-
 @dataclass(frozen=True)
 class ClaimedJob:
     """What a running job needs from the database, read once when the job is claimed."""
@@ -89,6 +90,8 @@ class SliceMap:
 
     stack: SliceStack
     mapping: MappingResult
+    map_ms: np.ndarray  # float32, 0 where the fit is not valid
+    mr_map: Dataset
     mr_map_path: Path
     parametric_map_path: Path
 
@@ -114,45 +117,48 @@ def run_job(
             _map_slice(stack, loaded, claimed, index, settings.storage_root)
             for index, stack in enumerate(loaded.slices)
         ]
-        transfer_ids = _record_result(claimed, loaded, slice_maps, settings=settings, session_factory=session_factory)
+        inputs, outcomes, versions = _analyse(loaded, slice_maps, settings)
+        writing = {
+            "uid": lambda *labels: output_uid(claimed.key, *labels),
+            "base_series_number": loaded.series_number or 0,
+            "folder": settings.storage_root / OUTPUTS_FOLDER / loaded.study_instance_uid,
+            "write": write_atomically,
+        }
+        # First commit: the console's Secondary Captures and the maps, sent at once; the job is not done yet.
+        sc_paths = write_console_images(outcomes, inputs, **writing)
+        outputs = {Output.SC: sc_paths, Output.MAPS: [*(m.mr_map_path for m in slice_maps),
+                                                       *(m.parametric_map_path for m in slice_maps)]}
+        summary = _summary(claimed, slice_maps, outcomes, versions)
+        transfer_ids = _record_result(claimed, summary, outputs, done=False, settings=settings,
+                                      session_factory=session_factory)
+        for transfer_id in transfer_ids:
+            enqueue_delivery(transfer_id)
+        # Second commit: the SR and the SEG, and the job's DONE state.
+        sr_paths, seg_paths = write_reports(outcomes, inputs, model_versions=versions, **writing)
+        outputs |= {Output.SR: sr_paths, Output.SEG: seg_paths}
+        more_ids = _record_result(claimed, summary, outputs, done=True, settings=settings,
+                                  session_factory=session_factory)
     except Exception as error:  # any failure of one series must leave the node working
         LOGGER.exception("job %d (%s) failed", job_id, claimed.kind.value)
-        _mark_failed(claimed, f"{type(error).__name__}: {error}", session_factory)
+        mark_failed(claimed, f"{type(error).__name__}: {error}", session_factory)
         return JobOutcome.FAILED
+    new_ids = [transfer_id for transfer_id in more_ids if transfer_id not in set(transfer_ids)]
     LOGGER.info(
         "job %d: %s of %d slices in %.3f s, %d transfers",
-        job_id, claimed.kind.value, len(slice_maps), time.perf_counter() - started, len(transfer_ids),
+        job_id, claimed.kind.value, len(slice_maps), time.perf_counter() - started, len(transfer_ids) + len(new_ids),
     )
-    for transfer_id in transfer_ids:
+    for transfer_id in new_ids:
         enqueue_delivery(transfer_id)
     return JobOutcome.DONE
 
 
 def _claim(job_id: int, session_factory: sessionmaker[Session], storage_root: Path) -> ClaimedJob | JobOutcome:
     """Move the job from QUEUED to RUNNING (only one caller succeeds) and read what the run needs."""
-    now = datetime.now(UTC)
     with session_scope(session_factory) as session:
-        taken = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.state == JobState.QUEUED)
-            .values(state=JobState.RUNNING, attempts=Job.attempts + 1, started_at=now, error="")
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        job = session.get(Job, job_id)
-        if job is None:
-            LOGGER.warning("job %d does not exist; nothing to run", job_id)
-            return JobOutcome.SKIPPED
-        if not taken:
-            LOGGER.info("job %d is %s; not run again", job_id, job.state.value)
-            return JobOutcome.SKIPPED
+        job = claim_job(session, job_id)
+        if isinstance(job, JobOutcome):
+            return job
         series = job.series
-        if series.revision > job.series_revision:
-            job.state = JobState.DONE
-            job.finished_at = now
-            job.error = f"superseded by revision {series.revision}"
-            LOGGER.info("job %d is for revision %d of a series now at %d; skipped", job_id, job.series_revision,
-                        series.revision)
-            return JobOutcome.SUPERSEDED
         paths = session.scalars(select(Instance.path).where(Instance.series_id == series.id)).all()
         return ClaimedJob(
             job_id=job.id,
@@ -220,18 +226,25 @@ def rr_interval_ms(loaded: LoadedSeries, stack: SliceStack) -> float | None:
     return float(candidates[best])
 
 
-def _map_slice(stack: SliceStack, loaded: LoadedSeries, claimed: ClaimedJob, index: int,
-               storage_root: Path) -> SliceMap:
+def fit_slice(loaded: LoadedSeries, stack: SliceStack, *,
+              correction: T1Correction | str = T1Correction.BLOCH) -> MappingResult:
+    """Fit the map of one slice, with the scheme, RR interval and protocol inferred from the series."""
     scheme = mapping_scheme(loaded, stack)
     rr_ms = rr_interval_ms(loaded, stack) if scheme is not MappingScheme.T2PREP else None
-    mapping = reconstruct_map(
+    return reconstruct_map(
         stack.images,
         stack.times_ms,
         scheme,
         rr_ms=rr_ms if scheme is MappingScheme.SHMOLLI else None,
         inversion_index=inversion_index(stack) if scheme is MappingScheme.SHMOLLI else None,
         protocol=t1_protocol(stack, loaded, scheme, rr_ms),
+        correction=correction,
     )
+
+
+def _map_slice(stack: SliceStack, loaded: LoadedSeries, claimed: ClaimedJob, index: int,
+               storage_root: Path) -> SliceMap:
+    mapping = fit_slice(loaded, stack)
     map_ms = np.where(mapping.valid, mapping.map_ms, 0.0).astype(np.float32)
     base_number = loaded.series_number or 0
     mr_series_uid = output_uid(claimed.key, "mr-series")
@@ -261,7 +274,32 @@ def _map_slice(stack: SliceStack, loaded: LoadedSeries, claimed: ClaimedJob, ind
     folder = storage_root / OUTPUTS_FOLDER / loaded.study_instance_uid
     mr_path = write_atomically(mr_map, folder / mr_series_uid / f"{mr_map.SOPInstanceUID}.dcm")
     pm_path = write_atomically(parametric_map, folder / pm_series_uid / f"{parametric_map.SOPInstanceUID}.dcm")
-    return SliceMap(stack=stack, mapping=mapping, mr_map_path=mr_path, parametric_map_path=pm_path)
+    return SliceMap(stack=stack, mapping=mapping, map_ms=map_ms, mr_map=mr_map, mr_map_path=mr_path,
+                    parametric_map_path=pm_path)
+
+
+def _analyse(loaded: LoadedSeries, slice_maps: Sequence[SliceMap],
+             settings: Settings) -> tuple[list[SliceInput], list[SliceOutcome], dict[str, str]]:
+    """Run the models on every slice: the slices as analysed, what each gave, and the models' versions."""
+    inputs = [
+        SliceInput(
+            map_ms=m.map_ms,
+            map_kind=m.mapping.kind,
+            pixel_spacing_mm=m.stack.pixel_spacing_mm,
+            mr_map=m.mr_map,
+            raw=RawImages(m.stack.images, m.stack.times_ms, np.nan_to_num(m.mapping.r2).astype(np.float32))
+            if m.mapping.kind is MapKind.T1 else None,
+        )
+        for m in slice_maps
+    ]
+    versions: dict[str, str] = {}
+
+    def models() -> ModelSet:
+        model_set = node_models(settings)
+        versions.update(model_set.versions)
+        return model_set
+
+    return inputs, analyse_slices(inputs, loaded.series_description, models), versions
 
 
 def warm_up() -> float:
@@ -344,63 +382,55 @@ def summarise(slice_maps: Sequence[SliceMap]) -> dict[str, object]:
     }
 
 
+def _summary(claimed: ClaimedJob, slice_maps: Sequence[SliceMap], outcomes: Sequence[SliceOutcome],
+             model_versions: dict[str, str]) -> dict[str, object]:
+    summary = summarise(slice_maps)
+    summary["mr_map_series_uid"] = output_uid(claimed.key, "mr-series")
+    summary["parametric_map_series_uid"] = output_uid(claimed.key, "pm-series")
+    summary["source_revision"] = claimed.series_revision
+    summary["analysis"] = analysis_summary(outcomes, model_versions)
+    return summary
+
+
 def _record_result(
     claimed: ClaimedJob,
-    loaded: LoadedSeries,
-    slice_maps: Sequence[SliceMap],
+    summary: dict[str, object],
+    outputs: dict[Output, list[Path]],
     *,
+    done: bool,
     settings: Settings,
     session_factory: sessionmaker[Session],
 ) -> list[int]:
-    """Commit the result, its transfers, the job's and the series' new state in one transaction."""
+    """Commit the job's result with the outputs written so far and plan their transfers, in one transaction;
+    with ``done`` the job and the series become DONE in it too.
+
+    The result is created by the first call and completed by later ones (a re-run after a crash between the two
+    finds it); planning a transfer twice changes nothing. Returns the ids of the transfers of every output given,
+    in the order of ``outputs``.
+    """
     root = settings.storage_root
-    mr_paths = [m.mr_map_path for m in slice_maps]
-    pm_paths = [m.parametric_map_path for m in slice_maps]
-    summary = summarise(slice_maps)
-    mr_map_uid = output_uid(claimed.key, "mr-series")
-    summary["mr_map_series_uid"] = mr_map_uid
-    summary["parametric_map_series_uid"] = output_uid(claimed.key, "pm-series")
-    summary["source_revision"] = claimed.series_revision
+    relative = {output: [str(p.relative_to(root)) for p in paths] for output, paths in outputs.items()}
     with session_scope(session_factory) as session:
-        series = session.get(Series, claimed.series_id)
-        job = session.get(Job, claimed.job_id)
-        if series is None or job is None:
-            raise LookupError(f"job {claimed.job_id} or series {claimed.series_id} vanished while running")
-        result = Result(
-            job_id=job.id,
-            kind=claimed.kind.value,
-            output_series_uid=mr_map_uid,
-            paths=[str(p.relative_to(root)) for p in (*mr_paths, *pm_paths)],
-            summary=summary,
-        )
-        session.add(result)
-        try:
-            session.flush()
-        except IntegrityError as error:
-            raise RuntimeError(f"job {claimed.job_id} already has a {claimed.kind.value} result") from error
-        # Consoles get the MR maps first: they are what the radiographer looks at.
-        transfers = scu.plan_transfers(
-            session, result=result, series=series, output=Output.MAPS, paths=[*mr_paths, *pm_paths],
-            settings=settings,
-        )
-        job.state = JobState.DONE
-        job.finished_at = datetime.now(UTC)
-        job.error = ""
-        if series.revision == claimed.series_revision:
-            series.state = SeriesState.DONE
+        job, series = claimed_rows(session, claimed)
+        result = session.scalars(
+            select(Result).where(Result.job_id == job.id, Result.kind == claimed.kind.value)
+        ).one_or_none()
+        if result is None:
+            result = Result(job_id=job.id, kind=claimed.kind.value)
+            session.add(result)
+        result.output_series_uid = output_uid(claimed.key, "mr-series")
+        result.paths = [path for paths in relative.values() for path in paths]
+        result.summary = {**summary, "outputs": {output.value: paths for output, paths in relative.items()}}
+        session.flush()
+        transfers = [
+            transfer
+            for output, paths in outputs.items()
+            if paths
+            for transfer in scu.plan_transfers(
+                session, result=result, series=series, output=output, paths=paths, settings=settings
+            )
+        ]
+        if done:
+            mark_done(job, series, claimed)
         session.flush()
         return [transfer.id for transfer in transfers]
-
-
-def _mark_failed(claimed: ClaimedJob, error: str, session_factory: sessionmaker[Session]) -> None:
-    with session_scope(session_factory) as session:
-        job = session.get(Job, claimed.job_id)
-        if job is None:
-            return
-        job.state = JobState.FAILED
-        job.error = error[:2000]
-        job.finished_at = datetime.now(UTC)
-        series = session.get(Series, claimed.series_id)
-        if series is not None and series.revision == claimed.series_revision:
-            series.state = SeriesState.FAILED
-

@@ -24,38 +24,41 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import ParametricMapStorage
 from scipy import ndimage
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from config import Settings
 from config.settings import Output
-from db.models import Instance, Job, JobState, Result, Series, SeriesRole, SeriesState
+from db.models import Instance, Job, JobState, Result, Series, SeriesRole
 from db.session import session_scope
 from dicomnode import scu
 from dicomnode.analyze import (
     AnalysisReport,
+    Problem,
     ReaderResult,
     ReaderScore,
     ReferenceSource,
     SliceResult,
     analyze_paths,
+    cavity_mask,
+    map_values_ms,
+    place_contours,
 )
-from dicomnode.contours import ImageGeometry, ReaderMasks, Structure, read_rtstruct, read_seg, reader_name
+from dicomnode.claims import JobOutcome, claim_job, claimed_rows, mark_done, mark_failed
+from dicomnode.contours import ImageGeometry, ReaderMasks, Structure, reader_name
 from dicomnode.contours.errors import UnknownReaderError
 from dicomnode.contours.rtstruct import RT_STRUCTURE_SET_STORAGE
 from dicomnode.errors import MyomapError
 from dicomnode.jobs import JobKind
-from dicomnode.pipeline import OUTPUTS_FOLDER, JobOutcome, output_uid, write_atomically
+from dicomnode.pipeline import OUTPUTS_FOLDER, output_uid, write_atomically
 from inference.consensus import consensus
 from inference.contour_fit import border_contour
 from inference.errors import AnalysisError
@@ -167,7 +170,7 @@ def run_reader_job(
         transfer_ids = _record_result(claimed, comparison, files, settings=settings, session_factory=session_factory)
     except Exception as error:  # any failure of one series must leave the node working
         LOGGER.exception("job %d (%s) failed", job_id, RESULT_KIND)
-        _mark_failed(claimed, f"{type(error).__name__}: {error}", session_factory)
+        mark_failed(claimed, f"{type(error).__name__}: {error}", session_factory)
         return JobOutcome.FAILED
     LOGGER.info(
         "job %d: reader %s scored on %d of %d slices in %.3f s, %d transfers", job_id, comparison.reader,
@@ -182,29 +185,11 @@ def run_reader_job(
 def _claim(job_id: int, session_factory: sessionmaker[Session],
            storage_root: Path) -> ClaimedReaderJob | JobOutcome:
     """Move the job from QUEUED to RUNNING (only one caller succeeds) and read the study's files it needs."""
-    now = datetime.now(UTC)
     with session_scope(session_factory) as session:
-        taken = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.state == JobState.QUEUED)
-            .values(state=JobState.RUNNING, attempts=Job.attempts + 1, started_at=now, error="")
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        job = session.get(Job, job_id)
-        if job is None:
-            LOGGER.warning("job %d does not exist; nothing to run", job_id)
-            return JobOutcome.SKIPPED
-        if not taken:
-            LOGGER.info("job %d is %s; not run again", job_id, job.state.value)
-            return JobOutcome.SKIPPED
+        job = claim_job(session, job_id)
+        if isinstance(job, JobOutcome):
+            return job
         series = job.series
-        if series.revision > job.series_revision:
-            job.state = JobState.DONE
-            job.finished_at = now
-            job.error = f"superseded by revision {series.revision}"
-            LOGGER.info("job %d is for revision %d of a series now at %d; skipped", job_id, job.series_revision,
-                        series.revision)
-            return JobOutcome.SUPERSEDED
 
         def stored(roles: Sequence[SeriesRole], *, this_series: bool) -> tuple[Path, ...]:
             same = Series.id == series.id if this_series else Series.id != series.id
@@ -387,48 +372,15 @@ def _read_maps(paths: Sequence[Path], wanted: set[str]) -> dict[str, tuple[Datas
     return maps
 
 
-def map_values_ms(ds: Dataset) -> np.ndarray:
-    """A single-frame map image in ms: an MR image's rescaled values or a Parametric Map's real-world values."""
-    stored = ds.pixel_array.reshape(int(ds.Rows), int(ds.Columns)).astype(np.float64)
-    if ds.SOPClassUID == ParametricMapStorage:
-        mapping = ds.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
-        return stored * float(mapping.RealWorldValueSlope) + float(mapping.get("RealWorldValueIntercept", 0.0))
-    return stored * float(ds.get("RescaleSlope", 1.0) or 1.0) + float(ds.get("RescaleIntercept", 0.0) or 0.0)
-
-
 def _merged_masks(datasets: Sequence[Dataset], geometries: Sequence[ImageGeometry]) -> dict[str, ReaderMasks]:
-    """Every reader's masks on the maps, SEG before RTSTRUCT, the first object winning on an image (as analyze)."""
-    readers: dict[str, ReaderMasks] = {}
-    for ds in sorted(datasets, key=_is_rtstruct):
-        try:
-            masks = read_rtstruct(ds, geometries) if _is_rtstruct(ds) else read_seg(ds, geometries)
-        except (MyomapError, ValueError) as error:
-            LOGGER.debug("contour object %s not placed: %s", ds.get("SOPInstanceUID", "?"), error)
-            continue
-        known = readers.get(masks.reader)
-        if known is None:
-            readers[masks.reader] = masks
-            continue
-        merged = {label: dict(by_image) for label, by_image in known.masks.items()}
-        drawn_on = set(known.sop_instance_uids)
-        for label, by_image in masks.masks.items():
-            for uid, mask in by_image.items():
-                if uid not in drawn_on:
-                    merged.setdefault(label, {})[uid] = mask
-        readers[masks.reader] = ReaderMasks(masks.reader, merged, known.source_format)
+    """Every reader's masks on the maps, placed and merged as the analysis places them."""
+    problems: list[Problem] = []
+    roles = (SeriesRole.RTSTRUCT if str(ds.get("SOPClassUID", "")) == RT_STRUCTURE_SET_STORAGE else SeriesRole.SEG
+             for ds in datasets)
+    readers = place_contours(zip(roles, datasets, strict=True), geometries, problems)
+    for problem in problems:  # the analysis has reported them already
+        LOGGER.debug("contour object %s not placed: %s", problem.where, problem.message)
     return readers
-
-
-def _is_rtstruct(ds: Dataset) -> bool:
-    return str(ds.get("SOPClassUID", "")) == RT_STRUCTURE_SET_STORAGE
-
-
-def cavity_mask(masks: ReaderMasks, sop_instance_uid: str, myocardium: np.ndarray) -> np.ndarray:
-    """The reader's cavity on one image, else the hole its myocardial ring encloses."""
-    cavity = masks.mask(Structure.CAVITY, sop_instance_uid)
-    if cavity is not None:
-        return cavity.astype(bool) & ~myocardium
-    return ndimage.binary_fill_holes(myocardium) & ~myocardium
 
 
 def _reference_myocardium(slice_result: SliceResult, readers: dict[str, ReaderMasks], uid: str) -> np.ndarray:
@@ -455,18 +407,7 @@ def _score_against_model(map_ms: np.ndarray, myocardium: np.ndarray, cavity: np.
     reference_cavity = ndimage.binary_fill_holes(reference) & ~reference
     result = score_trainee(myocardium, cavity, reference, reference_cavity, map_ms, pixel_spacing_mm,
                            reference_name=CONSENSUS_MODEL_REFERENCE)
-    score = ReaderScore(
-        reference=CONSENSUS_MODEL_REFERENCE,
-        dice_myocardium=result.dice_myocardium,
-        iou_myocardium=result.iou_myocardium,
-        dice_cavity=result.dice_cavity,
-        hausdorff_mm=result.hausdorff_mm,
-        mean_surface_distance_mm=result.mean_surface_distance_mm,
-        map_difference_ms=result.t1_difference_ms,
-        wall_thickness_difference_mm=result.wall_thickness_difference_mm,
-        error_mode=result.error_mode.value,
-    )
-    return score, reference
+    return ReaderScore.of(result, CONSENSUS_MODEL_REFERENCE), reference
 
 
 def reference_label(score: ReaderScore, reference_readers: Sequence[str]) -> str:
@@ -604,10 +545,7 @@ def _record_result(
     summary["outputs"] = {output.value: [str(p.relative_to(root)) for p in paths] for output, paths in
                           by_output.items()}
     with session_scope(session_factory) as session:
-        series = session.get(Series, claimed.series_id)
-        job = session.get(Job, claimed.job_id)
-        if series is None or job is None:
-            raise LookupError(f"job {claimed.job_id} or series {claimed.series_id} vanished while running")
+        job, series = claimed_rows(session, claimed)
         result = Result(
             job_id=job.id,
             kind=RESULT_KIND,
@@ -629,23 +567,6 @@ def _record_result(
                 session, result=result, series=series, output=output, paths=paths, settings=settings
             )
         ]
-        job.state = JobState.DONE
-        job.finished_at = datetime.now(UTC)
-        job.error = ""
-        if series.revision == claimed.series_revision:
-            series.state = SeriesState.DONE
+        mark_done(job, series, claimed)
         session.flush()
         return [transfer.id for transfer in transfers]
-
-
-def _mark_failed(claimed: ClaimedReaderJob, error: str, session_factory: sessionmaker[Session]) -> None:
-    with session_scope(session_factory) as session:
-        job = session.get(Job, claimed.job_id)
-        if job is None:
-            return
-        job.state = JobState.FAILED
-        job.error = error[:2000]
-        job.finished_at = datetime.now(UTC)
-        series = session.get(Series, claimed.series_id)
-        if series is not None and series.revision == claimed.series_revision:
-            series.state = SeriesState.FAILED

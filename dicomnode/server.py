@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from config import Settings
 from db import migrate
 from db.session import make_engine, make_session_factory
-from dicomnode import pipeline
+from dicomnode import pipeline, slice_outputs
 from dicomnode.assembly import Assembler
 from dicomnode.jobs import enqueue_series, requeue_orphaned, requeue_overdue_transfers, requeue_unfinished
 from dicomnode.queue import NodeQueue, make_consumer, make_queue
@@ -111,6 +111,7 @@ class Node:
         tasks = register_tasks(self._queue, settings=settings, session_factory=session_factory)
         self._tasks = tasks
         LOGGER.info("map builders ready in %.2f s", pipeline.warm_up())
+        _log_models_ready(slice_outputs.warm_up_models(settings))
         requeue_unfinished(session_factory=session_factory, sink=tasks)
         self._consumer = make_consumer(self._queue, settings.queue.workers, handle_signals=False)
         self._consumer.start()
@@ -213,12 +214,18 @@ def serve(settings: Settings) -> None:
             signal.signal(sig, handler)
 
 
+def _log_models_ready(seconds: float | None) -> None:
+    if seconds is not None:
+        LOGGER.info("models loaded and run once in %.2f s", seconds)
+
+
 def run_worker(settings: Settings) -> None:
     """Run only the queue's workers (for work spread over machines with a Redis queue) until SIGTERM/SIGINT."""
     database = open_database(settings)
     queue = make_queue(settings)
     tasks = register_tasks(queue, settings=settings, session_factory=database.session_factory)
     LOGGER.info("map builders ready in %.2f s", pipeline.warm_up())
+    _log_models_ready(slice_outputs.warm_up_models(settings))
     # A worker killed mid-job (this one before a restart, or another) took the job's task off the queue with it.
     requeue_orphaned(session_factory=database.session_factory, sink=tasks, queued_job_ids=tasks.queued_job_ids())
     consumer = make_consumer(queue, settings.queue.workers, handle_signals=True)

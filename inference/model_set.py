@@ -30,6 +30,11 @@ class ModelSet:
         """The provider each model really runs on."""
         return {name: getattr(self, name).providers[0] for name in SHIPPED_FILES}
 
+    @property
+    def versions(self) -> dict[str, str]:
+        """Name and version of each model, as its card states them."""
+        return {name: f"{getattr(self, name).card.name} {getattr(self, name).card.version}" for name in SHIPPED_FILES}
+
 
 def load_models(paths: dict[str, str] | None = None, *, device: Device | str = Device.AUTO,
                 threads: int = 0) -> ModelSet:

@@ -201,7 +201,7 @@ def build_mr_map(
     ds.ImageType = ["DERIVED", "PRIMARY", _MAP_IMAGE_TYPE[kind]]
     ds.DerivationDescription = derivation_description[:1024] or f"{kind.value} map in ms"
     ds.SourceImageSequence = DicomSequence(
-        [_reference(image) for image in _unique_sources([source_image, *further_source_images])]
+        [_reference(image) for image in unique_images([source_image, *further_source_images])]
     )
     ds.BurnedInAnnotation = "NO"
     # Image Plane
@@ -267,7 +267,8 @@ def field_strength_t(source_image: Dataset) -> float | None:
         return None
 
 
-def _unique_sources(images: Sequence[Dataset]) -> list[Dataset]:
+def unique_images(images: Sequence[Dataset]) -> list[Dataset]:
+    """``images`` without repeats of a SOP Instance UID, in their order."""
     seen: set[str] = set()
     unique = []
     for image in images:
@@ -292,5 +293,5 @@ def read_map_ms(dataset: Dataset) -> np.ndarray:
 
 __all__ = [
     "SOFTWARE_VERSION", "DisplayWindow", "build_mr_map", "display_window", "field_strength_t", "map_to_uint16",
-    "read_map_ms",
+    "read_map_ms", "unique_images",
 ]

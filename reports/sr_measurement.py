@@ -31,7 +31,7 @@ from inference.mapping import MapKind
 from inference.myocardium_values import RegionValues
 from inference.slice_analysis import ALGORITHM_NAME, SliceAnalysis
 from reports import codes
-from reports.map_mr import SOFTWARE_VERSION
+from reports.map_mr import SOFTWARE_VERSION, unique_images
 
 LOGGER = logging.getLogger(__name__)
 
@@ -248,6 +248,30 @@ def measurement_report(groups: Sequence, sources: Sequence[Dataset]) -> hd.sr.Me
     return report
 
 
+def measurement_document(
+    groups: Sequence,
+    sources: Sequence[Dataset],
+    *,
+    series_description: str,
+    series_instance_uid: str,
+    series_number: int,
+    sop_instance_uid: str,
+    instance_number: int,
+) -> hd.sr.Comprehensive3DSR:
+    """A complete Comprehensive 3D SR holding the TID 1500 report of ``groups`` on ``sources``."""
+    document = hd.sr.Comprehensive3DSR(
+        evidence=sources,
+        content=measurement_report(groups, sources),
+        series_instance_uid=series_instance_uid,
+        series_number=series_number,
+        sop_instance_uid=sop_instance_uid,
+        instance_number=instance_number,
+        manufacturer="myomap",
+        is_complete=True,
+    )
+    return finish_document(document, series_description)
+
+
 def check_slice(source: Dataset, analysis: SliceAnalysis) -> None:
     """The analysis must lie on the source's pixel grid."""
     if not isinstance(source, Dataset):
@@ -387,30 +411,13 @@ def build_measurement_report(
     groups = []
     for index, (source, analysis) in enumerate(slices, start=1):
         groups += _slice_groups(index, source, analysis, algorithm, sop_instance_uid)
-    sources = _unique([source for source, _ in slices])
-    report = measurement_report(groups, sources)
-    document = hd.sr.Comprehensive3DSR(
-        evidence=sources,
-        content=report,
-        series_instance_uid=series_instance_uid,
-        series_number=series_number,
-        sop_instance_uid=sop_instance_uid,
-        instance_number=instance_number,
-        manufacturer="myomap",
-        is_complete=True,
+    sources = unique_images([source for source, _ in slices])
+    document = measurement_document(
+        groups, sources, series_description=SERIES_DESCRIPTION, series_instance_uid=series_instance_uid,
+        series_number=series_number, sop_instance_uid=sop_instance_uid, instance_number=instance_number,
     )
     LOGGER.debug("measurement report %s: %d slices, %d groups", sop_instance_uid, len(slices), len(groups))
-    return finish_document(document, SERIES_DESCRIPTION)
-
-
-def _unique(images: Sequence[Dataset]) -> list[Dataset]:
-    seen: set[str] = set()
-    unique = []
-    for image in images:
-        if image.SOPInstanceUID not in seen:
-            seen.add(image.SOPInstanceUID)
-            unique.append(image)
-    return unique
+    return document
 
 
 __all__ = [

@@ -20,8 +20,7 @@ from reports.sr_measurement import (
     algorithm_identification,
     closed_polyline,
     derived_uid,
-    finish_document,
-    measurement_report,
+    measurement_document,
     polygon_area_mm2,
     ring_polygon_px,
 )
@@ -144,19 +143,12 @@ def build_reader_comparison_report(
             ],
         ),
     ]
-    report = measurement_report(groups, [source])
-    document = hd.sr.Comprehensive3DSR(
-        evidence=[source],
-        content=report,
-        series_instance_uid=series_instance_uid,
-        series_number=series_number,
-        sop_instance_uid=sop_instance_uid,
-        instance_number=instance_number,
-        manufacturer="myomap",
-        is_complete=True,
+    document = measurement_document(
+        groups, [source], series_description=SERIES_DESCRIPTION, series_instance_uid=series_instance_uid,
+        series_number=series_number, sop_instance_uid=sop_instance_uid, instance_number=instance_number,
     )
     LOGGER.debug("reader comparison %s: error mode %s", sop_instance_uid, mode)
-    return finish_document(document, SERIES_DESCRIPTION)
+    return document
 
 
 __all__ = ["SERIES_DESCRIPTION", "build_reader_comparison_report"]

@@ -10,6 +10,9 @@ Fixtures (all processes bind 127.0.0.1 and are stopped at teardown):
   database, starts an :class:`~dicomnode.assembly.Assembler` recording completions in ``node.completed`` and a
   :class:`~dicomnode.scp.StorageSCP`; every node started is stopped at teardown.
 - ``node`` (function): ``node_factory()`` with the defaults (SQLite, any calling AE allowed).
+- ``console`` (function): DCMTK storescp as the scanner console (:class:`tests.integration.node_harness.Console`)
+  on a free port, receiving into ``tmp_path / "console"``; for nodes run by
+  :func:`tests.integration.node_harness.serve`.
 - ``postgres_server`` (session): a PostgreSQL 15 server started with initdb/pg_ctl in a temporary folder
   (as the ``postgres`` user when the tests run as root); ``postgres_server.create_database()`` returns the URL
   of a fresh, empty database. Skips when the PostgreSQL binaries are not installed.
@@ -45,6 +48,7 @@ from db.migrate import upgrade
 from db.session import make_engine, make_session_factory
 from dicomnode.assembly import Assembler
 from dicomnode.scp import StorageSCP
+from tests.integration.node_harness import Console
 
 POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
 REDIS_DATABASES = 64
@@ -193,6 +197,14 @@ def node_factory(tmp_path: Path, dcmtk_env: dict[str, str]) -> Iterator[Callable
 @pytest.fixture
 def node(node_factory: Callable[..., RunningNode]) -> RunningNode:
     return node_factory()
+
+
+@pytest.fixture
+def console(tmp_path: Path) -> Iterator[Console]:
+    console = Console(tmp_path / "console", find_free_port())
+    console.start()
+    yield console
+    console.stop()
 
 
 def _as_postgres(command: list[str]) -> list[str]:

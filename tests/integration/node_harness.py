@@ -17,12 +17,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
+import pytest
 import tomli_w
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -117,12 +119,14 @@ class NodeProcess(_ManagedProcess):
         queue_url: str | None = None,
         overrides: Mapping[str, Mapping[str, object]] | None = None,
         peers: Sequence[Mapping[str, object]] = (),
+        console_receives: Sequence[str] = (),
     ) -> None:
         """Write the node's TOML file; without URLs the database and the queue are SQLite files under ``data``.
 
         ``overrides`` adds or replaces keys per section, e.g. ``{"dicom": {"dimse_timeout_s": 2.0}}``; ``peers``
         are added after the console, e.g. a PACS: ``{"ae_title": "ORTHANC", "host": ..., "port": ...,
-        "receives": ["sr", "seg", "sc"]}``.
+        "receives": ["sr", "seg", "sc"]}``; ``console_receives`` are the outputs routed to the console besides
+        the maps it gets back as their sender, e.g. ``["sr", "sc"]``.
         """
         queue: dict[str, object] = {"workers": workers}
         if queue_url:
@@ -136,7 +140,8 @@ class NodeProcess(_ManagedProcess):
             "scu": {"backoff_initial_s": 0.5, "max_attempts": 4},
             "logging": {"level": "DEBUG"},
             # The console sends the raw images and gets the maps back (return to sender).
-            "peers": [{"ae_title": CONSOLE_AE, "host": "127.0.0.1", "port": self.console_port, "receives": []},
+            "peers": [{"ae_title": CONSOLE_AE, "host": "127.0.0.1", "port": self.console_port,
+                       "receives": list(console_receives)},
                       *(dict(peer) for peer in peers)],
         }
         if database_url:
@@ -170,6 +175,17 @@ class NodeProcess(_ManagedProcess):
             [*myomap_executable(), *args, "--config", str(self.config_file)],
             cwd=self.folder, capture_output=True, text=True, timeout=60,
         )
+
+
+def serve(folder: Path, console_port: int, **config: Any) -> Iterator[NodeProcess]:
+    """For a fixture to ``yield from``: `myomap serve` in ``folder`` on free ports, configured by
+    :meth:`NodeProcess.write_config` with ``config``, sending to the console on ``console_port``; at teardown it
+    must stop cleanly (exit status 0)."""
+    node = NodeProcess(folder, free_port(), free_port(), console_port)
+    node.write_config(**config)
+    node.start()
+    yield node
+    assert node.stop() == 0, node.log()
 
 
 @dataclass
@@ -266,6 +282,11 @@ def send(port: int, files: Iterable[Path], *, timeout_s: float = 120.0) -> dict[
 
 def dcmtk_available() -> bool:
     return all(shutil.which(tool) for tool in ("storescu", "storescp", "echoscu"))
+
+
+#: Marks a test that runs DCMTK's tools.
+requires_dcmtk = pytest.mark.skipif(not dcmtk_available(),
+                                    reason="DCMTK (storescu, storescp, echoscu) is not installed")
 
 
 def wait_until(

@@ -20,11 +20,11 @@ from db.models import Instance, Job, JobState, Result, Series
 from tests.integration.node_harness import (
     Console,
     NodeProcess,
-    dcmtk_available,
     dcmtk_env,
     free_port,
     myomap_executable,
     parse_storescu_log,
+    requires_dcmtk,
     send,
     storescu_command,
     wait_until,
@@ -33,7 +33,7 @@ from tests.integration.node_harness import (
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.slow,
-    pytest.mark.skipif(not dcmtk_available(), reason="DCMTK (storescu, storescp, echoscu) is not installed"),
+    requires_dcmtk,
 ]
 
 COPIES = 25

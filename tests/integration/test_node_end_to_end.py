@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,15 +23,15 @@ from db.models import Instance, Job, JobState, Result, Transfer, TransferState
 from tests.integration.node_harness import (
     Console,
     NodeProcess,
-    dcmtk_available,
     dcmtk_env,
     echo,
-    free_port,
     magnitude_files,
     make_phantom,
     myomap_executable,
     phantom_sidecar,
+    requires_dcmtk,
     send,
+    serve,
     truth_myocardium,
     wait_until,
 )
@@ -38,7 +39,7 @@ from tests.integration.node_harness import (
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.slow,
-    pytest.mark.skipif(not dcmtk_available(), reason="DCMTK (storescu, storescp, echoscu) is not installed"),
+    requires_dcmtk,
 ]
 
 PHANTOM_SEED = 21
@@ -53,20 +54,8 @@ def phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def console(tmp_path: Path) -> Console:
-    console = Console(tmp_path / "console", free_port())
-    console.start()
-    yield console
-    console.stop()
-
-
-@pytest.fixture
-def node(tmp_path: Path, console: Console) -> NodeProcess:
-    node = NodeProcess(tmp_path / "node", free_port(), free_port(), console.port)
-    node.write_config()
-    node.start()
-    yield node
-    assert node.stop() == 0, node.log()
+def node(tmp_path: Path, console: Console) -> Iterator[NodeProcess]:
+    yield from serve(tmp_path / "node", console.port)
 
 
 def _database(node: NodeProcess) -> Session:

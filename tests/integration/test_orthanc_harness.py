@@ -13,14 +13,14 @@ import pytest
 
 from phantom.model import Vendor
 from phantom.study import SequenceChoice, StudyRequest, generate_studies
-from tests.integration.node_harness import Console, dcmtk_available, dcmtk_env, free_port, magnitude_files, wait_until
+from tests.integration.node_harness import Console, dcmtk_env, magnitude_files, requires_dcmtk, wait_until
 from tests.integration.orthanc import Modality, Orthanc, orthanc_available
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.slow,
     pytest.mark.skipif(not orthanc_available(), reason="Orthanc is not installed (make deps installs it)"),
-    pytest.mark.skipif(not dcmtk_available(), reason="DCMTK (storescu, storescp, echoscu) is not installed"),
+    requires_dcmtk,
 ]
 
 PHANTOM_SEED = 23
@@ -34,14 +34,6 @@ def phantom_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
                            with_experts=False, with_trainees=False, n_slices=1)
     generate_studies(request, out, n_studies=1, workers=1, progress=False)
     return magnitude_files(out / "study_0000", "t2prep")
-
-
-@pytest.fixture
-def console(tmp_path: Path) -> Console:
-    console = Console(tmp_path / "console", free_port())
-    console.start()
-    yield console
-    console.stop()
 
 
 @pytest.fixture

@@ -11,13 +11,11 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
-import tomllib
 from pathlib import Path
 
 import highdicom as hd
 import pydicom
 import pytest
-import tomli_w
 from pydicom.uid import (
     Comprehensive3DSRStorage,
     ComprehensiveSRStorage,
@@ -32,12 +30,12 @@ from sqlalchemy.orm import Session
 from db.models import Job, JobState, Result, Transfer, TransferState
 from tests.integration.node_harness import (
     NodeProcess,
-    dcmtk_available,
     dcmtk_env,
     free_port,
     magnitude_files,
     make_phantom,
     phantom_sidecar,
+    requires_dcmtk,
     wait_until,
 )
 from tests.integration.orthanc import ORTHANC_AE, Modality, Orthanc, orthanc_available
@@ -46,7 +44,7 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.slow,
     pytest.mark.skipif(not orthanc_available(), reason="Orthanc is not installed (make deps installs it)"),
-    pytest.mark.skipif(not dcmtk_available(), reason="DCMTK (storescu, storescp, echoscu) is not installed"),
+    requires_dcmtk,
 ]
 
 PHANTOM_SEED = 29
@@ -64,12 +62,6 @@ def phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_phantom(tmp_path_factory.mktemp("phantom"), seed=PHANTOM_SEED)
 
 
-def _add_peer(node: NodeProcess, peer: dict[str, object]) -> None:
-    config = tomllib.loads(node.config_file.read_text())
-    config["peers"] = [*config.get("peers", []), peer]
-    node.config_file.write_bytes(tomli_w.dumps(config).encode())
-
-
 @pytest.fixture
 def orthanc_and_node(tmp_path: Path) -> tuple[Orthanc, NodeProcess]:
     node = NodeProcess(tmp_path / "node", free_port(), free_port(), free_port())
@@ -77,9 +69,8 @@ def orthanc_and_node(tmp_path: Path) -> tuple[Orthanc, NodeProcess]:
     orthanc = Orthanc(tmp_path / "orthanc", modalities)
     orthanc.start()
     try:
-        node.write_config()
-        _add_peer(node, {"ae_title": ORTHANC_AE, "host": "127.0.0.1", "port": orthanc.dicom_port,
-                         "receives": ["sr", "seg", "sc"]})
+        node.write_config(peers=[{"ae_title": ORTHANC_AE, "host": "127.0.0.1", "port": orthanc.dicom_port,
+                                  "receives": ["sr", "seg", "sc"]}])
         node.start()
         yield orthanc, node
         assert node.stop() == 0, node.log()

@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pydicom
 import pytest
-import tomli_w
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
@@ -27,13 +26,12 @@ from phantom.model import Vendor
 from phantom.study import SequenceChoice, StudyRequest, generate_study, plan_study
 from reports import codes
 from tests.integration.node_harness import (
-    CONSOLE_AE,
     Console,
     NodeProcess,
-    dcmtk_available,
     dcmtk_env,
-    free_port,
     parse_storescu_log,
+    requires_dcmtk,
+    serve,
     storescu_command,
     wait_until,
 )
@@ -41,7 +39,7 @@ from tests.integration.node_harness import (
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.slow,
-    pytest.mark.skipif(not dcmtk_available(), reason="DCMTK (storescu, storescp, echoscu) is not installed"),
+    requires_dcmtk,
 ]
 
 PHANTOM_SEED = 47
@@ -66,24 +64,9 @@ def phantom(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], list[
 
 
 @pytest.fixture
-def console(tmp_path: Path) -> Console:
-    console = Console(tmp_path / "console", free_port())
-    console.start()
-    yield console
-    console.stop()
-
-
-@pytest.fixture
-def node(tmp_path: Path, console: Console) -> NodeProcess:
-    node = NodeProcess(tmp_path / "node", free_port(), free_port(), console.port)
-    node.write_config(quiet_seconds=1.0)
+def node(tmp_path: Path, console: Console) -> Iterator[NodeProcess]:
     # The console is a configured peer that takes the reader comparisons (SR) and the overlays (SC).
-    config = tomllib.loads(node.config_file.read_text())
-    config["peers"] = [{"ae_title": CONSOLE_AE, "host": "127.0.0.1", "port": console.port, "receives": ["sr", "sc"]}]
-    node.config_file.write_bytes(tomli_w.dumps(config).encode())
-    node.start()
-    yield node
-    assert node.stop() == 0, node.log()
+    yield from serve(tmp_path / "node", console.port, quiet_seconds=1.0, console_receives=["sr", "sc"])
 
 
 def send(port: int, files: list[Path]) -> dict[Path, str]:

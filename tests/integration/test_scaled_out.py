@@ -25,11 +25,11 @@ from tests.integration.node_harness import (
     Console,
     NodeProcess,
     WorkerProcess,
-    dcmtk_available,
     free_port,
     magnitude_files,
     make_phantom,
     phantom_sidecar,
+    requires_dcmtk,
     send,
     truth_myocardium,
     wait_until,
@@ -38,7 +38,7 @@ from tests.integration.node_harness import (
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.slow,
-    pytest.mark.skipif(not dcmtk_available(), reason="DCMTK (storescu, storescp, echoscu) is not installed"),
+    requires_dcmtk,
 ]
 
 PHANTOM_SEED = 21
@@ -77,14 +77,6 @@ class ScaledOutNode:
 @pytest.fixture(scope="module")
 def phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_phantom(tmp_path_factory.mktemp("phantom"), seed=PHANTOM_SEED)
-
-
-@pytest.fixture
-def console(tmp_path: Path) -> Iterator[Console]:
-    console = Console(tmp_path / "console", free_port())
-    console.start()
-    yield console
-    console.stop()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from PIL import Image
 from pydantic import BaseModel, ValidationError
 from pydicom import dcmread
@@ -27,9 +27,8 @@ from starlette.responses import Response
 
 from config.settings import Settings
 from db.models import Job, Result, Series, Transfer
-from dicomnode import scu
 from reports.web.deps import SessionDep, SettingsDep, TemplatesDep, render_error
-from reports.web.routes.transfers import RetrierDep
+from reports.web.routes.transfers import RetrierDep, retry_for_page
 from reports.web.schemas import (
     Analysis,
     ResultDetail,
@@ -302,11 +301,5 @@ def result_transfer_retry(
             templates, request, status.HTTP_404_NOT_FOUND, f"result {result_id} has no transfer with id {transfer_id}"
         )
     series_uid = transfer.result.job.series.series_instance_uid
-    try:
-        retry(transfer_id)
-    except scu.TransferNotFoundError as error:
-        return render_error(templates, request, status.HTTP_404_NOT_FOUND, str(error))
-    except scu.TransferStateError as error:
-        return render_error(templates, request, status.HTTP_409_CONFLICT, str(error))
     target = request.app.url_path_for("series_page", series_uid=series_uid)
-    return RedirectResponse(f"{target}#result-{result_id}", status_code=status.HTTP_303_SEE_OTHER)
+    return retry_for_page(retry, transfer_id, f"{target}#result-{result_id}", request, templates)

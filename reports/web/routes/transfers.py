@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 from starlette.responses import Response
@@ -85,6 +86,19 @@ class _Retrier:
 RetrierDep = Annotated[_Retrier, Depends(_Retrier)]
 
 
+def retry_for_page(retry: _Retrier, transfer_id: int, target: str, request: Request,
+                   templates: Jinja2Templates) -> Response:
+    """A page's retry button: queue the transfer again, then send the browser to ``target`` (POST-redirect-GET);
+    or the error page saying why it cannot be retried."""
+    try:
+        retry(transfer_id)
+    except scu.TransferNotFoundError as error:
+        return render_error(templates, request, status.HTTP_404_NOT_FOUND, str(error))
+    except scu.TransferStateError as error:
+        return render_error(templates, request, status.HTTP_409_CONFLICT, str(error))
+    return RedirectResponse(target, status_code=status.HTTP_303_SEE_OTHER)
+
+
 @router.get("/api/transfers", response_model=list[TransferListed])
 def api_list_transfers(
     session: SessionDep, state: StateFilter = None, limit: Limit = 100, offset: Offset = 0
@@ -138,10 +152,4 @@ def transfers_page_retry(
     transfer_id: int, request: Request, retry: RetrierDep, templates: TemplatesDep
 ) -> Response:
     """The retry button: queue the transfer again, then show the transfers page (POST-redirect-GET)."""
-    try:
-        retry(transfer_id)
-    except scu.TransferNotFoundError as error:
-        return render_error(templates, request, status.HTTP_404_NOT_FOUND, str(error))
-    except scu.TransferStateError as error:
-        return render_error(templates, request, status.HTTP_409_CONFLICT, str(error))
-    return RedirectResponse(request.app.url_path_for("transfers_page"), status_code=status.HTTP_303_SEE_OTHER)
+    return retry_for_page(retry, transfer_id, request.app.url_path_for("transfers_page"), request, templates)

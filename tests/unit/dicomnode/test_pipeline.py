@@ -8,7 +8,13 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, ParametricMapStorage, generate_uid
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    MRImageStorage,
+    ParametricMapStorage,
+    SecondaryCaptureImageStorage,
+    generate_uid,
+)
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -189,9 +195,16 @@ def test_map_job_writes_both_maps_records_one_result_and_plans_transfers(node) -
     assert result.summary["median_ms"] == pytest.approx(corrected_ms, rel=0.01)
     assert sorted(deliveries) == sorted(t.id for t in transfers)
     assert {t.ae_title for t in transfers} == {"CONSOLE"}
-    assert len(transfers) == 2  # the MR map and the Parametric Map of the one slice
+    # The MR map and the Parametric Map of the one slice, and a Secondary Capture first: this uniform test image
+    # holds no heart, so the console is told in words that the analysis was not possible, and no SR or SEG is made.
+    assert len(transfers) == 3
     files = [pydicom.dcmread(settings.storage_root / path) for path in result.paths]
-    assert {str(ds.SOPClassUID) for ds in files} == {MRImageStorage, ParametricMapStorage}
+    assert {str(ds.SOPClassUID) for ds in files} == {MRImageStorage, ParametricMapStorage, SecondaryCaptureImageStorage}
+    capture = next(ds for ds in files if ds.SOPClassUID == SecondaryCaptureImageStorage)
+    assert capture.ImageComments.startswith("Analysis not possible")
+    (slice_summary,) = result.summary["analysis"]["slices"]
+    assert slice_summary["status"] == "failed" and slice_summary["banner"] == capture.ImageComments
+    assert result.summary["outputs"]["sr"] == result.summary["outputs"]["seg"] == []
     mr_map = next(ds for ds in files if ds.SOPClassUID == MRImageStorage)
     assert mr_map.SeriesInstanceUID == result.output_series_uid
     assert int(np.median(mr_map.pixel_array[3:9, 3:9])) == pytest.approx(corrected_ms, rel=0.01)

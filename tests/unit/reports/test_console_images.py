@@ -32,11 +32,10 @@ from reports.console_images import (
     render_reader_overlay,
 )
 from reports.secondary_capture import build_secondary_capture, direction_letters
-from tests.unit.reports.test_sr_measurement import (
+from tests.report_builders import (
     dciodvfy_errors,
     node_map_slices,
     phantom_map_slice,
-    phantom_study,
 )
 
 
@@ -192,8 +191,9 @@ def test_secondary_captures_of_the_node_map(slices: list, tmp_path: Path) -> Non
 
 @pytest.mark.slow
 @pytest.mark.parametrize("vendor", [Vendor.SIEMENS, Vendor.ENHANCED], ids=lambda v: v.value)
-def test_secondary_captures_of_scanner_maps(vendor: Vendor, tmp_path: Path) -> None:
-    source, analysis = phantom_map_slice(phantom_study(vendor, tmp_path / "phantom"), motion_segments=(9, 10))
+def test_secondary_captures_of_scanner_maps(vendor: Vendor, phantom_folders: dict[Vendor, Path],
+                                            tmp_path: Path) -> None:
+    source, analysis = phantom_map_slice(phantom_folders[vendor], motion_segments=(9, 10))
     images = render_console_images(analysis)
     assert images[0].banner == "Motion artefact in segments 9, 10 - consider repeating the breath-hold"
     for index, image in enumerate(images):

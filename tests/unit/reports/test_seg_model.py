@@ -17,20 +17,8 @@ from inference.slice_analysis import SliceAnalysis
 from phantom.model import Vendor
 from reports import codes
 from reports.seg_model import CAVITY_LABEL, CONSENSUS_LABEL, MYOCARDIUM_LABEL, build_model_segmentation
+from tests.report_builders import ALGORITHM_VERSION, dciodvfy_errors, node_map_slices, phantom_map_slice
 from tests.shared_data import SHARED_DATA
-from tests.unit.reports.test_sr_measurement import (
-    ALGORITHM_VERSION,
-    dciodvfy_errors,
-    node_map_slices,
-    phantom_map_slice,
-    phantom_study,
-)
-
-
-@pytest.fixture(scope="module")
-def phantom_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[Vendor, Path]:
-    out = tmp_path_factory.mktemp("phantom")
-    return {vendor: phantom_study(vendor, out) for vendor in Vendor}
 
 
 def _build(slices: list[tuple[Dataset, SliceAnalysis]], **options: bool) -> hd.seg.Segmentation:

@@ -20,7 +20,7 @@ from phantom.model import Vendor
 from reports import codes
 from reports.sr_measurement import polygon_area_mm2
 from reports.sr_reader_comparison import build_reader_comparison_report
-from tests.unit.reports.test_sr_measurement import (
+from tests.report_builders import (
     ALGORITHM_VERSION,
     dciodvfy_errors,
     groups_by_identifier,
@@ -28,15 +28,8 @@ from tests.unit.reports.test_sr_measurement import (
     map_pixel_spacing_mm,
     measurement_values,
     node_map_slices,
-    phantom_study,
     read_map_values_ms,
 )
-
-
-@pytest.fixture(scope="module")
-def phantom_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[Vendor, Path]:
-    out = tmp_path_factory.mktemp("phantom")
-    return {vendor: phantom_study(vendor, out) for vendor in (Vendor.SIEMENS, Vendor.ENHANCED)}
 
 
 def _masks(seg_path: Path, source: Dataset) -> tuple[np.ndarray, np.ndarray]:
