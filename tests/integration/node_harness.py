@@ -246,6 +246,13 @@ class Console:
     def files(self) -> list[Path]:
         return sorted(p for p in self.folder.iterdir() if p.is_file() and p.suffix == ".dcm")
 
+    def files_of(self, *sop_class_uids: str) -> list[Path]:
+        """The received files of these SOP classes (maps, Secondary Captures, ...)."""
+        return [
+            path for path in self.files()
+            if str(pydicom.dcmread(path, stop_before_pixels=True).SOPClassUID) in sop_class_uids
+        ]
+
 
 _SENDING = re.compile(r"Sending file: (.+)$")
 _RESPONSE = re.compile(r"Received Store Response \((\w+)")
@@ -300,11 +307,14 @@ def wait_until(
     raise TimeoutError(f"{what} not reached within {timeout_s} s")
 
 
-def make_phantom(out: Path, *, seed: int, sequence: str = "all") -> Path:
-    """One Siemens-flavoured phantom study with one mid-ventricular slice and no readers; its folder."""
+def make_phantom(out: Path, *, seed: int, sequence: str = "all", motion_rate: float | None = None) -> Path:
+    """One Siemens-flavoured phantom study with one mid-ventricular slice and no readers; its folder.
+
+    ``motion_rate`` is the probability of breathing motion in a series (the phantom's default when None)."""
+    motion = ["--motion-rate", str(motion_rate)] if motion_rate is not None else []
     subprocess.run(
         [*myomap_executable(), "phantom", "--out", str(out), "--studies", "1", "--seed", str(seed),
-         "--sequence", sequence, "--vendor", "siemens", "--readers", "", "--slices", "1", "--workers", "1"],
+         "--sequence", sequence, "--vendor", "siemens", "--readers", "", "--slices", "1", "--workers", "1", *motion],
         check=True, capture_output=True, timeout=300,
     )
     return out / "study_0000"

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.uid import MRImageStorage, ParametricMapStorage
+from pydicom.uid import MRImageStorage, ParametricMapStorage, SecondaryCaptureImageStorage
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
@@ -62,11 +62,26 @@ def _database(node: NodeProcess) -> Session:
     return Session(create_engine(f"sqlite:///{node.data / 'myomap.db'}"))
 
 
+MAP_CLASSES = (MRImageStorage, ParametricMapStorage)
+
+
 def _counts(node: NodeProcess) -> tuple[int, int, int, int]:
     with _database(node) as session:
         return tuple(
             session.scalar(select(func.count()).select_from(table)) for table in (Instance, Job, Result, Transfer)
         )
+
+
+def _all_sent(node: NodeProcess) -> None:
+    """Wait until the job is done and every transfer it planned was sent (the SR and SEG come after the maps)."""
+
+    def done() -> bool:
+        with _database(node) as session:
+            jobs = session.scalars(select(Job)).all()
+            states = [t.state for t in session.scalars(select(Transfer))]
+        return bool(jobs) and all(j.state is JobState.DONE for j in jobs) and set(states) == {TransferState.SENT}
+
+    wait_until(done, timeout_s=60, what="every transfer sent")
 
 
 def _received(console: Console, sop_class: str, suffix: str) -> list[pydicom.Dataset]:
@@ -85,8 +100,8 @@ def test_raw_series_come_back_as_maps_with_the_true_relaxation_times(
     statuses = send(node.dicom_port, [*molli, *t2prep])
     assert set(statuses.values()) == {"Success"} and len(statuses) == len(molli) + len(t2prep)
 
-    # One MR map and one Parametric Map per series.
-    wait_until(lambda: len(console.files()) >= 4, timeout_s=60, what="4 maps at the console")
+    # One MR map and one Parametric Map per series (and the Secondary Captures with the verdict).
+    wait_until(lambda: len(console.files_of(*MAP_CLASSES)) >= 4, timeout_s=60, what="4 maps at the console")
     truth = phantom_sidecar(phantom)
     myocardium = truth_myocardium(phantom)
     (t1_mr,) = _received(console, MRImageStorage, "T1MAP")
@@ -127,7 +142,9 @@ def test_raw_series_come_back_as_maps_with_the_true_relaxation_times(
 @pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools is not installed")
 def test_maps_sent_to_the_console_pass_dciodvfy(phantom: Path, node: NodeProcess, console: Console) -> None:
     send(node.dicom_port, magnitude_files(phantom, "molli_5(3)3"))
-    wait_until(lambda: len(console.files()) >= 2, timeout_s=60, what="2 maps at the console")
+    wait_until(lambda: len(console.files_of(*MAP_CLASSES)) >= 2 and console.files_of(SecondaryCaptureImageStorage),
+               timeout_s=60, what="2 maps and the Secondary Captures at the console")
+    _all_sent(node)
     for path in console.files():
         done = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
         errors = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("Error")]
@@ -139,31 +156,32 @@ def test_resending_the_same_instances_creates_no_duplicate_work(
 ) -> None:
     files = magnitude_files(phantom, "molli_5(3)3")
     send(node.dicom_port, files)
-    wait_until(lambda: len(console.files()) >= 2, timeout_s=60, what="2 maps at the console")
+    wait_until(lambda: len(console.files_of(*MAP_CLASSES)) >= 2, timeout_s=60, what="2 maps at the console")
+    _all_sent(node)
     before = _counts(node)
-    assert before == (len(files), 1, 1, 2)
+    received = len(console.files())
+    assert before[:3] == (len(files), 1, 1) and before[3] == received >= 3  # maps and Secondary Captures
 
     statuses = send(node.dicom_port, files)
     assert set(statuses.values()) == {"Success"} and len(statuses) == len(files)
     # Longer than the quiet period, so that a completion by either rule would have queued work by now.
     time.sleep(4.0)
     assert _counts(node) == before
-    assert len(console.files()) == 2
+    assert len(console.files()) == received
     with _database(node) as session:
         assert [job.state for job in session.scalars(select(Job))] == [JobState.DONE]
 
 
 def test_status_counts_what_the_node_holds(phantom: Path, node: NodeProcess, console: Console) -> None:
     send(node.dicom_port, magnitude_files(phantom, "t2prep"))
-    wait_until(lambda: len(console.files()) >= 2, timeout_s=60, what="2 maps at the console")
-    wait_until(lambda: _counts(node)[3] == 2, timeout_s=10, what="transfers recorded")
+    wait_until(lambda: len(console.files_of(*MAP_CLASSES)) >= 2, timeout_s=60, what="2 maps at the console")
+    _all_sent(node)
     done = node.myomap("status", "--json")
     assert done.returncode == 0, done.stderr
     status = json.loads(done.stdout)
     assert status["series"]["done"] == 1
     assert status["jobs"] == {"queued": 0, "running": 0, "done": 1, "failed": 0}
-    wait_until(lambda: json.loads(node.myomap("status", "--json").stdout)["transfers"]["sent"] == 2,
-               timeout_s=10, what="transfers sent")
+    assert status["transfers"]["sent"] == _counts(node)[3] == len(console.files())
 
 
 def _port_free(port: int) -> bool:

@@ -89,7 +89,10 @@ def scaled_out(
         workers=SERVE_WORKERS,
         database_url=database_url,
         queue_url=redis_server.create_database(),
-        overrides={"dicom": {"acse_timeout_s": DICOM_TIMEOUT_S, "dimse_timeout_s": DICOM_TIMEOUT_S}},
+        # Only the maps go back to the console here: these tests count transfers to check exactly-once work
+        # across processes (test_node_end_to_end and test_console_verdict cover the Secondary Captures).
+        overrides={"dicom": {"acse_timeout_s": DICOM_TIMEOUT_S, "dimse_timeout_s": DICOM_TIMEOUT_S},
+                   "routing": {"return_outputs": ["maps"]}},
     )
     node.start()
     worker = node.worker()
@@ -136,6 +139,8 @@ def test_serve_and_a_separate_worker_return_true_maps(
         assert _myocardial_mean(t2_map, myocardium) == pytest.approx(truth["t2_ms"]["global"], rel=T2_TOLERANCE)
 
     wait_until(lambda: scaled_out.counts()[3] == 4, timeout_s=10, what="4 transfers recorded")
+    # The maps go out before the job builds its SR and SEG; the job is done after those.
+    wait_until(lambda: _jobs_done(scaled_out, 2), timeout_s=60, what="both jobs done")
     with Session(scaled_out.engine) as session:
         results = session.scalars(select(Result)).all()
         assert sorted(result.kind for result in results) == ["t1_map", "t2_map"]
@@ -155,6 +160,7 @@ def test_resending_on_postgresql_and_redis_creates_no_duplicate_work(
     send(scaled_out.node.dicom_port, files)
     wait_until(lambda: len(console.files()) >= 2, timeout_s=60, what="2 maps at the console")
     wait_until(lambda: scaled_out.counts()[3] == 2, timeout_s=10, what="2 transfers recorded")
+    wait_until(lambda: _jobs_done(scaled_out, 1), timeout_s=60, what="the job done")
     before = scaled_out.counts()
     assert before == (len(files), 1, 1, 2)
 
@@ -167,6 +173,11 @@ def test_resending_on_postgresql_and_redis_creates_no_duplicate_work(
     with Session(scaled_out.engine) as session:
         assert [job.state for job in session.scalars(select(Job))] == [JobState.DONE]
         assert {transfer.state for transfer in session.scalars(select(Transfer))} == {TransferState.SENT}
+
+
+def _jobs_done(scaled_out: ScaledOutNode, count: int) -> bool:
+    with Session(scaled_out.engine) as session:
+        return list(session.scalars(select(Job.state))) == [JobState.DONE] * count
 
 
 def _molli_copies(phantom: Path, folder: Path, copies: int) -> list[Path]:
