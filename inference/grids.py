@@ -93,12 +93,27 @@ def to_source(grid_values: np.ndarray, grid: Grid, shape: tuple[int, int]) -> np
         flat = values.reshape(-1, grid.size, grid.size)
         out = np.stack([to_source(frame, grid, shape) for frame in flat])
         return out.reshape(*values.shape[:-2], *shape)
-    rows, columns = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float64)
+    # Only the source pixels the grid covers are interpolated (the grid is small beside a large matrix).
+    out = np.zeros(shape, dtype=np.float32)
+    half_extent_mm = (grid.size / 2.0 + 1.0) * grid.spacing_mm
+    row_range = _covered(grid.centre_px[1], half_extent_mm / grid.source_spacing_mm[0], shape[0])
+    column_range = _covered(grid.centre_px[0], half_extent_mm / grid.source_spacing_mm[1], shape[1])
+    if row_range is None or column_range is None:
+        return out
+    rows, columns = np.mgrid[row_range[0]:row_range[1], column_range[0]:column_range[1]].astype(np.float64)
     centre = (grid.size - 1) / 2.0
     grid_rows = centre + (rows - grid.centre_px[1]) * grid.source_spacing_mm[0] / grid.spacing_mm
     grid_columns = centre + (columns - grid.centre_px[0]) * grid.source_spacing_mm[1] / grid.spacing_mm
-    return ndimage.map_coordinates(values, np.stack([grid_rows, grid_columns]), order=1, mode="constant",
-                                   cval=0.0, prefilter=False)
+    out[row_range[0]:row_range[1], column_range[0]:column_range[1]] = ndimage.map_coordinates(
+        values, np.stack([grid_rows, grid_columns]), order=1, mode="constant", cval=0.0, prefilter=False)
+    return out
+
+
+def _covered(centre_px: float, half_extent_px: float, length: int) -> tuple[int, int] | None:
+    """The range of source pixels within ``half_extent_px`` of ``centre_px``, clipped to the image."""
+    start = max(int(np.floor(centre_px - half_extent_px)), 0)
+    stop = min(int(np.ceil(centre_px + half_extent_px)) + 1, length)
+    return (start, stop) if start < stop else None
 
 
 def normalise_map(values: np.ndarray) -> np.ndarray:
