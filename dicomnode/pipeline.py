@@ -134,7 +134,12 @@ def run_job(
         for transfer_id in transfer_ids:
             enqueue_delivery(transfer_id)
         # Second commit: the SR and the SEG, and the job's DONE state.
-        sr_paths, seg_paths = write_reports(outcomes, inputs, model_versions=versions, **writing)
+        try:
+            sr_paths, seg_paths = write_reports(outcomes, inputs, model_versions=versions, **writing)
+        except Exception as error:  # the maps and the console's images are out; the series stays usable
+            LOGGER.exception("job %d: the SR and SEG could not be written", job_id)
+            sr_paths, seg_paths = [], []
+            summary["reports_error"] = f"{type(error).__name__}: {error}"[:500]
         outputs |= {Output.SR: sr_paths, Output.SEG: seg_paths}
         more_ids = _record_result(claimed, summary, outputs, done=True, settings=settings,
                                   session_factory=session_factory)

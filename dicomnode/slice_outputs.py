@@ -117,6 +117,11 @@ def analyse_slices(slices: Sequence[SliceInput], series_description: str,
             reason = str(error)
             outcomes.append(SliceOutcome(index, None, reason, banner_text(None, reason)))
             continue
+        except Exception:  # a fault in one slice's analysis must not stop the maps or the other slices
+            LOGGER.exception("slice %d: the analysis failed", index)
+            reason = "an internal error stopped the analysis (see the node's log)"
+            outcomes.append(SliceOutcome(index, None, reason, banner_text(None, reason)))
+            continue
         outcomes.append(SliceOutcome(index, analysis, None, banner_text(analysis)))
     return outcomes
 

@@ -279,3 +279,24 @@ def test_warm_up_builds_both_map_objects() -> None:
     from dicomnode.pipeline import warm_up
 
     assert warm_up() > 0.0
+
+
+def test_a_fault_in_the_analysis_or_the_reports_leaves_the_maps_and_the_verdict(node, monkeypatch) -> None:
+    settings, factory, job_id = node
+
+    def broken(*_args: object, **_kwargs: object) -> object:
+        raise RuntimeError("unexpected")
+
+    monkeypatch.setattr("dicomnode.slice_outputs.analyse_slice", broken)
+    monkeypatch.setattr("dicomnode.pipeline.write_reports", broken)
+    assert run_job(job_id, settings=settings, session_factory=factory, enqueue_delivery=lambda _id: None) is (
+        JobOutcome.DONE
+    )
+    with factory() as session:
+        (result,) = session.get(Job, job_id).results
+        n_transfers = session.scalar(select(func.count()).select_from(Transfer))
+    (slice_summary,) = result.summary["analysis"]["slices"]
+    assert slice_summary["status"] == "failed" and "internal error" in slice_summary["reason"]
+    assert result.summary["reports_error"] == "RuntimeError: unexpected"
+    assert len(result.summary["outputs"]["maps"]) == 2 and len(result.summary["outputs"]["sc"]) == 1
+    assert n_transfers == 3
