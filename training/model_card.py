@@ -43,8 +43,10 @@ def tensor(name: str, shape: list[int | None], dtype: str = "float", meaning: st
 
 def write_card(onnx_path: Path, *, name: str, version: str, task: str, architecture: str,
                inputs: list[dict[str, Any]], outputs: list[dict[str, Any]], preprocessing: str,
-               postprocessing: str, training: dict[str, Any], metrics: dict[str, Any]) -> Path:
-    """Write ``<model>.json`` beside the ONNX file, with its SHA-256 and size."""
+               postprocessing: str, training: dict[str, Any], metrics: dict[str, Any],
+               extra: dict[str, Any] | None = None) -> Path:
+    """Write ``<model>.json`` beside the ONNX file, with its SHA-256 and size; ``extra`` adds top-level keys a
+    model's runtime reads (e.g. the QC search settings and calibration)."""
     card = {
         "name": name,
         "version": version,
@@ -60,6 +62,7 @@ def write_card(onnx_path: Path, *, name: str, version: str, task: str, architect
         "training": training,
         "metrics": metrics,
         "validation_statement": NOT_VALIDATED,
+        **(extra or {}),
     }
     path = onnx_path.with_suffix(".json")
     path.write_text(json.dumps(card, indent=2) + "\n")

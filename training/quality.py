@@ -312,12 +312,9 @@ def write_cards(encoder_path: Path, decoder_path: Path, *, training: dict[str, A
               "preprocessing": preprocessing, "postprocessing": postprocessing, "training": training,
               "metrics": metrics}
     write_card(encoder_path, name="qc_encoder", inputs=ENCODER_INPUTS, outputs=ENCODER_OUTPUTS, **common)
-    card_path = write_card(decoder_path, name="qc_decoder", inputs=DECODER_INPUTS, outputs=DECODER_OUTPUTS, **common)
     # The run time reads the search settings it used and the calibration from the decoder's card.
-    card = json.loads(card_path.read_text())
-    card["search"] = search
-    card["calibration"] = calibration
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    write_card(decoder_path, name="qc_decoder", inputs=DECODER_INPUTS, outputs=DECODER_OUTPUTS,
+               extra={"search": search, "calibration": calibration}, **common)
 
 
 # --------------------------------------------------------------------------------------------------------- main
