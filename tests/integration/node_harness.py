@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pydicom
 import pytest
@@ -169,6 +170,24 @@ class NodeProcess(_ManagedProcess):
                 return
             time.sleep(0.2)
         raise TimeoutError(f"myomap serve did not answer C-ECHO within {timeout_s} s:\n{self.log()}")
+
+    def transfers(self, ae_title: str) -> list[dict]:
+        """The node's outgoing transfers to ``ae_title`` (its JSON API), newest first."""
+        response = httpx.get(f"http://127.0.0.1:{self.web_port}/api/transfers", params={"limit": 1000}, timeout=10)
+        response.raise_for_status()
+        return [t for t in response.json() if t["ae_title"] == ae_title]
+
+    def wait_delivered(self, ae_title: str, *, timeout_s: float = 60.0) -> list[dict]:
+        """Wait until the node has transfers to ``ae_title`` and none of them is still pending; those transfers.
+
+        Outputs committed together are queued together, so once one has arrived this says when the rest have.
+        """
+        def settled() -> bool:
+            transfers = self.transfers(ae_title)
+            return bool(transfers) and all(t["state"] != "pending" for t in transfers)
+
+        wait_until(settled, timeout_s=timeout_s, interval_s=0.2, what=f"every transfer to {ae_title} settled")
+        return self.transfers(ae_title)
 
     def myomap(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(

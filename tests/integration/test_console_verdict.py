@@ -18,6 +18,7 @@ import pytest
 from pydicom.uid import SecondaryCaptureImageStorage
 
 from tests.integration.node_harness import (
+    CONSOLE_AE,
     Console,
     NodeProcess,
     magnitude_files,
@@ -49,6 +50,15 @@ def _molli_study(folder: Path, seed: int, motion_rate: float) -> tuple[list[Path
     return magnitude_files(study, record["scheme"]["sequence"]), labels
 
 
+def _captures_when_delivered(node: NodeProcess, console: Console) -> list[Path]:
+    """The console's Secondary Captures once the first have arrived and the node has nothing left to send it."""
+    wait_until(lambda: len(console.files_of(SecondaryCaptureImageStorage)) >= 2, timeout_s=60,
+               what="Secondary Captures at the console")
+    transfers = node.wait_delivered(CONSOLE_AE)
+    assert all(t["state"] == "sent" for t in transfers), transfers
+    return console.files_of(SecondaryCaptureImageStorage)
+
+
 def _banners(console: Console) -> list[str]:
     return [str(pydicom.dcmread(path).ImageComments) for path in console.files_of(SecondaryCaptureImageStorage)]
 
@@ -63,8 +73,8 @@ def test_motion_verdict_reaches_the_console_in_words(tmp_path: Path, node: NodeP
     spoiled = {segment for segment, flag in labels.items() if flag}
     assert spoiled, "the phantom drew no motion across a border for this seed; choose another"
     send(node.dicom_port, files)
-    wait_until(lambda: len(console.files_of(SecondaryCaptureImageStorage)) >= 2, timeout_s=60,
-               what="Secondary Captures at the console")
+    captures = _captures_when_delivered(node, console)
+    assert len(captures) == 3  # map with contours, AHA bullseye, attention map of the motion segments
     banners = set(_banners(console))
     assert len(banners) == 1, banners  # every image of the slice carries the same verdict
     (banner,) = banners
@@ -73,8 +83,6 @@ def test_motion_verdict_reaches_the_console_in_words(tmp_path: Path, node: NodeP
     named = {int(s) for s in found.group(1).split(", ")}
     assert named & spoiled, f"{banner!r} names none of the spoiled segments {sorted(spoiled)}"
     assert named <= set(labels), "segments outside the slice's level"
-    captures = console.files_of(SecondaryCaptureImageStorage)
-    assert len(captures) == 3  # map with contours, AHA bullseye, attention map of the motion segments
     if shutil.which("dciodvfy"):
         for path in captures:
             assert _dciodvfy_errors(path) == [], path.name
@@ -84,7 +92,6 @@ def test_a_still_slice_gets_no_motion_verdict(tmp_path: Path, node: NodeProcess,
     files, labels = _molli_study(tmp_path / "still", STILL_SEED, motion_rate=0.0)
     assert not any(labels.values())
     send(node.dicom_port, files)
-    wait_until(lambda: len(console.files_of(SecondaryCaptureImageStorage)) >= 2, timeout_s=60,
-               what="Secondary Captures at the console")
+    captures = _captures_when_delivered(node, console)
+    assert len(captures) == 2  # no attention map without motion
     assert set(_banners(console)) == {"No motion artefact detected"}
-    assert len(console.files_of(SecondaryCaptureImageStorage)) == 2  # no attention map without motion

@@ -125,11 +125,11 @@ def test_raw_series_come_back_as_maps_with_the_true_relaxation_times(
     for t2_map in (t2_mr.pixel_array.astype(float), t2_pm.pixel_array.astype(float)):
         assert float(np.mean(t2_map[myocardium])) == pytest.approx(true_t2_ms, rel=T2_TOLERANCE)
 
+    _all_sent(node)  # the Secondary Captures may still be on their way
     with _database(node) as session:
         results = session.scalars(select(Result)).all()
         assert sorted(r.kind for r in results) == ["t1_map", "t2_map"]
         assert all(r.summary["median_ms"] > 0 for r in results)
-        assert {t.state for t in session.scalars(select(Transfer))} == {TransferState.SENT}
 
     # The node logged its work (UIDs, AE titles) at DEBUG, but never the patient's name or ID.
     source = pydicom.dcmread(molli[0])
