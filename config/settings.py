@@ -82,7 +82,8 @@ class ModelsSettings(BaseModel):
     """The ONNX models: where they run and which files; an empty path takes the model shipped with the node."""
 
     device: str = Field("auto", pattern="^(auto|cpu|cuda)$")
-    threads: int = Field(0, ge=0)  # onnxruntime intra-op threads per model; 0 lets it choose
+    threads: int = Field(1, ge=0)  # onnxruntime intra-op threads per model; 0 lets it choose
+    slice_workers: int = Field(0, ge=0)  # slices of a series analysed at once; 0: one per CPU core
     segmentation: str = ""
     consensus: str = ""
     motion: str = ""

@@ -44,6 +44,7 @@ from dicomnode.slice_outputs import (
     analyse_slices,
     analysis_summary,
     node_models,
+    slice_workers,
     write_console_images,
     write_reports,
 )
@@ -304,7 +305,8 @@ def _analyse(loaded: LoadedSeries, slice_maps: Sequence[SliceMap],
         versions.update(model_set.versions)
         return model_set
 
-    return inputs, analyse_slices(inputs, loaded.series_description, models), versions
+    outcomes = analyse_slices(inputs, loaded.series_description, models, workers=slice_workers(settings))
+    return inputs, outcomes, versions
 
 
 def warm_up() -> float:

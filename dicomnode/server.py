@@ -32,6 +32,7 @@ from dicomnode.queue import NodeQueue, make_consumer, make_queue
 from dicomnode.reconcile import reconcile_storage
 from dicomnode.scp import StorageSCP
 from dicomnode.tasks import NodeTasks, register_tasks
+from inference.runtime import limit_blas_threads
 from reports.web import create_app
 
 LOGGER = logging.getLogger(__name__)
@@ -111,6 +112,7 @@ class Node:
         tasks = register_tasks(self._queue, settings=settings, session_factory=session_factory)
         self._tasks = tasks
         LOGGER.info("map builders ready in %.2f s", pipeline.warm_up())
+        limit_blas_threads()  # queue workers and slices run in parallel threads instead
         _log_models_ready(slice_outputs.warm_up_models(settings))
         requeue_unfinished(session_factory=session_factory, sink=tasks)
         self._consumer = make_consumer(self._queue, settings.queue.workers, handle_signals=False)
@@ -225,6 +227,7 @@ def run_worker(settings: Settings) -> None:
     queue = make_queue(settings)
     tasks = register_tasks(queue, settings=settings, session_factory=database.session_factory)
     LOGGER.info("map builders ready in %.2f s", pipeline.warm_up())
+    limit_blas_threads()
     _log_models_ready(slice_outputs.warm_up_models(settings))
     # A worker killed mid-job (this one before a restart, or another) took the job's task off the queue with it.
     requeue_orphaned(session_factory=database.session_factory, sink=tasks, queued_job_ids=tasks.queued_job_ids())

@@ -17,8 +17,10 @@ re-run writes the same objects.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,8 +100,11 @@ def warm_up_models(settings: Settings) -> float | None:
 
 
 def analyse_slices(slices: Sequence[SliceInput], series_description: str,
-                   models: Callable[[], ModelSet]) -> list[SliceOutcome]:
-    """Analyse every slice; a failure is recorded with its reason, in words for the console."""
+                   models: Callable[[], ModelSet], *, workers: int = 1) -> list[SliceOutcome]:
+    """Analyse every slice, ``workers`` at a time; a failure is recorded with its reason, in words for the console.
+
+    The models' sessions are shared by the threads (onnxruntime runs them concurrently and releases the GIL).
+    """
     level, _ = level_from_description(series_description)
     try:
         model_set = models()
@@ -107,23 +112,29 @@ def analyse_slices(slices: Sequence[SliceInput], series_description: str,
         LOGGER.error("models unavailable: %s", error)
         reason = "the analysis models could not be loaded"
         return [SliceOutcome(i, None, reason, banner_text(None, reason)) for i in range(len(slices))]
-    outcomes = []
-    for index, item in enumerate(slices):
+
+    def outcome(index: int, item: SliceInput) -> SliceOutcome:
         try:
             analysis = analyse_slice(item.map_ms, item.map_kind, item.pixel_spacing_mm, level, model_set,
                                      raw=item.raw)
         except AnalysisError as error:
             LOGGER.warning("slice %d not analysed: %s", index, error)
-            reason = str(error)
-            outcomes.append(SliceOutcome(index, None, reason, banner_text(None, reason)))
-            continue
+            return SliceOutcome(index, None, str(error), banner_text(None, str(error)))
         except Exception:  # a fault in one slice's analysis must not stop the maps or the other slices
             LOGGER.exception("slice %d: the analysis failed", index)
             reason = "an internal error stopped the analysis (see the node's log)"
-            outcomes.append(SliceOutcome(index, None, reason, banner_text(None, reason)))
-            continue
-        outcomes.append(SliceOutcome(index, analysis, None, banner_text(analysis)))
-    return outcomes
+            return SliceOutcome(index, None, reason, banner_text(None, reason))
+        return SliceOutcome(index, analysis, None, banner_text(analysis))
+
+    if workers <= 1 or len(slices) <= 1:
+        return [outcome(index, item) for index, item in enumerate(slices)]
+    with ThreadPoolExecutor(max_workers=min(workers, len(slices)), thread_name_prefix="slice") as pool:
+        return list(pool.map(outcome, range(len(slices)), slices))
+
+
+def slice_workers(settings: Settings) -> int:
+    """How many slices the node analyses at once: the setting, or one per CPU core this process may use."""
+    return settings.models.slice_workers or len(os.sched_getaffinity(0))
 
 
 def series_banner(outcomes: Sequence[SliceOutcome]) -> str:

@@ -196,3 +196,17 @@ def load_model(path: Path | str, *, device: Device | str = Device.AUTO, threads:
 def shipped_model_path(file_name: str) -> Path:
     """A model shipped in inference/models/."""
     return MODELS_FOLDER / file_name
+
+
+def limit_blas_threads(threads: int = 1) -> None:
+    """Cap the BLAS libraries that numpy and scipy load at ``threads`` threads, for the whole process.
+
+    The node parallelises over slices and jobs, and onnxruntime has its own threads; BLAS threads spin for a while
+    after each call and take the cores from both (100 slices on 2 cores: 4.6 s with BLAS' default threads, 2.8 s
+    with one; benchmarks/bench_analysis.py).
+    """
+    import scipy.linalg  # noqa: F401  limits reach only libraries already loaded: load scipy's BLAS first
+    import scipy.optimize  # noqa: F401
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads, user_api="blas")

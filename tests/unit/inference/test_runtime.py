@@ -10,7 +10,15 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from inference.runtime import CPU_PROVIDER, Device, Model, ModelContractError, file_sha256, load_model
+from inference.runtime import (
+    CPU_PROVIDER,
+    Device,
+    Model,
+    ModelContractError,
+    file_sha256,
+    limit_blas_threads,
+    load_model,
+)
 
 
 def _identity_model(path: Path, *, input_name: str = "map", shape: tuple[object, ...] = ("batch", 1, 8, 8),
@@ -100,3 +108,11 @@ def test_cuda_asked_for_without_a_gpu_provider_is_an_error(tmp_path: Path) -> No
     _card(path)
     with pytest.raises(ModelContractError, match="CUDA was asked for"):
         Model(path, device=Device.CUDA)
+
+
+def test_blas_is_limited_to_one_thread() -> None:
+    from threadpoolctl import threadpool_info
+
+    limit_blas_threads()
+    blas = [library for library in threadpool_info() if library["user_api"] == "blas"]
+    assert blas and all(library["num_threads"] == 1 for library in blas)
