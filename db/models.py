@@ -52,6 +52,9 @@ class JobState(str, Enum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+    # Waits for other series of its study, e.g. a reader's contours for the map they lie on; ``error`` says what.
+    # Stored as VARCHAR without a CHECK constraint (``_enum``): a new state needs no migration.
+    WAITING = "waiting"
 
 
 class TransferState(str, Enum):

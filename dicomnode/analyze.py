@@ -180,7 +180,7 @@ class AnalysisReport:
         return _jsonable(self)  # type: ignore[return-value]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity: a slice is one image; its arrays have no truth value
 class _MapSlice:
     """A map image and where it lies."""
 

@@ -1,13 +1,20 @@
-"""The job-row steps every job kind shares: the claim that lets one run through, and marking a run failed.
+"""The job-row steps every job kind shares: the claim that lets one run through, marking a run failed or waiting.
 
 A job may be handed out twice (a crash, a task redelivered): the claim is a conditional update from QUEUED to
 RUNNING, so only one caller gets it; a job for a revision of its series that is no longer the newest is closed
 as superseded instead (the newer revision's own job does the work).
+
+A job that needs another series of its study that has not arrived yet (a reader's contours and the map they lie
+on) is marked WAITING, and :func:`dicomnode.jobs.wake_waiting_jobs` queues it again when such a series arrives.
+Both serialise on the study's row (:func:`lock_study`), so that a series committed while the job ran is seen by
+one of them: either the wake-up finds the job WAITING, or :func:`mark_waiting` finds the series and queues the job
+again itself.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Protocol
@@ -15,7 +22,7 @@ from typing import Protocol
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Job, JobState, Series, SeriesState
+from db.models import Job, JobState, Series, SeriesState, Study
 from db.session import session_scope
 
 LOGGER = logging.getLogger(__name__)
@@ -31,6 +38,7 @@ class JobOutcome(str, Enum):
     SKIPPED = "skipped"  # the job was not QUEUED (already done, failed, or running elsewhere)
     SUPERSEDED = "superseded"  # a newer revision of the series exists; its own job does the work
     FAILED = "failed"
+    WAITING = "waiting"  # another series of the study is needed first; the job runs again when it arrives
 
 
 class Claim(Protocol):
@@ -87,6 +95,52 @@ def mark_failed(claimed: Claim, error: str, session_factory: sessionmaker[Sessio
         series = session.get(Series, claimed.series_id)
         if series is not None and series.revision == claimed.series_revision:
             series.state = SeriesState.FAILED
+
+
+def lock_study(session: Session, study_id: int) -> None:
+    """Serialise on study ``study_id`` until ``session``'s transaction ends: a no-op update of its row takes the
+    row lock on PostgreSQL and the database's write lock on SQLite.
+
+    Make it the transaction's first statement: on SQLite (WAL) a read before it would pin an older snapshot,
+    and the write lock could then not be had without failing (SQLITE_BUSY_SNAPSHOT) instead of waiting.
+    """
+    session.execute(
+        update(Study).where(Study.id == study_id).values(id=Study.id).execution_options(synchronize_session=False)
+    )
+
+
+def mark_waiting(
+    claimed: Claim,
+    reason: str,
+    session_factory: sessionmaker[Session],
+    *,
+    study_id: int,
+    arrived: Callable[[Session], bool],
+) -> bool:
+    """Mark the claimed job WAITING with ``reason`` (kept as its error, which the series page shows) unless what
+    it waits for arrived while it ran; its series' state is left as it is.
+
+    ``arrived(session)`` says whether the study now holds what the job lacked; it is asked after the study's
+    lock is taken (:func:`lock_study`), so a series committed before a wake-up that found no WAITING job is seen.
+
+    Returns
+    -------
+    bool
+        True when the job was set back to QUEUED instead: the caller runs or queues it again.
+    """
+    with session_scope(session_factory) as session:
+        lock_study(session, study_id)
+        job = session.get(Job, claimed.job_id)
+        if job is None or job.state is not JobState.RUNNING:  # deleted, or reset by a recovery meanwhile
+            return False
+        if arrived(session):
+            job.state = JobState.QUEUED
+            job.error = ""
+            return True
+        job.state = JobState.WAITING
+        job.error = reason[:MAX_ERROR_CHARS]
+        job.finished_at = None
+        return False
 
 
 def claimed_rows(session: Session, claimed: Claim) -> tuple[Job, Series]:

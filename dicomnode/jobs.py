@@ -8,6 +8,10 @@ With several worker processes (a Redis queue and a PostgreSQL database) a job's 
 worker takes it, so a worker killed mid-job would leave the job RUNNING for ever. A worker therefore runs a job
 inside :func:`job_lease`, a PostgreSQL advisory lock that the server drops with the worker's connection; a RUNNING
 job whose lock is free has lost its worker and :func:`requeue_orphaned` puts it back on the queue.
+
+A job that waits for another series of its study (a reader's contours for the map they lie on, see
+:func:`dicomnode.claims.mark_waiting`) is queued again by :func:`wake_waiting_jobs` when a map of the study
+arrives: a scanner's map series completes here, a map job of the node finishes in :mod:`dicomnode.tasks`.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Job, JobState, Series, SeriesRole, SeriesState, Transfer, TransferState
+from dicomnode.claims import lock_study
 
 LOGGER = logging.getLogger(__name__)
 
@@ -47,6 +52,11 @@ JOBS_FOR_ROLE: dict[SeriesRole, tuple[JobKind, ...]] = {
     SeriesRole.SEG: (JobKind.READER_SCORE,),
     SeriesRole.RTSTRUCT: (JobKind.READER_SCORE,),
 }
+
+#: Roles whose completion wakes the study's waiting jobs (the maps readers contour; they have no job of their own).
+WAKING_ROLES = (SeriesRole.T1_MAP, SeriesRole.T2_MAP)
+#: Job kinds whose DONE result wakes the study's waiting jobs (the node's own maps, which readers contour too).
+WAKING_JOB_KINDS = (JobKind.T1_MAP, JobKind.T2_MAP)
 
 
 class JobSink(Protocol):
@@ -75,6 +85,8 @@ def enqueue_series(
 ) -> list[int]:
     """Create the jobs of a complete series revision (if not yet there) and queue the new ones.
 
+    A complete map series (:data:`WAKING_ROLES`) has no job of its own: it wakes the study's waiting jobs.
+
     Parameters
     ----------
     series_id
@@ -84,7 +96,7 @@ def enqueue_series(
     session_factory
         The node's database sessions.
     sink
-        Receives the ids of newly created jobs.
+        Receives the ids of newly created jobs (and of woken ones).
 
     Returns
     -------
@@ -97,20 +109,54 @@ def enqueue_series(
         if series is None:
             LOGGER.warning("series id %d completed but is not in the database; nothing queued", series_id)
             return created
+        study_id, wakes = series.study_id, series.role in WAKING_ROLES
         kinds = JOBS_FOR_ROLE.get(series.role, ())
         if not kinds:
             if series.state is SeriesState.COMPLETE and series.revision == revision:
                 series.state = SeriesState.STORED
                 session.commit()
             LOGGER.info("series %s (%s) has nothing to analyse", series.series_instance_uid, series.role.value)
-            return created
         for kind in kinds:
             job_id = _create_job(session, series, revision, kind)
             if job_id is not None:
                 created.append(job_id)
     for job_id in created:
         sink.enqueue_job(job_id)
+    if wakes:
+        wake_waiting_jobs(session_factory=session_factory, sink=sink, study_id=study_id)
     return created
+
+
+def wake_waiting_jobs(*, session_factory: sessionmaker[Session], sink: JobSink, study_id: int) -> list[int]:
+    """Set the WAITING jobs of study ``study_id`` back to QUEUED and queue them: a series they may wait for arrived.
+
+    A job that still lacks what it needs goes back to WAITING when it runs; one queued twice runs once
+    (:func:`dicomnode.claims.claim_job`). The study's lock is taken first (:func:`dicomnode.claims.lock_study`),
+    as :func:`dicomnode.claims.mark_waiting` takes it, so a job that is being marked WAITING now is either found
+    here or sees the arrived series itself.
+
+    Returns
+    -------
+    list of int
+        Ids of the jobs queued.
+    """
+    with session_factory() as session:
+        lock_study(session, study_id)
+        woken = list(session.scalars(
+            select(Job.id).join(Series).where(Series.study_id == study_id, Job.state == JobState.WAITING)
+            .order_by(Job.id)
+        ))
+        if woken:
+            session.execute(
+                update(Job).where(Job.id.in_(woken), Job.state == JobState.WAITING)
+                .values(state=JobState.QUEUED, error="").execution_options(synchronize_session=False)
+            )
+        session.commit()
+    for job_id in woken:
+        sink.enqueue_job(job_id)
+    if woken:
+        LOGGER.info("study %d: a map arrived; waiting jobs %s queued again", study_id, woken)
+    return woken
 
 
 def _create_job(session: Session, series: Series, revision: int, kind: JobKind) -> int | None:
@@ -261,13 +307,20 @@ def requeue_overdue_transfers(
 def requeue_unfinished(*, session_factory: sessionmaker[Session], sink: JobSink) -> Recovery:
     """Put the work a stopped or killed node left unfinished back on the queue.
 
-    Jobs left RUNNING are set back to QUEUED, then every QUEUED job and every PENDING transfer is queued. Call it
-    once at start-up, before this process's workers run. On PostgreSQL a job that a live worker of another
-    process holds (:func:`job_lease`) stays RUNNING; on other databases every RUNNING job is reset, so call it
-    only from the node that owns the database's workers.
+    Jobs left RUNNING or WAITING are set back to QUEUED, then every QUEUED job and every PENDING transfer is
+    queued. A WAITING job is queued so that a map committed just before a crash (whose wake-up was lost) is not
+    waited for in vain; one that still has no map goes back to WAITING. Call it once at start-up, before this
+    process's workers run. On PostgreSQL a job that a live worker of another process holds (:func:`job_lease`)
+    stays RUNNING; on other databases every RUNNING job is reset, so call it only from the node that owns the
+    database's workers.
     """
     _reset_running(session_factory, all_running=True)
     with session_factory() as session:
+        session.execute(
+            update(Job).where(Job.state == JobState.WAITING).values(state=JobState.QUEUED)
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
         job_ids = list(session.scalars(select(Job.id).where(Job.state == JobState.QUEUED).order_by(Job.id)))
         transfer_ids = list(
             session.scalars(

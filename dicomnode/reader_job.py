@@ -13,6 +13,10 @@ contours) and a Secondary Capture with the reader's and the reference's contours
 could not be scored gets a Secondary Capture saying why. It records one :class:`db.models.Result` (kind
 ``reader_score``) whose summary holds figures and the pseudonymous reader label, never patient data.
 
+Contours that arrive before the map they lie on (a PACS forwards a study's series in any order) do not fail the
+job: it is marked WAITING with the reason (:func:`dicomnode.claims.mark_waiting`) and queued again when a map of
+the study arrives (:func:`dicomnode.jobs.wake_waiting_jobs`); a job whose map never comes stays WAITING.
+
 Durability and exactly-once follow :mod:`dicomnode.pipeline`: the job row is claimed (QUEUED -> RUNNING), output
 UIDs derive from the job key so a re-run rewrites the same files, and the result, its transfers and the job's
 DONE state are committed in one transaction.
@@ -24,6 +28,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +57,7 @@ from dicomnode.analyze import (
     map_values_ms,
     place_contours,
 )
-from dicomnode.claims import JobOutcome, claim_job, claimed_rows, mark_done, mark_failed
+from dicomnode.claims import JobOutcome, claim_job, claimed_rows, mark_done, mark_failed, mark_waiting
 from dicomnode.contours import ImageGeometry, ReaderMasks, Structure, reader_name
 from dicomnode.contours.errors import UnknownReaderError
 from dicomnode.contours.rtstruct import RT_STRUCTURE_SET_STORAGE
@@ -83,7 +88,11 @@ MAX_PROBLEMS_IN_SUMMARY = 20
 
 
 class ReaderJobError(MyomapError):
-    """The reader's contours cannot be compared at all (no name, no map image they lie on)."""
+    """The reader's contours cannot be compared at all (no reader name; no map image they lie on, yet)."""
+
+
+class MapNotStoredError(ReaderJobError):
+    """None of the reader's contours lies on a map image the study holds yet: the job waits for the map."""
 
 
 class ModelUnavailableError(ReaderJobError):
@@ -99,6 +108,7 @@ class ClaimedReaderJob:
     series_id: int
     series_revision: int
     series_number: int | None
+    study_id: int
     study_instance_uid: str
     contour_paths: tuple[Path, ...]  # the job's own SEG or RTSTRUCT series
     map_paths: tuple[Path, ...]  # the study's T1/T2 map images
@@ -159,7 +169,25 @@ def run_reader_job(
 
     ``models`` gives the consensus model for slices without a reference (default: the node's models, loaded once
     per process). Failures do not raise: the job is marked FAILED with the message, and the contour series too.
+    Contours on no map the study holds yet leave the job WAITING with the reason (the series' state unchanged);
+    where a map arrived while the job ran, it runs again at once, here, under the same lease.
     """
+    options = {"settings": settings, "session_factory": session_factory, "enqueue_delivery": enqueue_delivery,
+               "models": models}
+    while (outcome := _run_once(job_id, **options)) is None:
+        LOGGER.info("job %d: a map of its study arrived while it ran; running it again", job_id)
+    return outcome
+
+
+def _run_once(
+    job_id: int,
+    *,
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    enqueue_delivery: Callable[[int], object],
+    models: Callable[[], ModelSet] | None,
+) -> JobOutcome | None:
+    """One claim and run of the job; None when it waited for a map that arrived meanwhile (it is QUEUED again)."""
     claimed = _claim(job_id, session_factory, settings.storage_root)
     if isinstance(claimed, JobOutcome):
         return claimed
@@ -168,6 +196,12 @@ def run_reader_job(
         comparison = compare_reader(claimed, settings, models)
         files = write_comparison(comparison, claimed, settings.storage_root)
         transfer_ids = _record_result(claimed, comparison, files, settings=settings, session_factory=session_factory)
+    except MapNotStoredError as error:
+        arrived = partial(_maps_arrived, claimed=claimed, storage_root=settings.storage_root)
+        if mark_waiting(claimed, str(error), session_factory, study_id=claimed.study_id, arrived=arrived):
+            return None
+        LOGGER.info("job %d (%s) waits for a map: %s", job_id, RESULT_KIND, error)
+        return JobOutcome.WAITING
     except Exception as error:  # any failure of one series must leave the node working
         LOGGER.exception("job %d (%s) failed", job_id, RESULT_KIND)
         mark_failed(claimed, f"{type(error).__name__}: {error}", session_factory)
@@ -190,28 +224,42 @@ def _claim(job_id: int, session_factory: sessionmaker[Session],
         if isinstance(job, JobOutcome):
             return job
         series = job.series
-
-        def stored(roles: Sequence[SeriesRole], *, this_series: bool) -> tuple[Path, ...]:
-            same = Series.id == series.id if this_series else Series.id != series.id
-            paths = session.scalars(
-                select(Instance.path).join(Series)
-                .where(Series.study_id == series.study_id, Series.role.in_(roles), same)
-                .order_by(Series.id, Instance.instance_number, Instance.id)
-            ).all()
-            return tuple(storage_root / path for path in paths)  # stored relative to the root
-
-        map_paths = stored(_MAP_ROLES, this_series=False) or _node_map_paths(session, series, storage_root)
         return ClaimedReaderJob(
             job_id=job.id,
             key=job.key,
             series_id=series.id,
             series_revision=job.series_revision,
             series_number=series.series_number,
+            study_id=series.study_id,
             study_instance_uid=series.study.study_instance_uid,
-            contour_paths=stored(_CONTOUR_ROLES, this_series=True),
-            map_paths=map_paths,
-            other_contour_paths=stored(_CONTOUR_ROLES, this_series=False),
+            contour_paths=_stored(session, series, _CONTOUR_ROLES, storage_root, this_series=True),
+            map_paths=_study_map_paths(session, series, storage_root),
+            other_contour_paths=_stored(session, series, _CONTOUR_ROLES, storage_root, this_series=False),
         )
+
+
+def _stored(session: Session, series: Series, roles: Sequence[SeriesRole], storage_root: Path, *,
+            this_series: bool) -> tuple[Path, ...]:
+    """The stored instances of ``series`` (``this_series``) or of the study's other series of ``roles``."""
+    same = Series.id == series.id if this_series else Series.id != series.id
+    paths = session.scalars(
+        select(Instance.path).join(Series)
+        .where(Series.study_id == series.study_id, Series.role.in_(roles), same)
+        .order_by(Series.id, Instance.instance_number, Instance.id)
+    ).all()
+    return tuple(storage_root / path for path in paths)  # stored relative to the root
+
+
+def _study_map_paths(session: Session, series: Series, storage_root: Path) -> tuple[Path, ...]:
+    """The map images the study's contours lie on: the scanner's map series, else the node's own maps."""
+    return _stored(session, series, _MAP_ROLES, storage_root, this_series=False) or \
+        _node_map_paths(session, series, storage_root)
+
+
+def _maps_arrived(session: Session, claimed: ClaimedReaderJob, storage_root: Path) -> bool:
+    """Whether the study holds map images now that the claimed job did not read (it may be scored on them)."""
+    series = session.get(Series, claimed.series_id)
+    return series is not None and not set(_study_map_paths(session, series, storage_root)) <= set(claimed.map_paths)
 
 
 def _node_map_paths(session: Session, series: Series, storage_root: Path) -> tuple[Path, ...]:
@@ -238,12 +286,17 @@ def compare_reader(claimed: ClaimedReaderJob, settings: Settings,
 
     Raises
     ------
+    MapNotStoredError
+        If none of the reader's contours lies on a map image the study holds (yet).
     ReaderJobError
-        If the series names no reader or none of its contours lies on a map image of the study.
+        If the series names no reader.
     """
     if not claimed.contour_paths:
         raise ReaderJobError(f"series of job {claimed.job_id} has no stored instances")
     reader = _reader_of(claimed.contour_paths[0])
+    if not claimed.map_paths:
+        raise MapNotStoredError(f"reader {reader!r}: the study has no T1/T2 map images yet; waiting for the map "
+                                "the contours lie on")
     # The same reader's other objects (an RTSTRUCT beside its SEG) are left out, so that this object is scored.
     others = [path for path in claimed.other_contour_paths if _reader_or_none(path) != reader]
     gold_standard = gold_standard_reader(settings)
@@ -252,9 +305,10 @@ def compare_reader(claimed: ClaimedReaderJob, settings: Settings,
     drawn = [(s, r) for s in report.slices for r in s.readers if r.reader == reader]
     if not drawn:
         problems = "; ".join(f"{p.where}: {p.message}" for p in report.problems[:3])
-        raise ReaderJobError(
+        raise MapNotStoredError(
             f"reader {reader!r}: no myocardium contour lies on a T1/T2 map of the study "
-            f"({len(claimed.map_paths)} map images stored){': ' + problems if problems else ''}"
+            f"({len(claimed.map_paths)} map images stored); waiting for the map the contours lie on"
+            f"{': ' + problems if problems else ''}"
         )
     maps = _read_maps(claimed.map_paths, {s.sop_instance_uid for s, _ in drawn})
     geometries = [geometry for _, geometry in maps.values()]

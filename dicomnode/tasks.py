@@ -2,7 +2,8 @@
 
 ``run_job(job_id)`` runs one analysis job under its lease (:func:`dicomnode.jobs.job_lease`): a map job
 (:func:`dicomnode.pipeline.run_job`) or a reader-score job (:func:`dicomnode.reader_job.run_reader_job`), as the
-job row's kind says; ``deliver(transfer_id)`` sends
+job row's kind says; a map job that finishes DONE wakes the reader jobs of its study that wait for a map
+(:func:`dicomnode.jobs.wake_waiting_jobs`); ``deliver(transfer_id)`` sends
 one file to one peer (:func:`dicomnode.scu.deliver_transfer`) and, when the peer could not take it yet, schedules
 itself again for the time the transfer row says. Tasks carry ids only: the database is the record of what is
 to be done, the queue only says when.
@@ -19,9 +20,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from config import Settings
-from db.models import Job, Transfer, TransferState
+from db.models import Job, Series, Transfer, TransferState
 from dicomnode import pipeline, reader_job, scu
-from dicomnode.jobs import JobKind, job_lease
+from dicomnode.claims import JobOutcome
+from dicomnode.jobs import WAKING_JOB_KINDS, JobKind, job_lease, wake_waiting_jobs
 from dicomnode.queue import NodeQueue
 
 LOGGER = logging.getLogger(__name__)
@@ -73,9 +75,13 @@ def register_tasks(queue: NodeQueue, *, settings: Settings, session_factory: ses
             if not held:
                 LOGGER.info("job %d is held by another worker; not run here", job_id)
                 return
-            runner = reader_job.run_reader_job if _job_kind(job_id, session_factory) == JobKind.READER_SCORE.value \
-                else pipeline.run_job
-            runner(job_id, settings=settings, session_factory=session_factory, enqueue_delivery=tasks.enqueue_delivery)
+            kind, study_id = _job_kind_and_study(job_id, session_factory)
+            runner = reader_job.run_reader_job if kind == JobKind.READER_SCORE.value else pipeline.run_job
+            outcome = runner(job_id, settings=settings, session_factory=session_factory,
+                             enqueue_delivery=tasks.enqueue_delivery)
+        # A new map of the study: reader jobs waiting for the map their contours lie on may be scored now.
+        if outcome is JobOutcome.DONE and kind in WAKING_JOB_KINDS and study_id is not None:
+            wake_waiting_jobs(session_factory=session_factory, sink=tasks, study_id=study_id)
 
     @huey.task(name=DELIVER_TASK)
     def deliver(transfer_id: int) -> None:
@@ -89,10 +95,12 @@ def register_tasks(queue: NodeQueue, *, settings: Settings, session_factory: ses
     return tasks
 
 
-def _job_kind(job_id: int, session_factory: sessionmaker[Session]) -> str | None:
-    """The kind of job ``job_id``; None when it does not exist (the runner then logs and skips it)."""
+def _job_kind_and_study(job_id: int, session_factory: sessionmaker[Session]) -> tuple[str | None, int | None]:
+    """The kind of job ``job_id`` and its study's id; Nones when it does not exist (the runner then logs and skips
+    it)."""
     with session_factory() as session:
-        return session.scalar(select(Job.kind).where(Job.id == job_id))
+        row = session.execute(select(Job.kind, Series.study_id).join(Series).where(Job.id == job_id)).first()
+    return (None, None) if row is None else (row.kind, row.study_id)
 
 
 def _seconds_until_next_attempt(transfer_id: int, session_factory: sessionmaker[Session]) -> float:

@@ -180,7 +180,7 @@ def test_status_counts_what_the_node_holds(phantom: Path, node: NodeProcess, con
     assert done.returncode == 0, done.stderr
     status = json.loads(done.stdout)
     assert status["series"]["done"] == 1
-    assert status["jobs"] == {"queued": 0, "running": 0, "done": 1, "failed": 0}
+    assert status["jobs"] == {"queued": 0, "running": 0, "done": 1, "failed": 0, "waiting": 0}
     assert status["transfers"]["sent"] == _counts(node)[3] == len(console.files())
 
 

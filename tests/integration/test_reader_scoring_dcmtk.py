@@ -4,6 +4,9 @@ Secondary Capture per contour series, which pass dciodvfy.
 
 Phantom study: seed 47, Siemens flavour, one mid-ventricular slice, MOLLI; three experts (whose STAPLE consensus is
 the reference, no gold standard being named) and two trainees, one sending a SEG and one an RTSTRUCT.
+
+Contours sent before the map they lie on (a PACS forwards a study's series in any order) wait for it: their jobs
+are WAITING, with the reason on the series page, and are scored once the map arrives.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pydicom
 import pytest
 from sqlalchemy import create_engine, select
@@ -198,3 +202,51 @@ def test_comparison_sr_and_overlay_pass_dciodvfy(
         done = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
         errors = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("Error")]
         assert errors == [], f"{path.name}: {errors}"
+
+
+def _series_api(node: NodeProcess, series_uid: str) -> dict:
+    response = httpx.get(f"http://127.0.0.1:{node.web_port}/api/series/{series_uid}", timeout=10)
+    return response.json() if response.status_code == 200 else {}
+
+
+def test_contours_sent_before_their_map_wait_for_it_and_are_scored_when_it_arrives(
+    phantom: tuple[list[Path], list[Path]], node: NodeProcess, console: Console
+) -> None:
+    maps, contours = phantom
+    database = NodeDatabase(node)
+    sent = [path for path in contours if path.parent.name in {"expert1_seg", "expert2_rtstruct", "expert3_seg",
+                                                                "trainee1_seg"}]
+    trainee_series_uid = next(pydicom.dcmread(path, stop_before_pixels=True).SeriesInstanceUID
+                              for path in sent if path.parent.name == "trainee1_seg")
+    # The readers' contours first: every contour series' job waits for the map.
+    statuses = send(node.dicom_port, sent)
+    assert set(statuses.values()) == {"Success"} and len(statuses) == len(sent)
+
+    def trainee_job() -> dict:
+        jobs = _series_api(node, trainee_series_uid).get("jobs", [])
+        return jobs[0] if jobs else {}
+
+    wait_until(lambda: trainee_job().get("state") == "waiting" and database.job_states() == {JobState.WAITING},
+               timeout_s=30, interval_s=0.2, what="the contour series' jobs waiting")
+    assert "waiting for the map" in trainee_job()["error"]
+    assert _series_api(node, trainee_series_uid)["state"] != "failed"
+    page = httpx.get(f"http://127.0.0.1:{node.web_port}/series/{trainee_series_uid}", timeout=10).text
+    assert 'state-waiting">waiting<' in page and "Waiting: reader &#39;trainee1&#39;" in page
+    assert console.files() == []
+
+    # The map arrives: the waiting jobs are scored, and the comparisons reach the console.
+    statuses = send(node.dicom_port, maps)
+    assert set(statuses.values()) == {"Success"} and len(statuses) == len(maps)
+    wait_until(lambda: database.settled(4), timeout_s=40, interval_s=0.2, what="the waiting jobs' results")
+    assert database.job_states() == {JobState.DONE}
+    trainee = next(result for result in database.results() if result.summary["reader"] == "trainee1")
+    database.engine.dispose()
+    assert trainee_job()["state"] == "done" and trainee_job()["error"] == ""
+    srs, scs = _received(console)
+    assert len(scs) == 4 and len(srs) >= 1
+    (sr_path,) = trainee.summary["outputs"]["sr"]
+    sr = srs[pydicom.dcmread(node.data / sr_path, stop_before_pixels=True).SOPInstanceUID]
+    (slice_result,) = analyze_paths([*maps, *sent], gold_standard=None).slices
+    expected = next(r for r in slice_result.readers if r.reader == "trainee1").score
+    assert trainee.summary["slices"][0]["reference_readers"] == ["expert1", "expert2", "expert3"]
+    assert _dice(sr) == [pytest.approx(expected.dice_myocardium, abs=1e-6)]

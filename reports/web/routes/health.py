@@ -38,7 +38,8 @@ def healthz(request: Request, response: Response, settings: SettingsDep) -> Heal
     try:
         with request.app.state.session_factory() as session:
             session.execute(text("SELECT 1"))
-            # Indexed counts: cheap enough for a probe.
+            # Indexed counts: cheap enough for a probe. WAITING jobs are not backlog: one may wait for ever for a
+            # map that never comes.
             jobs_waiting = session.scalar(
                 select(func.count(Job.id)).where(Job.state.in_([JobState.QUEUED, JobState.RUNNING]))
             )

@@ -144,3 +144,16 @@ def test_command_prints_the_table_and_writes_json(studies, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert CliRunner().invoke(app, ["analyze", str(empty)]).exit_code == 1
+
+
+def test_every_scanner_t1_map_of_a_two_slice_study_gets_its_own_raw_images_for_motion(tmp_path):
+    from inference.model_set import load_models
+
+    request = StudyRequest(seed=11, n_slices=2, matrix=(80, 96), pixel_spacing_mm=2.2, vendor=Vendor.SIEMENS,
+                           sequence=SequenceChoice.MOLLI, motion_rate=0.0)
+    outcome = generate_study(plan_study(request, 0), tmp_path)
+    report = analyze_paths([outcome.folder], gold_standard="truth", models=lambda: load_models(device="cpu"))
+    analysed = [s for s in report.slices if s.map_kind is MapKind.T1 and s.model is not None]
+    assert len(analysed) == 2, report.problems
+    # The motion model ran on each: it needs the raw IR images of the same slice.
+    assert all(s.model["motion"] is not None for s in analysed), [s.model for s in analysed]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from db.models import (
     TransferState,
 )
 from db.session import make_engine, make_session_factory
+from dicomnode.claims import lock_study
 from dicomnode.jobs import (
     JobKind,
     enqueue_series,
@@ -29,6 +31,7 @@ from dicomnode.jobs import (
     requeue_orphaned,
     requeue_overdue_transfers,
     requeue_unfinished,
+    wake_waiting_jobs,
 )
 
 
@@ -155,6 +158,97 @@ def test_restart_requeues_running_and_queued_jobs_and_pending_transfers(
         states = dict(session.execute(select(Job.key, Job.state)).all())
     assert states == {"k0": JobState.QUEUED, "k1": JobState.QUEUED, "k2": JobState.DONE, "k3": JobState.FAILED}
 
+
+def _contour_jobs(factory: sessionmaker[Session], study_uid: str, states: list[JobState]) -> tuple[int, list[int]]:
+    """A study with one SEG series per state, each with a reader-score job in that state; the study's and jobs'
+    ids."""
+    with factory() as session:
+        study = Study(study_instance_uid=study_uid)
+        jobs = [
+            Job(key=f"{study_uid}.{n}/0/reader_score", kind=JobKind.READER_SCORE.value, state=state,
+                error="waiting for the map" if state is JobState.WAITING else "",
+                series=Series(study=study, series_instance_uid=f"{study_uid}.{n}", role=SeriesRole.SEG,
+                              state=SeriesState.COMPLETE))
+            for n, state in enumerate(states)
+        ]
+        session.add_all([study, *jobs])
+        session.commit()
+        return study.id, [job.id for job in jobs]
+
+
+def test_restart_requeues_waiting_jobs(session_factory: sessionmaker[Session]) -> None:
+    _, (waiting, done) = _contour_jobs(session_factory, "1.6", [JobState.WAITING, JobState.DONE])
+    sink = RecordingSink()
+    assert requeue_unfinished(session_factory=session_factory, sink=sink).jobs == 1
+    assert sink.jobs == [waiting]
+    with session_factory() as session:
+        assert session.get(Job, waiting).state is JobState.QUEUED
+        assert session.get(Job, done).state is JobState.DONE
+
+
+@pytest.mark.parametrize("role", [SeriesRole.T1_MAP, SeriesRole.T2_MAP])
+def test_a_complete_map_series_wakes_the_waiting_jobs_of_its_study_only(session_factory: sessionmaker[Session],
+                                                                       role: SeriesRole) -> None:
+    study_id, (waiting, running, failed) = _contour_jobs(
+        session_factory, "1.7", [JobState.WAITING, JobState.RUNNING, JobState.FAILED]
+    )
+    _, (elsewhere,) = _contour_jobs(session_factory, "1.8", [JobState.WAITING])
+    with session_factory() as session:
+        map_series = Series(study_id=study_id, series_instance_uid="1.7.9", role=role, state=SeriesState.COMPLETE)
+        session.add(map_series)
+        session.commit()
+        map_series_id = map_series.id
+    sink = RecordingSink()
+    assert enqueue_series(map_series_id, 0, session_factory=session_factory, sink=sink) == []
+    assert sink.jobs == [waiting]
+    with session_factory() as session:
+        states = {job_id: (session.get(Job, job_id).state, session.get(Job, job_id).error)
+                  for job_id in (waiting, running, failed, elsewhere)}
+        assert session.get(Series, map_series_id).state is SeriesState.STORED
+    assert states == {waiting: (JobState.QUEUED, ""), running: (JobState.RUNNING, ""), failed: (JobState.FAILED, ""),
+                      elsewhere: (JobState.WAITING, "waiting for the map")}
+    # Nothing waits any more: a second wake-up queues nothing.
+    assert wake_waiting_jobs(session_factory=session_factory, sink=sink, study_id=study_id) == []
+    assert sink.jobs == [waiting]
+
+
+def test_a_contour_series_completing_wakes_nothing(session_factory: sessionmaker[Session]) -> None:
+    study_id, (waiting,) = _contour_jobs(session_factory, "1.9", [JobState.WAITING])
+    with session_factory() as session:
+        seg = Series(study_id=study_id, series_instance_uid="1.9.9", role=SeriesRole.SEG, state=SeriesState.COMPLETE)
+        session.add(seg)
+        session.commit()
+        seg_id = seg.id
+    sink = RecordingSink()
+    (created,) = enqueue_series(seg_id, 0, session_factory=session_factory, sink=sink)
+    assert sink.jobs == [created]
+    with session_factory() as session:
+        assert session.get(Job, waiting).state is JobState.WAITING
+
+
+def test_wake_up_waits_for_a_job_being_marked_waiting_under_the_study_lock(
+    session_factory: sessionmaker[Session],
+) -> None:
+    study_id, (job_id,) = _contour_jobs(session_factory, "1.10", [JobState.RUNNING])
+    sink = RecordingSink()
+    woken: list[int] = []
+    wake = threading.Thread(
+        target=lambda: woken.extend(wake_waiting_jobs(session_factory=session_factory, sink=sink, study_id=study_id))
+    )
+    with session_factory() as marking:
+        # As mark_waiting does: the study's lock first, then the job (no map found) marked WAITING.
+        lock_study(marking, study_id)
+        wake.start()
+        wake.join(timeout=0.5)
+        assert wake.is_alive()  # the wake-up waits for the study's lock
+        marking.get(Job, job_id).state = JobState.WAITING
+        marking.commit()
+    wake.join(timeout=20)
+    assert not wake.is_alive()
+    # The wake-up ran after the job was marked WAITING, so it found the job: the map is not waited for in vain.
+    assert woken == sink.jobs == [job_id]
+    with session_factory() as session:
+        assert session.get(Job, job_id).state is JobState.QUEUED
 
 
 def test_orphan_sweep_requeues_queued_jobs_missing_from_the_queue_only(

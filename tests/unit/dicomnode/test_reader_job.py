@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import onnx
 import pydicom
 import pytest
@@ -23,8 +24,9 @@ from config.settings import ScoringSettings
 from db import migrate
 from db.models import Job, JobState, Result, Series, SeriesState, Transfer
 from db.session import make_engine, make_session_factory
+from dicomnode import reader_job
 from dicomnode.analyze import analyze_paths
-from dicomnode.jobs import JobKind, enqueue_series
+from dicomnode.jobs import JobKind, enqueue_series, requeue_unfinished
 from dicomnode.pipeline import JobOutcome, run_job
 from dicomnode.queue import NodeQueue
 from dicomnode.reader_job import CONSENSUS_MODEL_REFERENCE, RESULT_KIND, gold_standard_reader, run_reader_job
@@ -52,6 +54,9 @@ class PhantomStudy:
 
     def map_files(self) -> list[Path]:
         return [self.folder / path for path in self.sidecar["sequences"][0]["series"]["map"]["paths"]]
+
+    def map_series_uid(self) -> str:
+        return self.sidecar["sequences"][0]["series"]["map"]["series_instance_uid"]
 
     def raw_files(self) -> list[Path]:
         return [self.folder / path for path in self.sidecar["sequences"][0]["series"]["magnitude"]["paths"]]
@@ -87,11 +92,21 @@ class Node:
 
     def job_for(self, series_instance_uid: str) -> int:
         """Queue the jobs of a stored series as the assembler does once it is complete; the one job's id."""
+        (job_id,) = self.complete(series_instance_uid, _NoQueue())
+        return job_id
+
+    def complete(self, series_instance_uid: str, sink: object) -> list[int]:
+        """Hand a stored series on as the assembler does once it is complete; the ids of the jobs it created."""
         with self.factory() as session:
             series = session.scalars(select(Series).where(Series.series_instance_uid == series_instance_uid)).one()
             series_id, revision = series.id, series.revision
-        (job_id,) = enqueue_series(series_id, revision, session_factory=self.factory, sink=_NoQueue())
-        return job_id
+        return enqueue_series(series_id, revision, session_factory=self.factory, sink=sink)
+
+    def job(self, job_id: int) -> tuple[JobState, str, SeriesState]:
+        """The job's state and error, and its series' state."""
+        with self.factory() as session:
+            job = session.get(Job, job_id)
+            return job.state, job.error, job.series.state
 
     def run(self, job_id: int, deliveries: list[int] | None = None, **options: object) -> JobOutcome:
         sink = deliveries if deliveries is not None else []
@@ -113,6 +128,14 @@ class _NoQueue:
 
     def enqueue_delivery(self, transfer_id: int, *, delay_s: float = 0.0) -> None:
         pass
+
+
+class _RecordingQueue(_NoQueue):
+    def __init__(self) -> None:
+        self.jobs: list[int] = []
+
+    def enqueue_job(self, job_id: int) -> None:
+        self.jobs.append(job_id)
 
 
 def _node(folder: Path, **overrides: object) -> Iterator[Node]:
@@ -363,15 +386,118 @@ def test_without_scanner_maps_the_contours_lie_on_the_node_s_own_map(phantom: Ph
     assert slice_summary["dice_myocardium"] == pytest.approx(scanner_map_dice, abs=1e-3)  # same masks, same grid
 
 
-def test_contours_without_their_map_fail_the_job_with_the_reason(phantom: PhantomStudy, node: Node) -> None:
-    node.store(phantom.contour_files("trainee1", "seg"))
+def test_contours_before_their_map_wait_for_it_and_are_scored_when_it_arrives(phantom: PhantomStudy,
+                                                                            node: Node) -> None:
+    # A PACS forwards the study's series in any order: the readers' contours come before the map.
+    node.store(_all_contours(phantom, ("seg",)))
     job_id = node.job_for(phantom.contour_series_uid("trainee1", "seg"))
-    assert node.run(job_id) is JobOutcome.FAILED
+    _, _, series_state = node.job(job_id)
+    assert node.run(job_id) is JobOutcome.WAITING
+    state, reason, series_state_after = node.job(job_id)
+    assert state is JobState.WAITING
+    assert series_state_after is series_state and series_state is not SeriesState.FAILED
+    assert "'trainee1'" in reason and "no T1/T2 map images yet" in reason and "waiting for the map" in reason
+    with node.factory() as session:
+        assert session.scalar(select(func.count()).select_from(Result)) == 0
+    # Queued again before the map arrived (a restart, a duplicate task), it is not QUEUED: nothing runs.
+    assert node.run(job_id) is JobOutcome.SKIPPED
+
+    # The map series arrives and completes: it has no job of its own, but wakes the waiting job.
+    node.store(phantom.map_files())
+    queue = _RecordingQueue()
+    assert node.complete(phantom.map_series_uid(), queue) == []
+    assert queue.jobs == [job_id]
+    assert node.job(job_id)[:2] == (JobState.QUEUED, "")
+    assert node.run(job_id) is JobOutcome.DONE
+    assert node.job(job_id)[0] is JobState.DONE
+    (slice_summary,) = node.result(job_id).summary["slices"]
+    assert slice_summary["status"] == "scored" and slice_summary["reference"] == "staple"
+    expected = _analysed(phantom, "trainee1", None, _all_contours(phantom, ("seg",)))
+    assert slice_summary["dice_myocardium"] == pytest.approx(expected.dice_myocardium, abs=1e-3)
+
+
+def _map_elsewhere(phantom: PhantomStudy, path: Path) -> Path:
+    """A map image of the study, in a series of its own, 20 mm off the slice the readers drew on."""
+    ds = pydicom.dcmread(phantom.map_files()[0])
+    row, column = np.asarray(ds.ImageOrientationPatient[:3], float), np.asarray(ds.ImageOrientationPatient[3:], float)
+    ds.ImagePositionPatient = [float(v) for v in np.asarray(ds.ImagePositionPatient, float)
+                               + 20.0 * np.cross(row, column)]
+    ds.SOPInstanceUID = f"{ds.SOPInstanceUID}.1"
+    ds.SeriesInstanceUID = f"{ds.SeriesInstanceUID}.1"
+    ds.save_as(path)
+    return path
+
+
+def test_contours_on_none_of_the_stored_maps_keep_waiting(phantom: PhantomStudy, node: Node,
+                                                          tmp_path: Path) -> None:
+    # A map of the study that the reader did not draw on: the job waits for the one it did.
+    node.store([_map_elsewhere(phantom, tmp_path / "map.dcm"), *phantom.contour_files("trainee1", "seg")])
+    job_id = node.job_for(phantom.contour_series_uid("trainee1", "seg"))
+    assert node.run(job_id) is JobOutcome.WAITING
+    state, reason, _ = node.job(job_id)
+    assert state is JobState.WAITING
+    assert "no myocardium contour lies on a T1/T2 map" in reason and "(1 map images stored)" in reason
+
+    # A restart queues it again: it finds no new map and waits again (not a loop of re-runs).
+    queue = _RecordingQueue()
+    assert requeue_unfinished(session_factory=node.factory, sink=queue).jobs == 1
+    assert queue.jobs == [job_id] and node.job(job_id)[0] is JobState.QUEUED
+    assert node.run(job_id) is JobOutcome.WAITING
+    assert node.job(job_id)[:2] == (state, reason)
+    with node.factory() as session:
+        assert session.get(Job, job_id).attempts == 2
+
+
+def test_a_map_stored_while_the_job_ran_runs_it_again_instead_of_waiting(phantom: PhantomStudy, node: Node,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    node.store(_all_contours(phantom, ("seg",)))
+    job_id = node.job_for(phantom.contour_series_uid("trainee2", "seg"))
+    compare = reader_job.compare_reader
+    mark_waiting = reader_job.mark_waiting
+    marked: list[tuple[bool, JobState]] = []
+
+    def map_arrives_meanwhile(claimed: reader_job.ClaimedReaderJob, *args: object) -> object:
+        if not claimed.map_paths:  # the job read no maps; the map is committed before it is marked WAITING
+            node.store(phantom.map_files())
+        return compare(claimed, *args)
+
+    def spy(*args: object, **kwargs: object) -> bool:
+        again = mark_waiting(*args, **kwargs)
+        marked.append((again, node.job(job_id)[0]))
+        return again
+
+    monkeypatch.setattr(reader_job, "compare_reader", map_arrives_meanwhile)
+    monkeypatch.setattr(reader_job, "mark_waiting", spy)
+    # No wake-up reaches the job (its map series is not even complete yet): mark_waiting sees the map itself.
+    assert node.run(job_id) is JobOutcome.DONE
+    assert marked == [(True, JobState.QUEUED)]
     with node.factory() as session:
         job = session.get(Job, job_id)
-        assert job.state is JobState.FAILED and job.series.state is SeriesState.FAILED
-        assert "ReaderJobError" in job.error and "no myocardium contour lies on a T1/T2 map" in job.error
-        assert session.scalar(select(func.count()).select_from(Result)) == 0
+        assert job.state is JobState.DONE and job.attempts == 2
+    (slice_summary,) = node.result(job_id).summary["slices"]
+    assert slice_summary["status"] == "scored"
+
+
+def test_a_map_job_done_wakes_the_reader_jobs_waiting_for_the_node_s_map(phantom: PhantomStudy,
+                                                                          node: Node) -> None:
+    settings = node.settings.model_copy(update={"peers": []})  # nothing to deliver from the immediate queue
+    tasks = register_tasks(NodeQueue(huey=MemoryHuey(immediate=True)), settings=settings,
+                           session_factory=node.factory)
+    # The scanner sends only raw images; the reader's contour (on the node's map) comes before the map job ran.
+    node.store([*phantom.raw_files(), *_all_contours(phantom, ("seg",))])
+    reader_job_id = node.job_for(phantom.contour_series_uid("trainee3", "seg"))
+    tasks.enqueue_job(reader_job_id)
+    assert node.job(reader_job_id)[0] is JobState.WAITING
+    (map_job,) = node.complete(phantom.sidecar["sequences"][0]["series"]["magnitude"]["series_instance_uid"],
+                               tasks)
+    with node.factory() as session:
+        assert session.get(Job, map_job).state is JobState.DONE
+        assert session.get(Job, reader_job_id).state is JobState.DONE
+    map_result = node.result(map_job)
+    (mr_map_path,) = [path for path in map_result.paths if map_result.summary["mr_map_series_uid"] in path]
+    mr_map = pydicom.dcmread(node.settings.storage_root / mr_map_path, stop_before_pixels=True)
+    (slice_summary,) = node.result(reader_job_id).summary["slices"]
+    assert slice_summary["status"] == "scored" and slice_summary["map_sop_instance_uid"] == mr_map.SOPInstanceUID
 
 
 def test_queue_task_runs_reader_jobs_with_the_reader_job(phantom: PhantomStudy, node: Node) -> None:
