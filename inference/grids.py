@@ -68,16 +68,38 @@ def lv_grid(centre_px: tuple[float, float], pixel_spacing_mm: tuple[float, float
 
 
 def sample(image: np.ndarray, grid: Grid, *, order: int = 1) -> np.ndarray:
-    """Resample a 2-D image (or a stack, leading axes kept) onto ``grid``; zero outside the image."""
-    values = np.asarray(image)
+    """Resample a 2-D image (or a stack, leading axes kept) onto ``grid``; zero outside the image.
+
+    ``order`` 1 is bilinear, 0 nearest; both as ``scipy.ndimage.map_coordinates`` with ``mode="constant"``.
+    """
+    values = np.nan_to_num(np.asarray(image, dtype=np.float32))
     rows, columns = grid.source_coordinates()
-    coordinates = np.stack([rows, columns])
-    if values.ndim == 2:
-        return ndimage.map_coordinates(np.nan_to_num(values.astype(np.float32)), coordinates, order=order,
-                                       mode="constant", cval=0.0, prefilter=False)
     flat = values.reshape(-1, *values.shape[-2:])
-    out = np.stack([sample(frame, grid, order=order) for frame in flat])
+    if order == 1 and min(flat.shape[-2:]) >= 2:
+        out = _bilinear(flat, rows, columns)
+    else:
+        coordinates = np.stack([rows, columns])
+        out = np.stack([ndimage.map_coordinates(frame, coordinates, order=order, mode="constant", cval=0.0,
+                                                prefilter=False) for frame in flat])
     return out.reshape(*values.shape[:-2], grid.size, grid.size)
+
+
+def _bilinear(frames: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """Bilinear samples of every frame (k, n, m) at the same (rows, columns), zero outside [0, n-1] x [0, m-1]:
+    the weights are computed once for the stack (map_coordinates would compute them again for each frame)."""
+    n, m = frames.shape[-2:]
+    inside = (rows >= 0) & (rows <= n - 1) & (columns >= 0) & (columns <= m - 1)
+    row0 = np.clip(np.floor(rows).astype(np.intp), 0, n - 2)
+    column0 = np.clip(np.floor(columns).astype(np.intp), 0, m - 2)
+    row_weight = (rows - row0).astype(np.float32)
+    column_weight = (columns - column0).astype(np.float32)
+    pixels = frames.reshape(len(frames), n * m)
+    corner = row0 * m + column0
+    out = (pixels[:, corner] * ((1 - row_weight) * (1 - column_weight))
+           + pixels[:, corner + 1] * ((1 - row_weight) * column_weight)
+           + pixels[:, corner + m] * (row_weight * (1 - column_weight))
+           + pixels[:, corner + m + 1] * (row_weight * column_weight))
+    return np.where(inside, out, np.float32(0.0)).astype(np.float32)
 
 
 def sample_mask(mask: np.ndarray, grid: Grid) -> np.ndarray:
@@ -89,24 +111,20 @@ def to_source(grid_values: np.ndarray, grid: Grid, shape: tuple[int, int]) -> np
     """Resample values on ``grid`` (leading axes kept, e.g. class probabilities) back onto the source pixels;
     zero where the grid does not reach."""
     values = np.asarray(grid_values, dtype=np.float32)
-    if values.ndim > 2:
-        flat = values.reshape(-1, grid.size, grid.size)
-        out = np.stack([to_source(frame, grid, shape) for frame in flat])
-        return out.reshape(*values.shape[:-2], *shape)
+    frames = values.reshape(-1, grid.size, grid.size)
+    out = np.zeros((len(frames), *shape), dtype=np.float32)
     # Only the source pixels the grid covers are interpolated (the grid is small beside a large matrix).
-    out = np.zeros(shape, dtype=np.float32)
     half_extent_mm = (grid.size / 2.0 + 1.0) * grid.spacing_mm
     row_range = _covered(grid.centre_px[1], half_extent_mm / grid.source_spacing_mm[0], shape[0])
     column_range = _covered(grid.centre_px[0], half_extent_mm / grid.source_spacing_mm[1], shape[1])
-    if row_range is None or column_range is None:
-        return out
-    rows, columns = np.mgrid[row_range[0]:row_range[1], column_range[0]:column_range[1]].astype(np.float64)
-    centre = (grid.size - 1) / 2.0
-    grid_rows = centre + (rows - grid.centre_px[1]) * grid.source_spacing_mm[0] / grid.spacing_mm
-    grid_columns = centre + (columns - grid.centre_px[0]) * grid.source_spacing_mm[1] / grid.spacing_mm
-    out[row_range[0]:row_range[1], column_range[0]:column_range[1]] = ndimage.map_coordinates(
-        values, np.stack([grid_rows, grid_columns]), order=1, mode="constant", cval=0.0, prefilter=False)
-    return out
+    if row_range is not None and column_range is not None:
+        rows, columns = np.mgrid[row_range[0]:row_range[1], column_range[0]:column_range[1]].astype(np.float64)
+        centre = (grid.size - 1) / 2.0
+        grid_rows = centre + (rows - grid.centre_px[1]) * grid.source_spacing_mm[0] / grid.spacing_mm
+        grid_columns = centre + (columns - grid.centre_px[0]) * grid.source_spacing_mm[1] / grid.spacing_mm
+        out[:, row_range[0]:row_range[1], column_range[0]:column_range[1]] = _bilinear(frames, grid_rows,
+                                                                                       grid_columns)
+    return out.reshape(*values.shape[:-2], *shape)
 
 
 def _covered(centre_px: float, half_extent_px: float, length: int) -> tuple[int, int] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from inference.grids import (
     CROP_SIZE,
@@ -78,3 +79,31 @@ def test_normalisation_maps_percentiles_and_ignores_background() -> None:
 def test_an_empty_mask_has_no_centre() -> None:
     with pytest.raises(ValueError, match="empty"):
         mask_centre_px(np.zeros((4, 4), dtype=bool))
+
+
+@pytest.mark.parametrize("centre_px", [(110.3, 120.7), (3.0, 5.0), (215.0, 250.2), (-40.0, 20.0)])
+def test_bilinear_sampling_of_a_stack_equals_map_coordinates_frame_by_frame(centre_px) -> None:
+    stack = np.random.default_rng(3).random((4, 256, 218)).astype(np.float32)
+    stack[0, 10, 10] = np.nan  # NaN reads as 0, as the maps' invalid pixels do
+    grid = lv_grid(centre_px, (1.4, 1.3))
+    rows, columns = grid.source_coordinates()
+    expected = np.stack([ndimage.map_coordinates(np.nan_to_num(frame), np.stack([rows, columns]), order=1,
+                                                 mode="constant", cval=0.0, prefilter=False) for frame in stack])
+    sampled = sample(stack, grid)
+    assert sampled.shape == (4, grid.size, grid.size)
+    np.testing.assert_allclose(sampled, expected, atol=1e-6)
+    np.testing.assert_allclose(sample(stack[1], grid), expected[1], atol=1e-6)
+
+
+def test_back_to_the_source_equals_map_coordinates_over_the_covered_pixels() -> None:
+    grid = lv_grid((60.5, 70.2), (1.6, 1.5))
+    probabilities = np.random.default_rng(4).random((3, grid.size, grid.size)).astype(np.float32)
+    shape = (150, 140)
+    back = to_source(probabilities, grid, shape)
+    rows, columns = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float64)
+    centre = (grid.size - 1) / 2.0
+    coordinates = np.stack([centre + (rows - 70.2) * 1.6 / grid.spacing_mm,
+                            centre + (columns - 60.5) * 1.5 / grid.spacing_mm])
+    expected = np.stack([ndimage.map_coordinates(frame, coordinates, order=1, mode="constant", cval=0.0,
+                                                 prefilter=False) for frame in probabilities])
+    np.testing.assert_allclose(back, expected, atol=1e-6)
