@@ -45,6 +45,12 @@ DEMO_WEB := http://127.0.0.1:8080
 define DEMO_SUMMARY
 import json, pathlib
 print("Sent. Studies, series and results: $(DEMO_WEB)")
+first = pathlib.Path("data/initial_admin_password")
+if first.exists():
+  print(f"Log in as admin with the password in {first} (written at the node's first start; change it with"
+        " 'myomap user passwd admin', add your own user with 'myomap user add NAME').")
+else:
+  print("Log in with a user of 'myomap user list' ('myomap user add NAME' adds one).")
 print("The analysed (raw) series, each with its result on its page:")
 for manifest in sorted(pathlib.Path("$(DEMO_DIR)").glob("study_*/manifest.json")):
   for level in json.loads(manifest.read_text())["slices"]:

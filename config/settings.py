@@ -8,7 +8,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.toml")
@@ -45,8 +45,14 @@ class DicomSettings(BaseModel):
 
 
 class WebSettings(BaseModel):
+    """The admin web page; ``login`` off only behind a site's own single-sign-on proxy."""
+
     bind: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    login: bool = True
+    session_hours: float = Field(12.0, gt=0)
+    # Signs the session cookies; empty: a random key kept in <storage root>/web_secret_key. Secret: never printed.
+    secret_key: SecretStr = SecretStr("")
 
 
 class StorageSettings(BaseModel):

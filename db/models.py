@@ -195,3 +195,14 @@ class Reader(Base):
     role: Mapped[str] = mapped_column(String(16), default="trainee")
     team: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WebUser(Base):
+    """A person who may log in to the web page; the password is kept only as a salted scrypt hash."""
+
+    __tablename__ = "web_user"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

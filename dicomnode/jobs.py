@@ -12,6 +12,10 @@ job whose lock is free has lost its worker and :func:`requeue_orphaned` puts it 
 A job that waits for another series of its study (a reader's contours for the map they lie on, see
 :func:`dicomnode.claims.mark_waiting`) is queued again by :func:`wake_waiting_jobs` when a map of the study
 arrives: a scanner's map series completes here, a map job of the node finishes in :mod:`dicomnode.tasks`.
+
+A reader scored against a reference that its study has since changed (a gold standard or more experts arrived
+later) is scored again by a further job of its series revision, keyed by the new reference
+(:func:`dicomnode.rescoring.requeue_rescoring`).
 """
 
 from __future__ import annotations
@@ -75,9 +79,15 @@ class Recovery:
     transfers: int
 
 
-def job_key(series_instance_uid: str, revision: int, kind: JobKind | str) -> str:
-    """The idempotency key of the job of ``kind`` for one revision of a series."""
-    return f"{series_instance_uid}/{revision}/{JobKind(kind).value}"
+def job_key(series_instance_uid: str, revision: int, kind: JobKind | str, *,
+            reference_digest: str | None = None) -> str:
+    """The idempotency key of the job of ``kind`` for one revision of a series.
+
+    A reader scored again because its study's reference changed (:mod:`dicomnode.rescoring`) gets a job of its own
+    per reference: ``reference_digest`` (:attr:`dicomnode.rescoring.StudyReference.digest`) ends its key.
+    """
+    key = f"{series_instance_uid}/{revision}/{JobKind(kind).value}"
+    return key if reference_digest is None else f"{key}/{reference_digest}"
 
 
 def enqueue_series(

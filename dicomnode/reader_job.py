@@ -20,6 +20,11 @@ the study arrives (:func:`dicomnode.jobs.wake_waiting_jobs`); a job whose map ne
 Durability and exactly-once follow :mod:`dicomnode.pipeline`: the job row is claimed (QUEUED -> RUNNING), output
 UIDs derive from the job key so a re-run rewrites the same files, and the result, its transfers and the job's
 DONE state are committed in one transaction.
+
+Each result also records the digest of the reference the study offered the reader when the job ran
+(:func:`dicomnode.rescoring.study_reference`). When a gold standard or further experts arrive after a reader was
+scored, :func:`dicomnode.rescoring.requeue_rescoring` queues a further job of the series revision keyed by the new
+reference: it writes a new SR and overlay (new UIDs from its key) and records a new result; the earlier ones stay.
 """
 
 from __future__ import annotations
@@ -64,6 +69,15 @@ from dicomnode.contours.rtstruct import RT_STRUCTURE_SET_STORAGE
 from dicomnode.errors import MyomapError
 from dicomnode.jobs import JobKind
 from dicomnode.pipeline import OUTPUTS_FOLDER, output_uid, write_atomically
+from dicomnode.rescoring import (
+    CONSENSUS_MODEL_REFERENCE,
+    REFERENCE_DIGEST_KEY,
+    ContourObject,
+    StudyReference,
+    labelled,
+    study_contours,
+    study_reference,
+)
 from inference.consensus import consensus
 from inference.contour_fit import border_contour
 from inference.errors import AnalysisError
@@ -78,8 +92,6 @@ RESULT_KIND = "reader_score"
 #: Output series numbers: the contour series' number plus these (the map job uses 9000-9500).
 READER_SR_SERIES_OFFSET = 9600
 READER_SC_SERIES_OFFSET = 9700
-#: What a score against the consensus model's contour records as its reference.
-CONSENSUS_MODEL_REFERENCE = "consensus_model"
 _MAP_ROLES = (SeriesRole.T1_MAP, SeriesRole.T2_MAP)
 _CONTOUR_ROLES = (SeriesRole.SEG, SeriesRole.RTSTRUCT)
 _MAP_JOB_KINDS = (JobKind.T1_MAP.value, JobKind.T2_MAP.value)
@@ -112,7 +124,11 @@ class ClaimedReaderJob:
     study_instance_uid: str
     contour_paths: tuple[Path, ...]  # the job's own SEG or RTSTRUCT series
     map_paths: tuple[Path, ...]  # the study's T1/T2 map images
-    other_contour_paths: tuple[Path, ...]  # the study's other SEG and RTSTRUCT series
+    other_contours: tuple[ContourObject, ...]  # the study's other SEG and RTSTRUCT series' instances
+
+    @property
+    def other_contour_paths(self) -> tuple[Path, ...]:
+        return tuple(item.path for item in self.other_contours)
 
 
 @dataclass(frozen=True)
@@ -142,6 +158,7 @@ class ReaderComparison:
     gold_standard: str | None
     slices: tuple[SliceComparison, ...]
     report: AnalysisReport
+    reference: StudyReference  # what the study offered the reader: the digest its result records
 
 
 @dataclass
@@ -234,7 +251,9 @@ def _claim(job_id: int, session_factory: sessionmaker[Session],
             study_instance_uid=series.study.study_instance_uid,
             contour_paths=_stored(session, series, _CONTOUR_ROLES, storage_root, this_series=True),
             map_paths=_study_map_paths(session, series, storage_root),
-            other_contour_paths=_stored(session, series, _CONTOUR_ROLES, storage_root, this_series=False),
+            other_contours=tuple(item for series_id, items in study_contours(session, series.study_id,
+                                                                              storage_root).items()
+                                 if series_id != series.id for item in items),
         )
 
 
@@ -298,8 +317,10 @@ def compare_reader(claimed: ClaimedReaderJob, settings: Settings,
         raise MapNotStoredError(f"reader {reader!r}: the study has no T1/T2 map images yet; waiting for the map "
                                 "the contours lie on")
     # The same reader's other objects (an RTSTRUCT beside its SEG) are left out, so that this object is scored.
-    others = [path for path in claimed.other_contour_paths if _reader_or_none(path) != reader]
+    other_contours = labelled(claimed.other_contours)
+    others = [item.path for item in other_contours if item.reader != reader]
     gold_standard = gold_standard_reader(settings)
+    reference = study_reference(reader, other_contours, gold_standard)
     report = analyze_paths([*claimed.map_paths, *claimed.contour_paths, *others], gold_standard=gold_standard,
                            models=None)
     drawn = [(s, r) for s in report.slices for r in s.readers if r.reader == reader]
@@ -320,7 +341,8 @@ def compare_reader(claimed: ClaimedReaderJob, settings: Settings,
                        consensus_model)
         for slice_result, reader_result in drawn
     )
-    return ReaderComparison(reader=reader, gold_standard=gold_standard, slices=slices, report=report)
+    return ReaderComparison(reader=reader, gold_standard=gold_standard, slices=slices, report=report,
+                            reference=reference)
 
 
 class _ConsensusModel:
@@ -391,13 +413,6 @@ def _reader_of(path: Path) -> str:
         return reader_name(header)
     except UnknownReaderError as error:
         raise ReaderJobError(str(error)) from error
-
-
-def _reader_or_none(path: Path) -> str | None:
-    try:
-        return reader_name(pydicom.dcmread(path, stop_before_pixels=True))
-    except (UnknownReaderError, InvalidDicomError, OSError, ValueError):
-        return None  # analyze_paths reports what is wrong with it
 
 
 def _read_datasets(paths: Sequence[Path]) -> list[Dataset]:
@@ -473,6 +488,22 @@ def reference_label(score: ReaderScore, reference_readers: Sequence[str]) -> str
     if score.reference == CONSENSUS_MODEL_REFERENCE:
         return "consensus model"
     return score.reference
+
+
+def references_in_words(comparison: ReaderComparison) -> str | None:
+    """The references the reader's scored slices were compared with, in words; None when no slice was scored."""
+    words: list[str] = []
+    for item in comparison.slices:
+        if item.score is None:
+            continue
+        label = reference_label(item.score, item.reference_readers)
+        if item.score.reference == ReferenceSource.STAPLE.value:
+            label = f"{label} of {', '.join(item.reference_readers)}"
+        elif item.score.reference == ReferenceSource.GOLD_STANDARD.value:
+            label = f"gold standard {label}"
+        if label not in words:
+            words.append(label)
+    return "; ".join(words) or None
 
 
 def overlay_scores(score: ReaderScore, map_kind: MapKind) -> dict[str, float]:
@@ -578,6 +609,8 @@ def summarise(comparison: ReaderComparison) -> dict[str, object]:
     return {
         "reader": comparison.reader,
         "gold_standard": comparison.gold_standard,
+        "reference": references_in_words(comparison),
+        REFERENCE_DIGEST_KEY: comparison.reference.digest,
         "slices": slices,
         "problems": [f"{p.where}: {p.message}" for p in comparison.report.problems[:MAX_PROBLEMS_IN_SUMMARY]],
     }

@@ -34,6 +34,7 @@ from dicomnode.scp import StorageSCP
 from dicomnode.tasks import NodeTasks, register_tasks
 from inference.runtime import limit_blas_threads
 from reports.web import create_app
+from reports.web.users import ensure_initial_admin
 
 LOGGER = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ class Node:
         settings = self.settings
         self._database = open_database(settings)
         session_factory = self._database.session_factory
+        ensure_initial_admin(settings, session_factory)  # first start with the web login on: user admin
         # Files are the durable record: rebuild rows an OS crash rolled back and drop half-written temp files.
         report = reconcile_storage(settings, session_factory)
         LOGGER.info(

@@ -3,10 +3,12 @@
 ``run_job(job_id)`` runs one analysis job under its lease (:func:`dicomnode.jobs.job_lease`): a map job
 (:func:`dicomnode.pipeline.run_job`) or a reader-score job (:func:`dicomnode.reader_job.run_reader_job`), as the
 job row's kind says; a map job that finishes DONE wakes the reader jobs of its study that wait for a map
-(:func:`dicomnode.jobs.wake_waiting_jobs`); ``deliver(transfer_id)`` sends
-one file to one peer (:func:`dicomnode.scu.deliver_transfer`) and, when the peer could not take it yet, schedules
-itself again for the time the transfer row says. Tasks carry ids only: the database is the record of what is
-to be done, the queue only says when.
+(:func:`dicomnode.jobs.wake_waiting_jobs`); a reader-score job that finishes DONE queues the study's readers whose
+reference has changed since they were scored (a gold standard or an expert arrived,
+:func:`dicomnode.rescoring.requeue_rescoring`); ``deliver(transfer_id)`` sends one file to one peer
+(:func:`dicomnode.scu.deliver_transfer`) and, when the peer could not take it yet, schedules itself again for the
+time the transfer row says. Tasks carry ids only: the database is the record of what is to be done, the queue only
+says when.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from config import Settings
 from db.models import Job, Series, Transfer, TransferState
-from dicomnode import pipeline, reader_job, scu
+from dicomnode import pipeline, reader_job, rescoring, scu
 from dicomnode.claims import JobOutcome
 from dicomnode.jobs import WAKING_JOB_KINDS, JobKind, job_lease, wake_waiting_jobs
 from dicomnode.queue import NodeQueue
@@ -82,6 +84,12 @@ def register_tasks(queue: NodeQueue, *, settings: Settings, session_factory: ses
         # A new map of the study: reader jobs waiting for the map their contours lie on may be scored now.
         if outcome is JobOutcome.DONE and kind in WAKING_JOB_KINDS and study_id is not None:
             wake_waiting_jobs(session_factory=session_factory, sink=tasks, study_id=study_id)
+        # A reader scored: if it is a reference reader the study's other readers are scored again against the new
+        # reference; if the reference changed while it ran, this reader itself is.
+        if outcome is JobOutcome.DONE and kind == JobKind.READER_SCORE.value and study_id is not None:
+            rescoring.requeue_rescoring(study_id, gold_standard=reader_job.gold_standard_reader(settings),
+                                        storage_root=settings.storage_root, session_factory=session_factory,
+                                        sink=tasks)
 
     @huey.task(name=DELIVER_TASK)
     def deliver(transfer_id: int) -> None:

@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from fastapi import FastAPI
-from fastapi.params import Depends
+from fastapi import Depends, FastAPI
+from fastapi.params import Depends as DependsParam
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
+from reports.web.auth import LoginRequiredError, WebAuth, login_required_response, require_login
 from reports.web.deps import STATIC_DIR, make_templates
-from reports.web.routes import health, results, series, studies, transfers
+from reports.web.routes import health, login, results, series, studies, transfers
 
 
 def create_app(
@@ -20,7 +21,7 @@ def create_app(
     session_factory: sessionmaker[Session],
     *,
     enqueue_delivery: Callable[[int], None] | None = None,
-    access_dependencies: Sequence[Depends] = (),
+    access_dependencies: Sequence[DependsParam] = (),
 ) -> FastAPI:
     """Build the web app of one node.
 
@@ -34,7 +35,12 @@ def create_app(
         Puts a transfer id on the node's delivery queue (``NodeTasks.enqueue_delivery``); the retry action
         uses it. Without it a retried transfer is tried once right after the response.
     access_dependencies
-        Dependencies run before every page and API route except ``/healthz`` (an access check, for example).
+        Dependencies run before every page and API route except ``/healthz`` and the login form, after the
+        login check (more access rules, for example).
+
+    With ``settings.web.login`` on (the default) every page and API route needs a user of the ``web_user``
+    table (:func:`reports.web.auth.require_login`: a session cookie from ``/login`` or HTTP Basic credentials);
+    ``/healthz``, ``/static``, ``/login`` and the API description (``/docs``, ``/openapi.json``) stay open.
 
     Returns
     -------
@@ -42,7 +48,8 @@ def create_app(
         Routes: ``/healthz``, ``/api/studies``, ``/api/studies/{uid}``, ``/api/series/{uid}``,
         ``/api/results/{id}``, ``/results/{id}/images/{n}.png``, ``/results/{id}/files/{n}``,
         ``/api/transfers``, ``POST /api/transfers/{id}/retry``, pages ``/``, ``/series/{uid}`` and
-        ``/transfers``; OpenAPI at ``/openapi.json``.
+        ``/transfers``, with the login on ``GET``/``POST /login`` and ``POST /logout``; OpenAPI at
+        ``/openapi.json``.
     """
     app = FastAPI(
         title="myomap",
@@ -54,9 +61,16 @@ def create_app(
     app.state.enqueue_delivery = enqueue_delivery
     app.state.templates = make_templates()
 
+    guards = list(access_dependencies)
+    if settings.web.login:
+        app.state.web_auth = WebAuth.from_settings(settings, session_factory)
+        app.add_exception_handler(LoginRequiredError, login_required_response)
+        app.include_router(login.router)
+        guards.insert(0, Depends(require_login))
+
     app.include_router(health.router)
     for module in (studies, series, results, transfers):
-        app.include_router(module.router, dependencies=list(access_dependencies))
+        app.include_router(module.router, dependencies=guards)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 

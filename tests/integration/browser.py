@@ -1,7 +1,10 @@
 """Headless Chromium against the web app: screenshots and the DOM after load.
 
 :class:`AppServer` serves an ASGI app with uvicorn on 127.0.0.1 on a free port in a thread and records every
-request it answers (so a test can tell that the browser fetched an image). :class:`Chromium` runs
+request it answers (so a test can tell that the browser fetched an image). Its ``browser_cookie`` stands for a
+browser that has logged in: Chromium runs once per call with a throw-away profile and so cannot keep a session
+cookie between runs, so a test logs in itself (POST /login) and the server adds that ``Cookie`` header to every
+request that arrives without one. :class:`Chromium` runs
 ``/usr/bin/chromium --headless`` once per call with a throw-away profile, no network services of its own and no
 sandbox (the tests may run as root); ``screenshot`` writes a PNG of the window, ``dump_dom`` returns the
 serialised DOM after the page loaded.
@@ -82,13 +85,32 @@ class _RecordRequests:
         await self.app(scope, receive, recording_send)
 
 
+class _LoggedInBrowser:
+    """ASGI middleware: adds ``Cookie: <cookie()>`` to each HTTP request without a Cookie header while
+    ``cookie()`` returns one, as the browser's own cookie store would after a login."""
+
+    def __init__(self, app: Asgi, cookie: Callable[[], str | None]) -> None:
+        self.app = app
+        self.cookie = cookie
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        value = self.cookie()
+        if scope["type"] == "http" and value and not any(name == b"cookie" for name, _ in scope["headers"]):
+            scope = {**scope, "headers": [*scope["headers"], (b"cookie", value.encode("latin-1"))]}
+        await self.app(scope, receive, send)
+
+
 @dataclass
 class AppServer:
-    """An ASGI app served by uvicorn on 127.0.0.1:``port`` in a daemon thread (use as a context manager)."""
+    """An ASGI app served by uvicorn on 127.0.0.1:``port`` in a daemon thread (use as a context manager).
+
+    ``browser_cookie`` (e.g. ``"myomap_session=..."``, from a real POST /login) is sent on behalf of every client
+    that sends no cookie of its own; None sends nothing (a browser that has not logged in)."""
 
     app: Asgi
     port: int = field(default_factory=find_free_port)
     requests: list[Answered] = field(default_factory=list)
+    browser_cookie: str | None = None
     _server: uvicorn.Server | None = None
     _thread: threading.Thread | None = None
 
@@ -97,7 +119,8 @@ class AppServer:
 
     def start(self, *, timeout_s: float = 30.0) -> None:
         config = uvicorn.Config(
-            _RecordRequests(self.app, self.requests), host=LOOPBACK, port=self.port, log_level="warning",
+            _RecordRequests(_LoggedInBrowser(self.app, lambda: self.browser_cookie), self.requests),
+            host=LOOPBACK, port=self.port, log_level="warning",
             lifespan="off",
         )
         self._server = uvicorn.Server(config)

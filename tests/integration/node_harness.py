@@ -3,6 +3,8 @@
 Everything binds 127.0.0.1 on free ports; DCMTK tools get TCP_NODELAY=1 (otherwise Nagle's delay dominates).
 A node configured with a PostgreSQL database and a Redis queue (``write_config(database_url=..., queue_url=...)``)
 can get extra ``myomap worker`` processes on the same configuration (:meth:`NodeProcess.worker`).
+The web page needs a login: once started, ``NodeProcess.web_auth`` holds the first ``admin`` user's name and
+password (from ``<data>/initial_admin_password``) for httpx's ``auth=``.
 The phantom helpers make the synthetic studies the end-to-end tests send and read their ground truth.
 """
 
@@ -27,6 +29,8 @@ import numpy as np
 import pydicom
 import pytest
 import tomli_w
+
+from reports.web.users import INITIAL_ADMIN, INITIAL_PASSWORD_FILE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NODE_AE = "MYOMAP"
@@ -98,6 +102,10 @@ class NodeProcess(_ManagedProcess):
     web_port: int
     console_port: int
     process: subprocess.Popen | None = None
+    #: (user, password) for the web page and its JSON API (HTTP Basic, httpx's ``auth=``): the ``admin`` the node
+    #: created at its first start, read from ``<data>/initial_admin_password``; None while not started or with
+    #: the login off.
+    web_auth: tuple[str, str] | None = None
 
     @property
     def config_file(self) -> Path:
@@ -167,13 +175,22 @@ class NodeProcess(_ManagedProcess):
             if self.process.poll() is not None:
                 raise RuntimeError(f"myomap serve exited with {self.process.returncode}:\n{self.log()}")
             if echo(self.dicom_port):
+                self.web_auth = self._read_web_auth()
                 return
             time.sleep(0.2)
         raise TimeoutError(f"myomap serve did not answer C-ECHO within {timeout_s} s:\n{self.log()}")
 
+    def _read_web_auth(self) -> tuple[str, str] | None:
+        # The node writes the file before its DICOM listener starts, so it is there once C-ECHO answers.
+        password_file = self.data / INITIAL_PASSWORD_FILE
+        if not password_file.exists():
+            return None
+        return INITIAL_ADMIN, password_file.read_text().strip()
+
     def transfers(self, ae_title: str) -> list[dict]:
         """The node's outgoing transfers to ``ae_title`` (its JSON API), newest first."""
-        response = httpx.get(f"http://127.0.0.1:{self.web_port}/api/transfers", params={"limit": 1000}, timeout=10)
+        response = httpx.get(f"http://127.0.0.1:{self.web_port}/api/transfers", params={"limit": 1000},
+                             auth=self.web_auth, timeout=10)
         response.raise_for_status()
         return [t for t in response.json() if t["ae_title"] == ae_title]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import httpx
@@ -128,20 +128,43 @@ class NodeDatabase:
         with Session(self.engine) as session:
             return {job.state for job in session.scalars(select(Job))}
 
+    def newest(self) -> dict[str, Result]:
+        """Each reader's newest result (a reader is scored again when the study's reference changes)."""
+        return {result.summary["reader"]: result for result in self.results()}
+
+    def scored_against(self, readers: Iterable[str], reference_readers: list[str]) -> bool:
+        """Each of ``readers``' newest result scored against ``reference_readers``, every job finished and every
+        transfer sent: once all readers are scored against the whole reference, none is scored again."""
+        newest = self.newest()
+        if not all(reader in newest and newest[reader].summary["slices"][0]["reference_readers"] == reference_readers
+                   for reader in readers):
+            return False
+        with Session(self.engine) as session:
+            states = {transfer.state for transfer in session.scalars(select(Transfer))}
+        return self.job_states() == {JobState.DONE} and states == {TransferState.SENT}
+
 
 def _send_experts_then_trainees(node: NodeProcess, maps: list[Path], experts: list[Path],
                                 trainees: list[Path]) -> NodeDatabase:
     """The experts' contours first, so that the trainees are scored against their consensus (a contour series is
-    scored as soon as it is complete, against what the study holds then)."""
+    scored as soon as it is complete, against what the study holds then; an expert scored before the other experts
+    arrived is scored again once they have)."""
     database = NodeDatabase(node)
+    expert_readers = sorted(_reader(path) for path in experts)
     statuses = send(node.dicom_port, [*maps, *experts])
     assert set(statuses.values()) == {"Success"} and len(statuses) == len(maps) + len(experts)
-    wait_until(lambda: database.settled(len(experts)), timeout_s=30, interval_s=0.2, what="experts' results")
+    wait_until(lambda: database.scored_against(expert_readers, expert_readers), timeout_s=30, interval_s=0.2,
+               what="experts' results")
     statuses = send(node.dicom_port, trainees)
     assert set(statuses.values()) == {"Success"} and len(statuses) == len(trainees)
-    wait_until(lambda: database.settled(len(experts) + len(trainees)), timeout_s=30, interval_s=0.2,
-               what="trainees' results")
+    wait_until(lambda: database.scored_against([_reader(path) for path in trainees], expert_readers),
+               timeout_s=30, interval_s=0.2, what="trainees' results")
     return database
+
+
+def _reader(path: Path) -> str:
+    """The reader of a phantom contour file (its folder is ``<reader>_<seg|rtstruct>``)."""
+    return path.parent.name.rsplit("_", 1)[0]
 
 
 def test_every_contour_series_comes_back_as_a_comparison_sr_and_overlay(
@@ -157,7 +180,8 @@ def test_every_contour_series_comes_back_as_a_comparison_sr_and_overlay(
     by_reader = {result.summary["reader"]: result for result in results}
     assert set(by_reader) == {reader for reader, _ in SENT}
 
-    # Everything the results list reached the console: one overlay per contour series, an SR per scored one.
+    # Everything the results list reached the console: one overlay per result (an expert scored before the other
+    # experts arrived has two), an SR per scored one.
     srs, scs = _received(console)
     sent_uids = {
         output: {pydicom.dcmread(node.data / path, stop_before_pixels=True).SOPInstanceUID
@@ -165,7 +189,10 @@ def test_every_contour_series_comes_back_as_a_comparison_sr_and_overlay(
         for output in ("sr", "sc")
     }
     assert set(srs) == sent_uids["sr"] and set(scs) == sent_uids["sc"]
-    assert len(scs) == len(SENT)
+    assert len(scs) == len(results) and len({result.job_id for result in results}) == len(results)
+    # Only experts were scored again (the later experts changed their reference); each trainee once.
+    assert sorted(reader for result in results if (reader := result.summary["reader"]).startswith("trainee")) == \
+        ["trainee1", "trainee2"]
     study_uid = pydicom.dcmread(maps[0]).StudyInstanceUID
     assert {ds.StudyInstanceUID for ds in (*srs.values(), *scs.values())} == {study_uid}
 
@@ -195,9 +222,11 @@ def test_comparison_sr_and_overlay_pass_dciodvfy(
     maps, contours = phantom
     experts = [path for path in contours if "expert" in path.parent.name]
     trainee = [path for path in contours if path.parent.name == "trainee1_seg"]
-    _send_experts_then_trainees(node, maps, experts, trainee).engine.dispose()
+    database = _send_experts_then_trainees(node, maps, experts, trainee)
+    n_results = len(database.results())
+    database.engine.dispose()
     srs, scs = _received(console)
-    assert len(srs) >= 1 and len(scs) == len(experts) + 1
+    assert len(srs) >= 1 and len(scs) == n_results >= len(experts) + 1
     for path in console.files():
         done = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
         errors = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("Error")]
@@ -205,7 +234,8 @@ def test_comparison_sr_and_overlay_pass_dciodvfy(
 
 
 def _series_api(node: NodeProcess, series_uid: str) -> dict:
-    response = httpx.get(f"http://127.0.0.1:{node.web_port}/api/series/{series_uid}", timeout=10)
+    response = httpx.get(f"http://127.0.0.1:{node.web_port}/api/series/{series_uid}", auth=node.web_auth,
+                         timeout=10)
     return response.json() if response.status_code == 200 else {}
 
 
@@ -230,7 +260,8 @@ def test_contours_sent_before_their_map_wait_for_it_and_are_scored_when_it_arriv
                timeout_s=30, interval_s=0.2, what="the contour series' jobs waiting")
     assert "waiting for the map" in trainee_job()["error"]
     assert _series_api(node, trainee_series_uid)["state"] != "failed"
-    page = httpx.get(f"http://127.0.0.1:{node.web_port}/series/{trainee_series_uid}", timeout=10).text
+    page = httpx.get(f"http://127.0.0.1:{node.web_port}/series/{trainee_series_uid}", auth=node.web_auth,
+                     timeout=10).text
     assert 'state-waiting">waiting<' in page and "Waiting: reader &#39;trainee1&#39;" in page
     assert console.files() == []
 
@@ -249,4 +280,64 @@ def test_contours_sent_before_their_map_wait_for_it_and_are_scored_when_it_arriv
     (slice_result,) = analyze_paths([*maps, *sent], gold_standard=None).slices
     expected = next(r for r in slice_result.readers if r.reader == "trainee1").score
     assert trainee.summary["slices"][0]["reference_readers"] == ["expert1", "expert2", "expert3"]
+    assert _dice(sr) == [pytest.approx(expected.dice_myocardium, abs=1e-6)]
+
+
+def _texts(items: pydicom.Sequence) -> list[str]:
+    """Every TEXT value of an SR content tree (the tracking identifiers name reader and reference)."""
+    found = []
+    for item in items:
+        if item.get("ValueType") == "TEXT":
+            found.append(str(item.TextValue))
+        found.extend(_texts(item.get("ContentSequence", [])))
+    return found
+
+
+def test_a_trainee_scored_before_the_experts_is_scored_again_when_they_arrive(
+    phantom: tuple[list[Path], list[Path]], node: NodeProcess, console: Console
+) -> None:
+    maps, contours = phantom
+    experts = [path for path in contours if "expert" in path.parent.name]
+    trainee = [path for path in contours if path.parent.name == "trainee1_seg"]
+    database = NodeDatabase(node)
+
+    def trainee_results() -> list[Result]:
+        return [result for result in database.results() if result.summary["reader"] == "trainee1"]
+
+    # The trainee first: no expert yet, the consensus model draws the reference.
+    statuses = send(node.dicom_port, [*maps, *trainee])
+    assert set(statuses.values()) == {"Success"} and len(statuses) == len(maps) + len(trainee)
+    wait_until(lambda: database.scored_against(["trainee1"], []), timeout_s=30, interval_s=0.2,
+               what="the trainee's first comparison")
+    (first,) = trainee_results()
+    assert first.summary["slices"][0]["reference"] == "consensus_model"
+    (first_sr_path,) = first.summary["outputs"]["sr"]
+    first_sr_uid = pydicom.dcmread(node.data / first_sr_path, stop_before_pixels=True).SOPInstanceUID
+    srs, _ = _received(console)
+    assert set(srs) == {first_sr_uid}
+    assert any(text.startswith("trainee1 vs consensus model") for text in _texts(srs[first_sr_uid].ContentSequence))
+
+    # The three experts arrive: the trainee is scored again against their consensus, as a new SR (the experts'
+    # series complete one after the other; where the trainee was scored against the first two meanwhile, that
+    # result stays too).
+    statuses = send(node.dicom_port, experts)
+    assert set(statuses.values()) == {"Success"} and len(statuses) == len(experts)
+    expert_readers = ["expert1", "expert2", "expert3"]
+    wait_until(lambda: database.scored_against(["trainee1", *expert_readers], expert_readers), timeout_s=40,
+               interval_s=0.2, what="the trainee scored again")
+    first_again, *between, second = trainee_results()
+    database.engine.dispose()
+    assert len(between) <= 1 and all(r.summary["slices"][0]["reference"] == "staple" for r in between)
+    assert first_again.id == first.id and first_again.summary == first.summary  # the first stays as it was
+    (slice_summary,) = second.summary["slices"]
+    assert slice_summary["reference"] == "staple"
+    assert slice_summary["reference_readers"] == ["expert1", "expert2", "expert3"]
+    (sr_path,) = second.summary["outputs"]["sr"]
+    srs, _ = _received(console)
+    sr = srs[pydicom.dcmread(node.data / sr_path, stop_before_pixels=True).SOPInstanceUID]
+    assert first_sr_uid in srs and sr.SOPInstanceUID != first_sr_uid
+    assert sr.SeriesInstanceUID != srs[first_sr_uid].SeriesInstanceUID
+    assert any(text.startswith("trainee1 vs expert consensus") for text in _texts(sr.ContentSequence))
+    (slice_result,) = analyze_paths([*maps, *trainee, *experts], gold_standard=None).slices
+    expected = next(r for r in slice_result.readers if r.reader == "trainee1").score
     assert _dice(sr) == [pytest.approx(expected.dice_myocardium, abs=1e-6)]

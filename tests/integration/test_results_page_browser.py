@@ -1,7 +1,10 @@
 """The studies page and a series page with an analysed result, rendered by headless Chromium.
 
 The node's database and files come from the unit tests' builder (real Secondary Captures written with highdicom);
-the app runs in uvicorn on 127.0.0.1. The screenshots are kept under the test's tmp folder (the path is printed).
+the app runs in uvicorn on 127.0.0.1 with its login on. The login page is rendered as a browser without a session
+sees it; for the other pages the test logs in with a real POST /login and the app server hands that session cookie
+on for the browser (:class:`tests.integration.browser.AppServer`). The screenshots are kept under the test's tmp
+folder (the path is printed).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import pytest
 from PIL import Image
 
 from reports.web import create_app
+from reports.web.auth import SESSION_COOKIE
 from tests.integration.browser import WINDOW_SIZE, AppServer, Chromium, chromium_available
 from tests.unit.reports.test_web_results import (
     MARKER_RGB,
@@ -23,6 +27,7 @@ from tests.unit.reports.test_web_results import (
     SC_SHAPE,
     SERIES_BANNER,
     SLICE_BANNER,
+    WEB_USER,
     ResultsNode,
     build_results_node,
 )
@@ -76,15 +81,53 @@ def server(node: ResultsNode) -> AppServer:
         yield running
 
 
+class _Form(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[dict[str, str | None]] = []
+        self.inputs: dict[str, str | None] = {}  # name -> type
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if tag == "form":
+            self.forms.append(values)
+        elif tag == "input" and values.get("name"):
+            self.inputs[values["name"]] = values.get("type")
+
+
+def _log_in(server: AppServer) -> str:
+    """A real login through the form's POST; the ``Cookie`` header value a browser would send afterwards."""
+    username, password = WEB_USER
+    response = httpx.post(server.url("/login"), data={"username": username, "password": password, "next": "/"},
+                          follow_redirects=False, timeout=10)
+    assert response.status_code == 303 and response.headers["location"] == "/", response.text
+    return f"{SESSION_COOKIE}={response.cookies[SESSION_COOKIE]}"
+
+
+def test_login_page_renders_and_guards_the_pages(server: AppServer, tmp_path: Path) -> None:
+    chromium = Chromium()
+    _screenshot(chromium, server.url("/login"), tmp_path / "screenshots" / "login.png")
+    # Without a session the studies page is the login form (the browser followed the redirect).
+    dom = chromium.dump_dom(server.url("/"))
+    form = _Form()
+    form.feed(dom)
+    assert [f.get("action") for f in form.forms] == ["/login"] and form.forms[0].get("method") == "post"
+    assert form.inputs == {"next": "hidden", "username": None, "password": "password"}
+    assert 'value="/"' in dom and "Doe, Jane" not in dom and "Log out" not in dom
+    assert ("GET", "/", 303) in {(r.method, r.path, r.status) for r in server.requests}
+
+
 def test_studies_and_series_pages_render_with_the_result(
     server: AppServer, node: ResultsNode, tmp_path: Path
 ) -> None:
     chromium = Chromium()
     shots = tmp_path / "screenshots"
+    server.browser_cookie = _log_in(server)
 
     _screenshot(chromium, server.url("/"), shots / "studies.png")
     studies_dom = chromium.dump_dom(server.url("/"))
     assert "Doe, Jane" in studies_dom and f'href="/series/{RAW_SERIES_UID}"' in studies_dom
+    assert WEB_USER[0] in studies_dom and 'action="/logout"' in studies_dom  # the header names who is logged in
 
     series_url = server.url(f"/series/{RAW_SERIES_UID}")
     first_image = f"/results/{node.result_id}/images/0.png"
@@ -104,7 +147,7 @@ def test_studies_and_series_pages_render_with_the_result(
         assert value in dom, value
     sources = _image_sources(dom)
     assert first_image in sources and len(sources) == 3
-    with httpx.Client(base_url=server.url()) as client:
+    with httpx.Client(base_url=server.url(), auth=WEB_USER) as client:
         for source in sources:
             response = client.get(source)
             assert response.status_code == 200 and response.headers["content-type"] == "image/png", source

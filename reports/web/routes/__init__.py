@@ -1,1 +1,1 @@
-"""One router per resource: health, studies, series, transfers (JSON under /api, pages beside them)."""
+"""One router per resource: health, login, studies, series, transfers (JSON under /api, pages beside them)."""

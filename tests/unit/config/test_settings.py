@@ -37,3 +37,18 @@ def test_invalid_values_are_refused(tmp_path: Path) -> None:
         load_settings(dicom={"ae_title": "WAY_TOO_LONG_AE_TITLE"})
     with pytest.raises(FileNotFoundError):
         load_settings(tmp_path / "missing.toml")
+
+
+def test_web_login_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MYOMAP_CONFIG", raising=False)
+    defaults = load_settings().web
+    assert (defaults.login, defaults.session_hours, defaults.secret_key.get_secret_value()) == (True, 12.0, "")
+    site = tmp_path / "site.toml"
+    site.write_text("[web]\nlogin = false\nsession_hours = 1.5\n")
+    monkeypatch.setenv("MYOMAP_WEB__SECRET_KEY", "from-the-environment")
+    settings = load_settings(site)
+    assert (settings.web.login, settings.web.session_hours) == (False, 1.5)
+    assert settings.web.secret_key.get_secret_value() == "from-the-environment"
+    assert "from-the-environment" not in settings.model_dump_json()  # `myomap config` prints it masked
+    with pytest.raises(ValidationError, match="session_hours"):
+        load_settings(web={"session_hours": 0})

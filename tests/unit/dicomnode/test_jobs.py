@@ -73,6 +73,13 @@ def test_job_key_names_series_revision_and_kind() -> None:
     assert job_key("1.2.3", 0, "t2_map") == "1.2.3/0/t2_map"
 
 
+def test_a_rescoring_job_key_ends_with_its_reference() -> None:
+    first = job_key("1.2.3", 1, JobKind.READER_SCORE)
+    assert job_key("1.2.3", 1, JobKind.READER_SCORE, reference_digest="0123abcd") == f"{first}/0123abcd"
+    assert job_key("1.2.3", 1, JobKind.READER_SCORE, reference_digest="ffff") != \
+        job_key("1.2.3", 1, JobKind.READER_SCORE, reference_digest="0123abcd")
+
+
 @pytest.mark.parametrize(("role", "kind"), [(SeriesRole.RAW_IR, "t1_map"), (SeriesRole.T2_PREP, "t2_map")])
 def test_complete_raw_series_gets_one_map_job(session_factory: sessionmaker[Session], role: SeriesRole,
                                               kind: str) -> None:

@@ -1,5 +1,6 @@
 """The reader-score job on a phantom study ingested into a node: one comparison SR and overlay per contour series,
-scores equal to the offline analysis', transfers to the peer that takes them, one result however often it runs."""
+scores equal to the offline analysis', transfers to the peer that takes them, one result however often it runs;
+and a further job, result and SR when the study's reference changes after the reader was scored."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from dicomnode.jobs import JobKind, enqueue_series, requeue_unfinished
 from dicomnode.pipeline import JobOutcome, run_job
 from dicomnode.queue import NodeQueue
 from dicomnode.reader_job import CONSENSUS_MODEL_REFERENCE, RESULT_KIND, gold_standard_reader, run_reader_job
+from dicomnode.rescoring import requeue_rescoring
 from dicomnode.storage import store_instance
 from dicomnode.tasks import register_tasks
 from inference.expert_consensus import INPUT_NAME as CONSENSUS_INPUT
@@ -512,3 +514,134 @@ def test_queue_task_runs_reader_jobs_with_the_reader_job(phantom: PhantomStudy, 
     assert node.result(job_id).kind == RESULT_KIND
     with node.factory() as session:
         assert session.get(Job, job_id).state is JobState.DONE
+
+
+def _study_id(node: Node, series_instance_uid: str) -> int:
+    with node.factory() as session:
+        return session.scalars(select(Series.study_id).where(Series.series_instance_uid == series_instance_uid)).one()
+
+
+def _rescore(node: Node, series_instance_uid: str) -> list[int]:
+    """Take the re-scoring decision for the study of the series, as the queue does after a reader job; the ids of
+    the jobs it created (and queued)."""
+    queue = _RecordingQueue()
+    created = requeue_rescoring(_study_id(node, series_instance_uid),
+                                gold_standard=gold_standard_reader(node.settings),
+                                storage_root=node.settings.storage_root, session_factory=node.factory, sink=queue)
+    assert queue.jobs == created
+    return created
+
+
+def _jobs_of(node: Node, series_instance_uid: str) -> list[int]:
+    with node.factory() as session:
+        return list(session.scalars(select(Job.id).join(Series)
+                                    .where(Series.series_instance_uid == series_instance_uid).order_by(Job.id)))
+
+
+def test_a_trainee_scored_before_the_gold_standard_arrives_is_scored_again_against_it(
+        phantom: PhantomStudy, node: Node, tmp_path: Path) -> None:
+    node.settings = _with_gold_standard(node.settings, "truth")
+    stand_in = SimpleNamespace(consensus=_stand_in_consensus_model(tmp_path))
+    trainee_uid = phantom.contour_series_uid("trainee1", "seg")
+    # The trainee sends first: no gold standard yet, the consensus model gives the reference.
+    node.store([*phantom.map_files(), *phantom.contour_files("trainee1", "seg")])
+    first_job = node.job_for(trainee_uid)
+    assert node.run(first_job, models=lambda: stand_in) is JobOutcome.DONE
+    first = node.result(first_job)
+    assert first.summary["slices"][0]["reference"] == CONSENSUS_MODEL_REFERENCE
+    assert first.summary["reference"] == "consensus model"
+    assert _rescore(node, trainee_uid) == []  # nothing changed
+
+    # The supervisor's gold standard arrives and is "scored" (it is the reference): the trainee is queued again.
+    truth_uid = phantom.contour_series_uid("truth", "seg")
+    node.store(phantom.contour_files("truth", "seg"))
+    assert node.run(node.job_for(truth_uid)) is JobOutcome.DONE
+    (again,) = _rescore(node, truth_uid)
+    assert _rescore(node, truth_uid) == []  # the same decision taken twice: one job
+    assert _jobs_of(node, trainee_uid) == [first_job, again]
+    with node.factory() as session:
+        job = session.get(Job, again)
+        assert job.kind == JobKind.READER_SCORE.value and job.state is JobState.QUEUED
+        assert job.key.startswith(f"{trainee_uid}/0/reader_score/") and len(job.key.rsplit("/", 1)[1]) == 16
+        # Even once that job has failed, the same reference does not score the trainee again.
+        job.state = JobState.FAILED
+        session.commit()
+    assert _rescore(node, truth_uid) == []
+    with node.factory() as session:
+        session.get(Job, again).state = JobState.QUEUED
+        session.commit()
+
+    deliveries: list[int] = []
+    assert node.run(again, deliveries) is JobOutcome.DONE
+    second = node.result(again)
+    (slice_summary,) = second.summary["slices"]
+    assert slice_summary["reference"] == "gold_standard" and slice_summary["reference_readers"] == ["truth"]
+    assert second.summary["reference"] == "gold standard truth"
+    expected = _analysed(phantom, "trainee1", "truth", [*phantom.contour_files("trainee1", "seg"),
+                                                        *phantom.contour_files("truth", "seg")])
+    (sr,) = node.datasets(second, "sr")
+    assert _sr_numbers(sr, codes.DICE) == [pytest.approx(expected.dice_myocardium, abs=1e-6)]
+    # New outputs in new series, sent like the first; the first result stays as it was.
+    (first_sr,) = node.datasets(first, "sr")
+    assert sr.SeriesInstanceUID == second.output_series_uid != first.output_series_uid
+    assert sr.SOPInstanceUID != first_sr.SOPInstanceUID and sr.SeriesNumber == first_sr.SeriesNumber
+    assert node.result(first_job).summary == first.summary
+    with node.factory() as session:
+        sent = session.scalars(select(Transfer.sop_instance_uid).where(Transfer.result_id == second.id)).all()
+    assert len(deliveries) == 2 and sr.SOPInstanceUID in sent
+    assert _rescore(node, trainee_uid) == []
+
+    # A second trainee arriving now re-scores nobody.
+    trainee2_uid = phantom.contour_series_uid("trainee2", "seg")
+    node.store(phantom.contour_files("trainee2", "seg"))
+    assert node.run(node.job_for(trainee2_uid)) is JobOutcome.DONE
+    assert node.result(_jobs_of(node, trainee2_uid)[0]).summary["slices"][0]["reference"] == "gold_standard"
+    assert _rescore(node, trainee2_uid) == []
+    with node.factory() as session:
+        assert session.scalar(select(func.count()).select_from(Job)) == 4
+
+
+def test_the_queue_scores_readers_again_when_a_second_expert_makes_a_consensus(phantom: PhantomStudy,
+                                                                              node: Node) -> None:
+    settings = node.settings.model_copy(update={"peers": []})  # nothing to deliver from the immediate queue
+    tasks = register_tasks(NodeQueue(huey=MemoryHuey(immediate=True)), settings=settings,
+                           session_factory=node.factory)
+    trainee_uid = phantom.contour_series_uid("trainee1", "seg")
+    expert1_uid = phantom.contour_series_uid("expert1", "seg")
+    expert2_uid = phantom.contour_series_uid("expert2", "rtstruct")
+    node.store([*phantom.map_files(), *phantom.contour_files("trainee1", "seg"),
+                *phantom.contour_files("expert1", "seg")])
+    # The trainee and a first expert: one expert is no consensus; both are scored against the consensus model.
+    (trainee_job,) = node.complete(trainee_uid, tasks)
+    (expert1_job,) = node.complete(expert1_uid, tasks)
+    for job_id in (trainee_job, expert1_job):
+        assert node.result(job_id).summary["slices"][0]["reference"] == CONSENSUS_MODEL_REFERENCE
+
+    # The second expert's job finishes: the trainee and the first expert are scored again, against both experts.
+    node.store(phantom.contour_files("expert2", "rtstruct"))
+    (expert2_job,) = node.complete(expert2_uid, tasks)
+    sent = [*phantom.contour_files("trainee1", "seg"), *phantom.contour_files("expert1", "seg"),
+            *phantom.contour_files("expert2", "rtstruct")]
+    for reader, series_uid, first_job in (("trainee1", trainee_uid, trainee_job),
+                                          ("expert1", expert1_uid, expert1_job)):
+        jobs = _jobs_of(node, series_uid)
+        assert len(jobs) == 2 and jobs[0] == first_job
+        assert node.job(jobs[1])[0] is JobState.DONE
+        assert node.result(first_job).summary["slices"][0]["reference"] == CONSENSUS_MODEL_REFERENCE
+        (slice_summary,) = node.result(jobs[1]).summary["slices"]
+        assert slice_summary["reference"] == "staple"
+        assert slice_summary["reference_readers"] == ["expert1", "expert2"]
+        expected = _analysed(phantom, reader, None, sent)
+        assert slice_summary["dice_myocardium"] == pytest.approx(expected.dice_myocardium, abs=1e-3)
+    assert _jobs_of(node, expert2_uid) == [expert2_job]
+    assert node.result(expert2_job).summary["reference"] == "expert consensus of expert1, expert2"
+
+    # A second trainee changes no one's reference: its own job is the only new one.
+    node.store(phantom.contour_files("trainee2", "seg"))
+    with node.factory() as session:
+        n_jobs = session.scalar(select(func.count()).select_from(Job))
+    (trainee2_job,) = node.complete(phantom.contour_series_uid("trainee2", "seg"), tasks)
+    with node.factory() as session:
+        assert session.scalar(select(func.count()).select_from(Job)) == n_jobs + 1
+        assert {job.state for job in session.scalars(select(Job))} == {JobState.DONE}
+    assert node.result(trainee2_job).summary["slices"][0]["reference"] == "staple"

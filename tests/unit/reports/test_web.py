@@ -31,6 +31,7 @@ from db.models import (
 )
 from db.session import make_engine, make_session_factory
 from reports.web import create_app
+from tests.unit.reports.test_web_results import add_web_user, logged_in
 
 STUDY_UID = "1.2.826.0.1.3680043.8.498.100"
 OTHER_STUDY_UID = "1.2.826.0.1.3680043.8.498.200"
@@ -63,6 +64,7 @@ def node(tmp_path: Path) -> Iterator[Node]:
         dicom={"acse_timeout_s": 2.0, "dimse_timeout_s": 2.0, "network_timeout_s": 2.0},
         scu={"max_attempts": 3, "backoff_initial_s": 1.0, "backoff_max_s": 5.0},
     )
+    add_web_user(factory)
     now = datetime.now(UTC)
     with factory() as session:
         study = Study(
@@ -158,7 +160,7 @@ def queued() -> list[int]:
 
 @pytest.fixture()
 def client(node: Node, queued: list[int]) -> TestClient:
-    return TestClient(create_app(node.settings, node.session_factory, enqueue_delivery=queued.append))
+    return logged_in(TestClient(create_app(node.settings, node.session_factory, enqueue_delivery=queued.append)))
 
 
 def _transfer(node: Node, transfer_id: int) -> Transfer:
@@ -269,7 +271,7 @@ def test_retry_button_redirects_to_the_transfers_page(
 
 
 def test_retry_without_a_queue_tries_once_after_the_response(node: Node) -> None:
-    client = TestClient(create_app(node.settings, node.session_factory))
+    client = logged_in(TestClient(create_app(node.settings, node.session_factory)))
     transfer_id = node.transfer_ids[TransferState.GIVEN_UP]
     assert client.post(f"/api/transfers/{transfer_id}/retry").status_code == 200
     # The background attempt is recorded and the transfer waits for its next attempt.
@@ -351,13 +353,17 @@ def test_access_dependencies_guard_everything_but_healthz(node: Node) -> None:
         if x_token != "let-me-in":
             raise HTTPException(401, detail="login required")
 
-    client = TestClient(
+    client = logged_in(TestClient(
         create_app(node.settings, node.session_factory, access_dependencies=[Depends(require_token)])
-    )
+    ))
     assert client.get("/healthz").status_code == 200
     for url in ("/api/studies", "/", f"/series/{RAW_SERIES_UID}", "/transfers"):
         assert client.get(url).status_code == 401
     assert client.get("/api/studies", headers={"X-Token": "let-me-in"}).status_code == 200
+    client.auth = None  # the login is checked first: the token alone is not enough
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/api/studies", headers={"X-Token": "let-me-in"}).status_code == 401
+    assert client.get("/", headers={"X-Token": "let-me-in"}, follow_redirects=False).status_code == 303
 
 
 def test_static_stylesheet_is_served(client: TestClient) -> None:

@@ -25,6 +25,7 @@ from config.settings import Settings
 from db.models import Base, Job, JobState, Result, Series, SeriesRole, SeriesState, Study, Transfer, TransferState
 from db.session import make_engine, make_session_factory
 from reports.web import create_app
+from reports.web.users import add_user
 
 STUDY_UID = "1.2.826.0.1.3680043.8.498.300"
 RAW_SERIES_UID = "1.2.826.0.1.3680043.8.498.301"
@@ -37,6 +38,22 @@ FAILED_REASON = "no myocardium found in the map"
 #: The colour painted into the first Secondary Capture, found again in the PNG and in the browser screenshot.
 MARKER_RGB = (255, 0, 255)
 SC_SHAPE = (96, 128)  # rows, columns
+#: The web user every node built here has (user name, password): the pages need a login.
+WEB_USER = ("reader1", "correct horse battery staple")
+
+
+def add_web_user(session_factory: sessionmaker[Session], user: tuple[str, str] = WEB_USER) -> tuple[str, str]:
+    """Add a web user to the node's database; (name, password), as httpx takes it for HTTP Basic (``auth=``)."""
+    with session_factory() as session:
+        add_user(session, *user)
+        session.commit()
+    return user
+
+
+def logged_in(client: TestClient, user: tuple[str, str] = WEB_USER) -> TestClient:
+    """``client`` sending the user's HTTP Basic credentials with every request."""
+    client.auth = user
+    return client
 
 
 @dataclass(frozen=True)
@@ -153,6 +170,7 @@ def build_results_node(folder: Path, *, seed: int = 4711) -> ResultsNode:
         dicom={"acse_timeout_s": 2.0, "dimse_timeout_s": 2.0, "network_timeout_s": 2.0},
         scu={"max_attempts": 3, "backoff_initial_s": 1.0, "backoff_max_s": 5.0},
     )
+    add_web_user(factory)
     with factory() as session:
         study = Study(study_instance_uid=STUDY_UID, patient_name=PATIENT_NAME, patient_id=PATIENT_ID,
                       study_date="20240315", study_description="CMR mapping")
@@ -191,7 +209,7 @@ def queued() -> list[int]:
 
 @pytest.fixture()
 def client(node: ResultsNode, queued: list[int]) -> TestClient:
-    return TestClient(create_app(node.settings, node.session_factory, enqueue_delivery=queued.append))
+    return logged_in(TestClient(create_app(node.settings, node.session_factory, enqueue_delivery=queued.append)))
 
 
 def _png(response) -> np.ndarray:
@@ -360,9 +378,9 @@ def test_access_dependencies_guard_the_result_routes(node: ResultsNode) -> None:
         if x_token != "let-me-in":
             raise HTTPException(401, detail="login required")
 
-    client = TestClient(
+    client = logged_in(TestClient(
         create_app(node.settings, node.session_factory, access_dependencies=[Depends(require_token)])
-    )
+    ))
     urls = (f"/api/results/{node.result_id}", f"/results/{node.result_id}/images/0.png",
             f"/results/{node.result_id}/files/0")
     for url in urls:
@@ -370,6 +388,9 @@ def test_access_dependencies_guard_the_result_routes(node: ResultsNode) -> None:
         assert client.get(url, headers={"X-Token": "let-me-in"}).status_code == 200, url
     retry = f"/results/{node.result_id}/transfers/{node.transfer_ids[TransferState.GIVEN_UP]}/retry"
     assert client.post(retry).status_code == 401
+    client.auth = None  # the token alone is not enough: the login is checked too
+    assert client.get(urls[0], headers={"X-Token": "let-me-in"}).status_code == 401
+    assert client.post(retry, headers={"X-Token": "let-me-in"}).status_code == 401
 
 
 def test_openapi_lists_the_result_routes(client: TestClient) -> None:
