@@ -83,8 +83,10 @@ def claim_job(session: Session, job_id: int) -> Job | JobOutcome:
     return job
 
 
-def mark_failed(claimed: Claim, error: str, session_factory: sessionmaker[Session]) -> None:
-    """Mark the job FAILED with ``error``, and its series too unless a newer revision has arrived meanwhile."""
+def mark_failed(claimed: Claim, error: str, session_factory: sessionmaker[Session], *,
+                fails_series: bool = True) -> None:
+    """Mark the job FAILED with ``error``, and its series too (unless ``fails_series`` is False, or a newer
+    revision has arrived meanwhile)."""
     with session_scope(session_factory) as session:
         job = session.get(Job, claimed.job_id)
         if job is None:
@@ -93,7 +95,7 @@ def mark_failed(claimed: Claim, error: str, session_factory: sessionmaker[Sessio
         job.error = error[:MAX_ERROR_CHARS]
         job.finished_at = datetime.now(UTC)
         series = session.get(Series, claimed.series_id)
-        if series is not None and series.revision == claimed.series_revision:
+        if fails_series and series is not None and series.revision == claimed.series_revision:
             series.state = SeriesState.FAILED
 
 

@@ -90,6 +90,12 @@ def job_key(series_instance_uid: str, revision: int, kind: JobKind | str, *,
     return key if reference_digest is None else f"{key}/{reference_digest}"
 
 
+def reference_digest_of(key: str) -> str | None:
+    """The reference digest a re-scoring job's key ends with (:func:`job_key`); None for a series' first job."""
+    parts = key.split("/")  # UIDs hold no "/" (dicomnode.validate refuses them)
+    return parts[3] if len(parts) == 4 else None
+
+
 def enqueue_series(
     series_id: int, revision: int, *, session_factory: sessionmaker[Session], sink: JobSink
 ) -> list[int]:

@@ -67,7 +67,7 @@ from dicomnode.contours import ImageGeometry, ReaderMasks, Structure, reader_nam
 from dicomnode.contours.errors import UnknownReaderError
 from dicomnode.contours.rtstruct import RT_STRUCTURE_SET_STORAGE
 from dicomnode.errors import MyomapError
-from dicomnode.jobs import JobKind
+from dicomnode.jobs import JobKind, reference_digest_of
 from dicomnode.pipeline import OUTPUTS_FOLDER, output_uid, write_atomically
 from dicomnode.rescoring import (
     CONSENSUS_MODEL_REFERENCE,
@@ -221,7 +221,9 @@ def _run_once(
         return JobOutcome.WAITING
     except Exception as error:  # any failure of one series must leave the node working
         LOGGER.exception("job %d (%s) failed", job_id, RESULT_KIND)
-        mark_failed(claimed, f"{type(error).__name__}: {error}", session_factory)
+        # A failed re-score leaves the series as its first score left it (done).
+        mark_failed(claimed, f"{type(error).__name__}: {error}", session_factory,
+                    fails_series=reference_digest_of(claimed.key) is None)
         return JobOutcome.FAILED
     LOGGER.info(
         "job %d: reader %s scored on %d of %d slices in %.3f s, %d transfers", job_id, comparison.reader,

@@ -28,6 +28,7 @@ from dicomnode.jobs import (
     JobKind,
     enqueue_series,
     job_key,
+    reference_digest_of,
     requeue_orphaned,
     requeue_overdue_transfers,
     requeue_unfinished,
@@ -304,3 +305,8 @@ def test_overdue_sweep_requeues_only_long_overdue_pending_transfers(session_fact
     sink = RecordingSink()
     assert requeue_overdue_transfers(session_factory=session_factory, sink=sink, overdue_s=60.0) == [overdue]
     assert [transfer_id for transfer_id, _ in sink.deliveries] == [overdue]
+
+
+def test_reference_digest_is_read_back_from_a_rescoring_key_only() -> None:
+    assert reference_digest_of(job_key("1.2.3", 0, JobKind.READER_SCORE, reference_digest="0123abcd")) == "0123abcd"
+    assert reference_digest_of(job_key("1.2.3", 0, JobKind.READER_SCORE)) is None

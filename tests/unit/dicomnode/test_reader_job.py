@@ -645,3 +645,27 @@ def test_the_queue_scores_readers_again_when_a_second_expert_makes_a_consensus(p
         assert session.scalar(select(func.count()).select_from(Job)) == n_jobs + 1
         assert {job.state for job in session.scalars(select(Job))} == {JobState.DONE}
     assert node.result(trainee2_job).summary["slices"][0]["reference"] == "staple"
+
+
+def test_a_failed_rescore_leaves_the_series_as_its_first_score_left_it(
+        phantom: PhantomStudy, node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    node.settings = _with_gold_standard(node.settings, "truth")
+    stand_in = SimpleNamespace(consensus=_stand_in_consensus_model(tmp_path))
+    trainee_uid = phantom.contour_series_uid("trainee1", "seg")
+    node.store([*phantom.map_files(), *phantom.contour_files("trainee1", "seg")])
+    assert node.run(node.job_for(trainee_uid), models=lambda: stand_in) is JobOutcome.DONE
+    truth_uid = phantom.contour_series_uid("truth", "seg")
+    node.store(phantom.contour_files("truth", "seg"))
+    assert node.run(node.job_for(truth_uid)) is JobOutcome.DONE
+    (again,) = _rescore(node, truth_uid)
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("dicomnode.reader_job.write_comparison", broken)
+    assert node.run(again) is JobOutcome.FAILED
+    with node.factory() as session:
+        job = session.get(Job, again)
+        assert job.state is JobState.FAILED and "disk full" in job.error
+        series = session.scalar(select(Series).where(Series.series_instance_uid == trainee_uid))
+        assert series.state is SeriesState.DONE
