@@ -3,16 +3,72 @@
 from __future__ import annotations
 
 import os
+import ssl
 from enum import Enum
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.toml")
 CONFIG_FILE_VARIABLE = "MYOMAP_CONFIG"
+
+
+class TLSFileError(ValueError):
+    """A certificate, private key or CA file for DICOM TLS is missing or cannot be loaded."""
+
+
+def _existing_file(path: str, what: str) -> Path:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise TLSFileError(f"{what} {file} does not exist or is not a file")
+    return file
+
+
+def _no_password() -> bytes:
+    # Without a callback OpenSSL would prompt on the terminal for the pass phrase of an encrypted key.
+    raise TLSFileError("the private key is encrypted; the node needs an unencrypted PEM key (file mode 0600)")
+
+
+def load_certificate_chain(context: ssl.SSLContext, certificate: str, private_key: str) -> None:
+    """Load a PEM certificate (chain) and its unencrypted private key into ``context``.
+
+    Raises
+    ------
+    TLSFileError
+        If a file is missing or unreadable, not PEM, the key is encrypted or belongs to another certificate.
+    """
+    certificate_file = _existing_file(certificate, "TLS certificate")
+    key_file = _existing_file(private_key, "TLS private key")
+    try:
+        context.load_cert_chain(certificate_file, key_file, password=_no_password)
+    except ssl.SSLError as error:
+        raise TLSFileError(
+            f"cannot load TLS certificate {certificate_file} with private key {key_file} ({error.reason or error}): "
+            "both must be PEM and the key must belong to the certificate"
+        ) from error
+    except OSError as error:
+        raise TLSFileError(f"cannot read TLS certificate or key: {error}") from error
+
+
+def load_ca_bundle(context: ssl.SSLContext, ca: str) -> None:
+    """Load a PEM bundle of CA certificates into ``context`` as the ones it trusts.
+
+    Raises
+    ------
+    TLSFileError
+        If the file is missing, unreadable or holds no PEM certificate.
+    """
+    ca_file = _existing_file(ca, "TLS CA file")
+    try:
+        context.load_verify_locations(cafile=ca_file)
+    except ssl.SSLError as error:
+        raise TLSFileError(f"cannot load TLS CA file {ca_file} ({error.reason or error}): it must hold PEM "
+                           "certificates") from error
+    except OSError as error:
+        raise TLSFileError(f"cannot read TLS CA file {ca_file}: {error}") from error
 
 
 class Output(str, Enum):
@@ -35,6 +91,13 @@ class DicomSettings(BaseModel):
     dimse_timeout_s: float = Field(60.0, gt=0)
     network_timeout_s: float = Field(60.0, gt=0)
     max_image_pixels: int = Field(16_777_216, gt=0)
+    # DICOM TLS (PS3.15 B.1): a second listener on tls_port (0: none) speaking TLS 1.2 or later; the node's
+    # certificate and unencrypted private key (PEM) also authenticate it to peers it sends to over TLS.
+    tls_port: int = Field(0, ge=0, le=65535)
+    tls_certificate: str = ""
+    tls_private_key: str = ""
+    tls_ca: str = ""  # PEM bundle of the CAs whose certificates the node accepts (clients, and peers by default)
+    tls_require_client_certificate: bool = False  # mutual TLS: a caller must present a certificate from tls_ca
 
     @field_validator("ae_title")
     @classmethod
@@ -42,6 +105,22 @@ class DicomSettings(BaseModel):
         if not 1 <= len(value) <= 16 or "\\" in value or not value.isprintable():
             raise ValueError(f"ae_title must be 1-16 printable characters without backslash, got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _tls_valid(self) -> DicomSettings:
+        if self.tls_port and self.tls_port == self.port:
+            raise ValueError(f"tls_port {self.tls_port} is also the plain port; give TLS a port of its own")
+        if self.tls_port and not (self.tls_certificate and self.tls_private_key):
+            raise ValueError("tls_port needs tls_certificate and tls_private_key (PEM files)")
+        if bool(self.tls_certificate) != bool(self.tls_private_key):
+            raise ValueError("tls_certificate and tls_private_key go together: set both or neither")
+        if self.tls_require_client_certificate and not self.tls_ca:
+            raise ValueError("tls_require_client_certificate needs tls_ca, the CAs that sign client certificates")
+        if self.tls_certificate:
+            load_certificate_chain(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), self.tls_certificate, self.tls_private_key)
+        if self.tls_ca:
+            load_ca_bundle(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), self.tls_ca)
+        return self
 
 
 class WebSettings(BaseModel):
@@ -115,6 +194,16 @@ class Peer(BaseModel):
     port: int = Field(104, ge=1, le=65535)
     receives: list[Output] = []
     may_store: bool = True
+    tls: bool = False  # send to this peer over TLS, checking its certificate against tls_ca
+    tls_ca: str = ""  # PEM bundle of the CAs that sign this peer's certificate; empty: [dicom] tls_ca
+    tls_server_name: str = ""  # the name its certificate must carry; empty: its host
+    tls_check_hostname: bool = True  # false only for sites whose peer certificates name no host or address
+
+    @model_validator(mode="after")
+    def _tls_ca_loads(self) -> Peer:
+        if self.tls_ca:
+            load_ca_bundle(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), self.tls_ca)
+        return self
 
 
 class Settings(BaseSettings):
@@ -160,6 +249,16 @@ class Settings(BaseSettings):
     @property
     def queue_url(self) -> str:
         return self.queue.url or f"sqlite:///{self.storage_root / 'queue.db'}"
+
+    @model_validator(mode="after")
+    def _tls_peers_have_ca(self) -> Settings:
+        for peer in self.peers:
+            if peer.tls and not (peer.tls_ca or self.dicom.tls_ca):
+                raise ValueError(
+                    f"peer {peer.ae_title} has tls = true but neither its tls_ca nor [dicom] tls_ca names the "
+                    "CAs to check its certificate against"
+                )
+        return self
 
     def peer(self, ae_title: str) -> Peer | None:
         """The configured peer with this AE title, if any (AE titles compare without padding)."""

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
+import threading
 
 from pynetdicom import AE, evt
 from pynetdicom.events import Event
@@ -18,6 +21,7 @@ from dicomnode.sop_classes import (
     TRANSFER_SYNTAXES,
     VERIFICATION,
 )
+from dicomnode.tls import certificate_subject, describe_error, server_context
 
 LOGGER = logging.getLogger(__name__)
 
@@ -70,8 +74,67 @@ def tune_association(event: Event) -> None:
                 assoc.unbind(event_type, handler)
 
 
+_CLIENT_CERTIFICATES = {
+    ssl.CERT_REQUIRED: "required",
+    ssl.CERT_OPTIONAL: "checked when presented",
+    ssl.CERT_NONE: "not asked for",
+}
+
+
+class TLSAssociationServer(ThreadedAssociationServer):
+    """A threaded association server whose TLS handshake runs in the connection's own thread.
+
+    pynetdicom's server completes the handshake in its accepting thread without a time limit, so one caller
+    that connects and sends nothing (a port scanner, a stalled client) would hold up every later caller. Here
+    the accepting thread only accepts; each connection's thread has ``handshake_timeout_s`` for the handshake, a
+    failure closes that connection with a log line, and the server goes on.
+    """
+
+    handshake_timeout_s: float = 30.0
+    # Stopping does not wait for handshakes still under way: a connection whose handshake ends after the server
+    # closed is dropped.
+    block_on_close = False
+    daemon_threads = True
+    _closed = False
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        assert self.socket is not None
+        return self.socket.accept()
+
+    def process_request_thread(  # type: ignore[override]
+        self, request: socket.socket, client_address: tuple[str, int]
+    ) -> None:
+        assert self.ssl_context is not None
+        host, port = client_address[0], client_address[1]
+        timeout_s = request.gettimeout()
+        try:
+            request.settimeout(self.handshake_timeout_s)
+            tls_socket = self.ssl_context.wrap_socket(request, server_side=True)
+            tls_socket.settimeout(timeout_s)
+        except OSError as error:  # ssl.SSLError, a timeout, or the caller closing the connection
+            LOGGER.warning("TLS handshake with %s:%d failed: %s", host, port, describe_error(error))
+            request.close()
+            return
+        if self._closed:
+            tls_socket.close()
+            return
+        LOGGER.debug(
+            "TLS connection from %s:%d (%s, %s), client certificate %s",
+            host, port, tls_socket.version(), (tls_socket.cipher() or ("?",))[0],
+            certificate_subject(tls_socket.getpeercert()),
+        )
+        super().process_request_thread(tls_socket, client_address)
+
+    def server_close(self) -> None:
+        self._closed = True
+        super().server_close()
+
+
 class StorageSCP:
     """A C-ECHO/C-STORE server on ``settings.dicom.bind``:``settings.dicom.port`` (0 picks a free port).
+
+    With ``settings.dicom.tls_port`` set, a second server on that port speaks DICOM TLS (:mod:`dicomnode.tls`)
+    with the same handlers, hence the same checks of the calling AE title and host.
 
     The assembler's lifecycle stays with the caller: start it before the SCP so that the instances this server
     stores are assembled (``None`` stores only, e.g. for an import).
@@ -90,31 +153,69 @@ class StorageSCP:
         self._context = StoreContext(settings=settings, session_factory=session_factory, assembler=assembler)
         self._ae = make_ae(settings)
         self._server: ThreadedAssociationServer | None = None
+        self._tls_server: TLSAssociationServer | None = None
         self.port: int | None = None
+        self.tls_port: int | None = None
 
     @property
     def ae(self) -> AE:
         return self._ae
 
     def start(self) -> None:
-        """Start listening in background threads and return; ``port`` holds the bound port afterwards."""
+        """Start listening in background threads and return; ``port`` (and ``tls_port``) hold the bound ports.
+
+        Raises
+        ------
+        config.settings.TLSFileError
+            If the TLS certificate, key or CA file cannot be loaded (nothing is left listening).
+        """
         if self._server is not None:
             return
+        dicom = self._settings.dicom
+        tls_context = server_context(self._settings) if dicom.tls_port else None
         handlers = [
             (evt.EVT_CONN_OPEN, tune_association),
             (evt.EVT_REQUESTED, handle_association_request, [self._settings]),
             (evt.EVT_C_ECHO, handle_echo),
             (evt.EVT_C_STORE, handle_store, [self._context]),
         ]
-        address = (self._settings.dicom.bind, self._settings.dicom.port)
+        address = (dicom.bind, dicom.port)
         self._server = self._ae.start_server(address, block=False, evt_handlers=handlers)
         self.port = int(self._server.server_address[1])
-        LOGGER.info("Storage SCP %s listening on %s:%d", self._settings.dicom.ae_title, address[0], self.port)
+        LOGGER.info("Storage SCP %s listening on %s:%d", dicom.ae_title, address[0], self.port)
+        if tls_context is not None:
+            try:
+                self._tls_server = self._start_tls_server((dicom.bind, dicom.tls_port), tls_context, handlers)
+            except BaseException:
+                self.stop()
+                raise
+            self.tls_port = int(self._tls_server.server_address[1])
+            LOGGER.info(
+                "Storage SCP %s listening for DICOM TLS on %s:%d (client certificates %s)",
+                dicom.ae_title, dicom.bind, self.tls_port, _CLIENT_CERTIFICATES[tls_context.verify_mode],
+            )
+
+    def _start_tls_server(
+        self, address: tuple[str, int], context: ssl.SSLContext, handlers: list
+    ) -> TLSAssociationServer:
+        # As AE.start_server(block=False) does, with the server class that moves the handshake off the
+        # accepting thread.
+        server = self._ae.make_server(
+            address, ssl_context=context, evt_handlers=handlers, server_class=TLSAssociationServer
+        )
+        server.handshake_timeout_s = self._settings.dicom.acse_timeout_s
+        thread = threading.Thread(target=server.serve_forever, name="TLSAcceptorServer", daemon=True)
+        thread.start()
+        self._ae._servers.append(server)  # so that AE.shutdown() and server.shutdown() know it, as pynetdicom's own
+        return server
 
     def stop(self) -> None:
         """Stop listening and end the open associations."""
         if self._server is None:
             return
+        if self._tls_server is not None:
+            self._tls_server.shutdown()
+            self._tls_server = None
         self._server.shutdown()
         self._server = None
         LOGGER.info("Storage SCP %s stopped", self._settings.dicom.ae_title)

@@ -2,6 +2,8 @@
 
 Every (file, destination) pair is a :class:`db.models.Transfer` row, planned once per result and kept until
 it is delivered or given up; the admin page lists them and can put a given-up transfer back in the queue. A
+peer configured with ``tls = true`` is sent to over DICOM TLS (:mod:`dicomnode.tls`); a failed handshake is a
+failed attempt like any other, its reason in the transfer's ``last_error``. A
 failed attempt waits ``min(backoff_initial_s * 2 ** (attempts - 1), backoff_max_s)`` before the next one,
 and the transfer is given up after ``scu.max_attempts`` attempts. The database is never held open while the
 network is in use: a transfer is claimed (its next attempt moved past the time the send may take), sent, then
@@ -13,6 +15,7 @@ Log lines name AE titles, hosts and SOP Instance UIDs, never patient data.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,6 +34,7 @@ from db.models import Result, Series, Transfer, TransferState
 from db.session import session_scope
 from dicomnode.errors import MyomapError
 from dicomnode.routing import Destination, destinations
+from dicomnode.tls import client_context, describe_error, handshake_error, server_hostname
 
 LOGGER = logging.getLogger(__name__)
 
@@ -215,6 +219,7 @@ def send_files(
     acse_timeout_s: float = 30.0,
     dimse_timeout_s: float = 60.0,
     network_timeout_s: float = 60.0,
+    tls_args: tuple[ssl.SSLContext, str] | None = None,
 ) -> dict[Path, StoreOutcome]:
     """Send files to one storage SCP over a single association.
 
@@ -228,6 +233,9 @@ def send_files(
         The node's AE title.
     connection_timeout_s, acse_timeout_s, dimse_timeout_s, network_timeout_s
         TCP connect, association negotiation, per-response and idle-network limits.
+    tls_args
+        ``(context, server_hostname)`` to associate over TLS (pynetdicom's ``tls_args``); a context from
+        :func:`dicomnode.tls.client_context` also tells why a handshake failed.
 
     Returns
     -------
@@ -271,10 +279,16 @@ def send_files(
     for sop_class, syntaxes in contexts:
         ae.add_requested_context(sop_class, syntaxes)
 
-    association = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    association = ae.associate(
+        destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls_args
+    )
     if not association.is_established:
-        reason = "rejected the association" if association.is_rejected else "could not be reached or aborted"
-        message = f"{destination} {reason}"
+        tls_error = handshake_error(tls_args[0]) if tls_args is not None else None
+        if tls_error is not None:
+            message = f"TLS handshake with {destination} failed: {describe_error(tls_error)}"
+        else:
+            reason = "rejected the association" if association.is_rejected else "could not be reached or aborted"
+            message = f"{destination} {reason}"
         LOGGER.warning("%s; %d file(s) not sent", message, len(datasets))
         outcomes.update({path: StoreOutcome(None, message) for path in datasets})
         return outcomes
@@ -406,6 +420,21 @@ def _record(
     return transfer.state
 
 
+def _tls_args(settings: Settings, destination: Destination) -> tuple[ssl.SSLContext, str] | None:
+    """pynetdicom's ``tls_args`` for a peer configured with ``tls = true`` (looked up at each attempt, so that
+    a changed configuration applies to pending transfers); None for plain TCP.
+
+    Raises
+    ------
+    ValueError
+        If a TLS file cannot be loaded.
+    """
+    peer = settings.peer(destination.ae_title)
+    if peer is None or not peer.tls:
+        return None
+    return client_context(settings, peer), server_hostname(peer, destination.host)
+
+
 def deliver_transfers(
     transfer_ids: Sequence[int],
     *,
@@ -446,6 +475,13 @@ def deliver_transfers(
     outcomes: dict[int, StoreOutcome] = {}
     for destination, items in by_destination.items():
         try:
+            tls_args = _tls_args(settings, destination)
+        except ValueError as error:  # the TLS files of this peer or of the node cannot be loaded
+            LOGGER.error("cannot send to %s over TLS: %s", destination, error)
+            for item in items:
+                outcomes[item.transfer_id] = StoreOutcome(None, f"TLS with {destination} not possible: {error}")
+            continue
+        try:
             sent = send_files(
                 destination,
                 [item.path for item in items],
@@ -453,6 +489,7 @@ def deliver_transfers(
                 acse_timeout_s=settings.dicom.acse_timeout_s,
                 dimse_timeout_s=settings.dicom.dimse_timeout_s,
                 network_timeout_s=settings.dicom.network_timeout_s,
+                tls_args=tls_args,
             )
         except Exception as error:
             # An unexpected failure is recorded like any other, so that the claim is not lost.

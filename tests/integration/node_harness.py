@@ -129,13 +129,15 @@ class NodeProcess(_ManagedProcess):
         overrides: Mapping[str, Mapping[str, object]] | None = None,
         peers: Sequence[Mapping[str, object]] = (),
         console_receives: Sequence[str] = (),
+        console_peer: Mapping[str, object] | None = None,
     ) -> None:
         """Write the node's TOML file; without URLs the database and the queue are SQLite files under ``data``.
 
         ``overrides`` adds or replaces keys per section, e.g. ``{"dicom": {"dimse_timeout_s": 2.0}}``; ``peers``
         are added after the console, e.g. a PACS: ``{"ae_title": "ORTHANC", "host": ..., "port": ...,
         "receives": ["sr", "seg", "sc"]}``; ``console_receives`` are the outputs routed to the console besides
-        the maps it gets back as their sender, e.g. ``["sr", "sc"]``.
+        the maps it gets back as their sender, e.g. ``["sr", "sc"]``; ``console_peer`` adds or replaces keys of
+        the console's ``[[peers]]`` entry, e.g. ``{"tls": True}``.
         """
         queue: dict[str, object] = {"workers": workers}
         if queue_url:
@@ -150,7 +152,7 @@ class NodeProcess(_ManagedProcess):
             "logging": {"level": "DEBUG"},
             # The console sends the raw images and gets the maps back (return to sender).
             "peers": [{"ae_title": CONSOLE_AE, "host": "127.0.0.1", "port": self.console_port,
-                       "receives": list(console_receives)},
+                       "receives": list(console_receives), **(console_peer or {})},
                       *(dict(peer) for peer in peers)],
         }
         if database_url:
