@@ -99,6 +99,8 @@ class Node:
     def start(self) -> None:
         """Open the database, recover unfinished work, then start the workers, the SCP and the web page."""
         settings = self.settings
+        # Patient data: a storage folder the node creates is for the node's own user only.
+        settings.storage_root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._database = open_database(settings)
         session_factory = self._database.session_factory
         ensure_initial_admin(settings, session_factory)  # first start with the web login on: user admin

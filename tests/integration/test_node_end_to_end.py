@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -126,6 +127,7 @@ def test_raw_series_come_back_as_maps_with_the_true_relaxation_times(
         assert float(np.mean(t2_map[myocardium])) == pytest.approx(true_t2_ms, rel=T2_TOLERANCE)
 
     _all_sent(node)  # the Secondary Captures may still be on their way
+    assert stat.S_IMODE(node.data.stat().st_mode) == 0o700  # the node made the folder: for its user only
     with _database(node) as session:
         results = session.scalars(select(Result)).all()
         assert sorted(r.kind for r in results) == ["t1_map", "t2_map"]
