@@ -429,14 +429,8 @@ def _record_result(
         result.paths = [path for paths in relative.values() for path in paths]
         result.summary = {**summary, "outputs": {output.value: paths for output, paths in relative.items()}}
         session.flush()
-        transfers = [
-            transfer
-            for output, paths in outputs.items()
-            if paths
-            for transfer in scu.plan_transfers(
-                session, result=result, series=series, output=output, paths=paths, settings=settings
-            )
-        ]
+        transfers = scu.plan_output_transfers(session, result=result, series=series, outputs=outputs,
+                                              settings=settings)
         if done:
             mark_done(job, series, claimed)
         session.flush()

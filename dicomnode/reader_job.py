@@ -648,14 +648,8 @@ def _record_result(
         except IntegrityError as error:
             raise RuntimeError(f"job {claimed.job_id} already has a {RESULT_KIND} result") from error
         # The overlay goes first: it is what the reader looks at; the SR follows for the record.
-        transfers = [
-            transfer
-            for output, paths in by_output.items()
-            if paths
-            for transfer in scu.plan_transfers(
-                session, result=result, series=series, output=output, paths=paths, settings=settings
-            )
-        ]
+        transfers = scu.plan_output_transfers(session, result=result, series=series, outputs=by_output,
+                                              settings=settings)
         mark_done(job, series, claimed)
         session.flush()
         return [transfer.id for transfer in transfers]

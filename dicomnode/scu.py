@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -195,6 +195,20 @@ def plan_transfers(
     session.flush()
     return transfers
 
+
+
+def plan_output_transfers(
+    session: Session, *, result: Result, series: Series, outputs: Mapping[Output, Sequence[Path]],
+    settings: Settings,
+) -> list[Transfer]:
+    """:func:`plan_transfers` for each output of a result, in the order of ``outputs``."""
+    return [
+        transfer
+        for output, paths in outputs.items()
+        if paths
+        for transfer in plan_transfers(session, result=result, series=series, output=output, paths=paths,
+                                       settings=settings)
+    ]
 
 def _presentation_contexts(datasets: Iterable[Dataset]) -> list[tuple[UID, list[UID]]]:
     """One context per SOP class for uncompressed data (pynetdicom converts between those syntaxes) and one
