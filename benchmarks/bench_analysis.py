@@ -16,7 +16,6 @@ Usage: ``python benchmarks/bench_analysis.py [--slices 100] [--threads 1] [--wor
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -26,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pydicom.dataset import Dataset  # noqa: E402
 
-from dicomnode.slice_outputs import SliceInput, analyse_slices  # noqa: E402
+from config import Settings  # noqa: E402
+from dicomnode.slice_outputs import SliceInput, analyse_slices, slice_workers  # noqa: E402
 from inference import motion, quality, segmentation  # noqa: E402
 from inference.mapping import MapKind  # noqa: E402
 from inference.model_set import ModelSet, load_models  # noqa: E402
@@ -87,7 +87,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=0, help="slices at once; 0: one per CPU core (the node's)")
     args = parser.parse_args()
     cases = t1_cases(args.slices)
-    workers = args.workers or len(os.sched_getaffinity(0))
+    workers = args.workers or slice_workers(Settings())
     limit_blas_threads()
     models = load_models(device="cpu", threads=args.threads)
     analyse_all(cases[:2], models, 1)  # warm-up: arenas, caches
