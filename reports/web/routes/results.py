@@ -193,6 +193,7 @@ def dicom_image_png(path: Path) -> bytes:
     try:
         dataset = dcmread(path)
         pixels = dataset.pixel_array
+    # pydicom raises NotImplementedError or RuntimeError for pixel data it has no decoder for.
     except (InvalidDicomError, AttributeError, NotImplementedError, RuntimeError) as error:
         raise ValueError(f"{path.name} is not a decodable DICOM image: {error}") from error
     samples = int(dataset.get("SamplesPerPixel", 1))
