@@ -22,7 +22,7 @@ COPY phantom ./phantom
 COPY reports ./reports
 RUN pip install --upgrade pip \
     && pip install ".[gpu,postgres,redis]" \
-    && python -c "import onnxruntime, dicomnode.cli, reports.web; print(onnxruntime.get_available_providers())"
+    && python -c "import onnxruntime, dicomnode.app.cli, reports.web; print(onnxruntime.get_available_providers())"
 
 FROM ${CUDA_IMAGE}
 ENV DEBIAN_FRONTEND=noninteractive

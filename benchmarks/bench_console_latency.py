@@ -66,7 +66,7 @@ def _free_port() -> int:
 
 def _myomap() -> list[str]:
     script = Path(sys.executable).with_name("myomap")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "dicomnode.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "dicomnode.app.cli"]
 
 
 def _phantom_slice(folder: Path) -> list[Dataset]:

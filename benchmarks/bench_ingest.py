@@ -4,7 +4,7 @@ The same MR images (256 x 218, uint16, written once with pydicom) are sent by DC
 association on 127.0.0.1, alternately to
 
 - DCMTK ``storescp`` writing the files into a fresh folder (the reference; it does not fsync), and
-- the node's :class:`dicomnode.scp.StorageSCP` with its assembler, on a fresh storage folder and SQLite
+- the node's :class:`dicomnode.net.scp.StorageSCP` with its assembler, on a fresh storage folder and SQLite
   database: every instance written to a temporary file, fsynced, renamed and recorded in the database before
   success.
 
@@ -41,8 +41,8 @@ from config.settings import Settings
 from db import migrate
 from db.models import Instance
 from db.session import make_engine, make_session_factory
-from dicomnode.assembly import Assembler
-from dicomnode.scp import StorageSCP
+from dicomnode.net.scp import StorageSCP
+from dicomnode.store.assembly import Assembler
 
 TARGET_RATIO = 0.5
 ROWS, COLUMNS = 256, 218

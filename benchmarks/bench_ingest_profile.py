@@ -6,7 +6,7 @@ The MR images of benchmarks/bench_ingest.py (256 x 218 uint16, Explicit VR Littl
 - DCMTK ``storescp`` writing into a fresh folder (the reference; no fsync),
 - a pynetdicom SCP with the node's AE and association tuning whose handler only takes the encoded data set (the
   ceiling pynetdicom itself sets), and
-- the node's :class:`dicomnode.scp.StorageSCP` with its assembler, on a fresh storage folder and SQLite database.
+- the node's :class:`dicomnode.net.scp.StorageSCP` with its assembler, on a fresh storage folder and SQLite database.
 
 It prints the median images/s of each and the ratio node / storescp (target 0.5), then the per-image cost of the
 durable write alone (temporary file, fdatasync, rename, folder fsync) on the storage volume, and of the node's
@@ -50,9 +50,9 @@ from config.settings import Settings  # noqa: E402
 from db import migrate  # noqa: E402
 from db.models import Instance  # noqa: E402
 from db.session import make_engine, make_session_factory  # noqa: E402
-from dicomnode.assembly import Assembler  # noqa: E402
-from dicomnode.scp import StorageSCP, make_ae, tune_association  # noqa: E402
-from dicomnode.storage import (  # noqa: E402
+from dicomnode.net.scp import StorageSCP, make_ae, tune_association  # noqa: E402
+from dicomnode.store.assembly import Assembler  # noqa: E402
+from dicomnode.store.storage import (  # noqa: E402
     engine_of,
     instance_facts,
     instance_path,
@@ -60,7 +60,7 @@ from dicomnode.storage import (  # noqa: E402
     series_facts,
     write_durably,
 )
-from dicomnode.validate import PREAMBLE, encode_file_meta, inspect_instance, split_part10  # noqa: E402
+from dicomnode.store.validate import PREAMBLE, encode_file_meta, inspect_instance, split_part10  # noqa: E402
 
 TARGET_RATIO = 0.5
 

@@ -24,7 +24,7 @@ def _enum(enum_type: type[Enum]) -> SqlEnum:
 
 
 class SeriesRole(str, Enum):
-    """What a series is to the mapping workflow (decided by dicomnode.classify)."""
+    """What a series is to the mapping workflow (decided by dicomnode.io.classify)."""
 
     RAW_IR = "raw_ir"  # inversion-recovery magnitude images (MOLLI, ShMOLLI, SASHA)
     RAW_IR_PHASE = "raw_ir_phase"

@@ -15,7 +15,7 @@ def make_engine(url: str) -> Engine:
 
     In WAL mode with synchronous=NORMAL a committed transaction survives a killed process (it is in the WAL file,
     which the operating system keeps); only an OS crash or power loss can roll back the last commits. The durable
-    record of a received instance is its fsynced file, and :func:`dicomnode.reconcile.reconcile_storage` rebuilds
+    record of a received instance is its fsynced file, and :func:`dicomnode.store.reconcile.reconcile_storage` rebuilds
     any row such a loss took at the next start, so the commit need not wait for the disk.
     """
     if url.startswith("sqlite"):

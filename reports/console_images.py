@@ -119,7 +119,7 @@ def banner_text(analysis: SliceAnalysis | None, failure_reason: str | None = Non
         return "No motion check (T2 map)" if kind is MapKind.T2 else "No motion check (no raw images)"
     segments = motion.motion_segments
     if segments:
-        # Always "segments", like the series verdict (dicomnode.slice_outputs.series_banner).
+        # Always "segments", like the series verdict (dicomnode.jobs.map_outputs.series_banner).
         return f"Motion artefact in segments {', '.join(str(s) for s in segments)} - {REPEAT_ADVICE}"
     if motion.has_motion:
         return f"Motion artefact in the image - {REPEAT_ADVICE}"

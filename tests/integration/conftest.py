@@ -7,8 +7,8 @@ Fixtures (all processes bind 127.0.0.1 and are stopped at teardown):
   pass it as ``env=`` to storescu, echoscu, storescp and Orthanc.
 - ``node_factory`` (function): ``node_factory(database_url=None, **settings_overrides) -> RunningNode`` builds
   settings under ``tmp_path`` (port 0, ``min_free_mb=0``, ``quiet_seconds=0.5`` unless overridden), migrates the
-  database, starts an :class:`~dicomnode.assembly.Assembler` recording completions in ``node.completed`` and a
-  :class:`~dicomnode.scp.StorageSCP`; every node started is stopped at teardown.
+  database, starts an :class:`~dicomnode.store.assembly.Assembler` recording completions in ``node.completed`` and a
+  :class:`~dicomnode.net.scp.StorageSCP`; every node started is stopped at teardown.
 - ``node`` (function): ``node_factory()`` with the defaults (SQLite, any calling AE allowed).
 - ``console`` (function): DCMTK storescp as the scanner console (:class:`tests.integration.node_harness.Console`)
   on a free port, receiving into ``tmp_path / "console"``; for nodes run by
@@ -46,8 +46,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from config.settings import Settings, load_settings
 from db.migrate import upgrade
 from db.session import make_engine, make_session_factory
-from dicomnode.assembly import Assembler
-from dicomnode.scp import StorageSCP
+from dicomnode.net.scp import StorageSCP
+from dicomnode.store.assembly import Assembler
 from tests.integration.node_harness import Console
 
 POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")

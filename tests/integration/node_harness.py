@@ -35,14 +35,14 @@ from reports.web.users import INITIAL_ADMIN, INITIAL_PASSWORD_FILE
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NODE_AE = "MYOMAP"
 CONSOLE_AE = "CONSOLE"
-#: What `myomap worker` logs once its consumer is about to take tasks (dicomnode.server.run_worker).
+#: What `myomap worker` logs once its consumer is about to take tasks (dicomnode.app.server.run_worker).
 WORKER_READY = "myomap worker started"
 
 
 def myomap_executable() -> list[str]:
     """The `myomap` entry point of the running interpreter's environment (as `make run` uses it)."""
     script = Path(sys.executable).with_name("myomap")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "dicomnode.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "dicomnode.app.cli"]
 
 
 def free_port() -> int:

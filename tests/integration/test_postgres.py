@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from db import repository
 from db.models import Instance, Series, SeriesState, Study
 from db.session import session_scope
-from dicomnode.storage import store_instance
+from dicomnode.store.storage import store_instance
 from tests.dicom_builders import molli_series, mr_image, write_part10
 from tests.integration.conftest import RunningNode, wait_until
 

@@ -24,8 +24,8 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from db.models import Job, JobState, Result, Transfer, TransferState
-from dicomnode.analyze import analyze_paths
-from dicomnode.reader_job import RESULT_KIND
+from dicomnode.analysis.study import analyze_paths
+from dicomnode.jobs.reader_job import RESULT_KIND
 from phantom.model import Vendor
 from phantom.study import SequenceChoice, StudyRequest, generate_study, plan_study
 from reports import codes

@@ -53,7 +53,7 @@ WORKER_WORKERS = 2
 #: MOLLI series (copies with new UIDs) sent for the kill test: more jobs than all workers together can hold.
 KILL_TEST_SERIES = 6
 #: Short DICOM timeouts: a transfer a killed worker had claimed is leased for ACSE + DIMSE timeout + 10 s
-#: (dicomnode.scu), then re-queued by the node's health check (every 10 s) once 10 s overdue.
+#: (dicomnode.net.scu), then re-queued by the node's health check (every 10 s) once 10 s overdue.
 DICOM_TIMEOUT_S = 2.0
 TRANSFER_RECOVERY_S = 2 * DICOM_TIMEOUT_S + 10.0 + 2 * 10.0
 

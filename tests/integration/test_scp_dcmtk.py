@@ -17,7 +17,7 @@ from pynetdicom.sop_class import EnhancedMRImageStorage, MRImageStorage
 from sqlalchemy import func, select
 
 from db.models import Instance, Series, SeriesRole, SeriesState, Study
-from dicomnode.validate import PREAMBLE, encode_file_meta, split_part10
+from dicomnode.store.validate import PREAMBLE, encode_file_meta, split_part10
 from tests.dicom_builders import molli_series, mr_image, write_part10
 from tests.integration.conftest import LOOPBACK, RunningNode, wait_until
 

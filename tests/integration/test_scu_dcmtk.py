@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from config.settings import Output, Peer, Settings
 from db.models import Base, Job, Result, Series, Study, Transfer, TransferState
 from db.session import make_engine, make_session_factory
-from dicomnode import scu
+from dicomnode.net import scu
 
 pytestmark = [
     pytest.mark.integration,

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, selectinload
 from starlette.responses import Response
 
 from db.models import Job, Result, Transfer, TransferState
-from dicomnode import scu
+from dicomnode.net import scu
 from reports.web.deps import (
     EnqueueDeliveryDep,
     SessionDep,

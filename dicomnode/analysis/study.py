@@ -1,0 +1,583 @@
+"""Offline analysis of DICOM files or folders: maps per slice, every reader's myocardial values, trainee scores.
+
+The files are read from disk, grouped by series and classified (:func:`dicomnode.io.classify.classify`). Each map
+slice comes from the scanner's T1/T2 map series when the study has one of that kind, else it is reconstructed from
+the raw inversion-recovery or T2-prepared series as the map job does. Contour objects (DICOM-SEG, RTSTRUCT) are
+placed on the map images; per slice and reader the global and AHA segment values are measured, a reference is
+chosen (the named gold-standard reader, else the STAPLE consensus of the experts) and every other reader is scored
+against it. Problems with one file or series are collected in the report, never raised.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import ParametricMapStorage
+from scipy import ndimage
+
+from db.models import SeriesRole
+from dicomnode.errors import MyomapError
+from dicomnode.io.classify import classify
+from dicomnode.io.contours import ImageGeometry, ReaderMasks, Structure, read_rtstruct, read_seg
+from dicomnode.io.series_loader import LoadedSeries, SliceStack, TimingKind, load_series
+from dicomnode.io.slice_level import ASSUMED, level_from_description
+from inference.aha import AhaLevel, aha_segments, rv_insertion_points
+from inference.consensus import consensus
+from inference.errors import AnalysisError
+from inference.mapping import MapKind, MappingResult
+from inference.model_set import ModelSet
+from inference.myocardium_values import RegionValues, region_values, segment_values
+from inference.slice_analysis import RawImages, analyse_slice
+from inference.trainee_scoring import TraineeScore, score_trainee
+from reports.console_images import banner_text
+
+LOGGER = logging.getLogger(__name__)
+
+#: A raw series and a map show the same slice when their positions along the slice normal differ by less than this.
+SAME_SLICE_MM = 1.0
+#: Readers whose name starts with this form the consensus when no gold standard is named.
+EXPERT_PREFIX = "expert"
+MIN_EXPERTS_FOR_CONSENSUS = 2
+#: Contour labels taken as the right ventricle (normalised: lower case, punctuation as spaces).
+RV_LABELS = frozenset({"rv", "right ventricle", "rv cavity", "rv blood pool", "right ventricular cavity"})
+_MAP_ROLES = {SeriesRole.T1_MAP: MapKind.T1, SeriesRole.T2_MAP: MapKind.T2}
+_RAW_ROLES = {
+    SeriesRole.RAW_IR: (MapKind.T1, TimingKind.INVERSION),
+    SeriesRole.T2_PREP: (MapKind.T2, TimingKind.T2_PREP),
+}
+
+
+class AnalyzeError(MyomapError):
+    """A file, series or slice cannot be analysed; recorded in the report as a :class:`Problem`."""
+
+
+class InsertionSource(str, Enum):
+    """Where the RV insertion points that orient the AHA segments came from."""
+
+    RV_CONTOUR = "rv_contour"
+    DEFAULT_ANGLES = "default_angles"  # no RV contour: the standard insertion angles are assumed
+
+
+class ReferenceSource(str, Enum):
+    """What the readers were scored against."""
+
+    GOLD_STANDARD = "gold_standard"
+    STAPLE = "staple"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing that could not be read or analysed: where (a path, series or slice UID) and why."""
+
+    where: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ValueSummary:
+    """Map values inside one region (ms)."""
+
+    mean_ms: float
+    median_ms: float
+    sd_ms: float
+    n_pixels: int
+    area_mm2: float
+
+    @classmethod
+    def of(cls, values: RegionValues) -> ValueSummary:
+        return cls(float(values.mean), float(values.median), float(values.sd), int(values.n_pixels),
+                   float(values.area_mm2))
+
+
+@dataclass(frozen=True)
+class ReaderScore:
+    """One reader's myocardium against the slice's reference."""
+
+    reference: str
+    dice_myocardium: float
+    iou_myocardium: float
+    dice_cavity: float
+    hausdorff_mm: float
+    mean_surface_distance_mm: float
+    map_difference_ms: float  # reader's mean minus the reference's, each over its own myocardium (T1 or T2)
+    wall_thickness_difference_mm: float
+    error_mode: str
+
+    @classmethod
+    def of(cls, result: TraineeScore, reference: str) -> ReaderScore:
+        """The score of :func:`inference.trainee_scoring.score_trainee` against ``reference``."""
+        return cls(
+            reference=reference,
+            dice_myocardium=result.dice_myocardium,
+            iou_myocardium=result.iou_myocardium,
+            dice_cavity=result.dice_cavity,
+            hausdorff_mm=result.hausdorff_mm,
+            mean_surface_distance_mm=result.mean_surface_distance_mm,
+            map_difference_ms=result.t1_difference_ms,
+            wall_thickness_difference_mm=result.wall_thickness_difference_mm,
+            error_mode=result.error_mode.value,
+        )
+
+
+@dataclass(frozen=True)
+class ReaderResult:
+    """One reader's contours on one map slice: values, AHA segment values and score."""
+
+    reader: str
+    source_format: str
+    myocardium: ValueSummary | None
+    segments: dict[int, ValueSummary]
+    insertion: InsertionSource | None
+    score: ReaderScore | None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SliceResult:
+    """One map slice and every reader's result on it."""
+
+    map_kind: MapKind
+    map_source: str  # "scanner" or the reconstruction method
+    series_instance_uid: str
+    sop_instance_uid: str
+    series_description: str
+    level: AhaLevel
+    level_from: str  # "series description" or "assumed"
+    slice_position_mm: float
+    reference: ReferenceSource
+    reference_readers: tuple[str, ...]
+    readers: tuple[ReaderResult, ...]
+    notes: tuple[str, ...] = ()
+    model: dict[str, object] | None = None  # the models' analysis (SliceAnalysis.summary() and the verdict)
+
+
+@dataclass(frozen=True)
+class AnalysisReport:
+    """Everything :func:`analyze_paths` found, in slice order."""
+
+    files_read: int
+    non_dicom_skipped: int
+    gold_standard: str | None
+    slices: tuple[SliceResult, ...]
+    problems: tuple[Problem, ...] = field(default=())
+
+    @property
+    def readers(self) -> tuple[str, ...]:
+        """Every reader seen on any slice, sorted."""
+        return tuple(sorted({r.reader for s in self.slices for r in s.readers}))
+
+    def to_json_dict(self) -> dict[str, object]:
+        """The report as JSON-ready nested dicts and lists (enums by value)."""
+        return _jsonable(self)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, eq=False)  # identity: a slice is one image; its arrays have no truth value
+class _MapSlice:
+    """A map image and where it lies."""
+
+    kind: MapKind
+    source: str
+    map_ms: np.ndarray
+    geometry: ImageGeometry
+    series_instance_uid: str
+    series_description: str
+    raw: RawImages | None = None  # the raw IR images of the slice and the fit's R2, for motion detection
+
+
+def analyze_paths(
+    paths: Sequence[Path | str],
+    *,
+    gold_standard: str | None,
+    on_file: Callable[[Path], None] | None = None,
+    models: Callable[[], ModelSet] | None = None,
+) -> AnalysisReport:
+    """Analyse the DICOM files under ``paths`` without the network.
+
+    Parameters
+    ----------
+    paths
+        Files and folders; folders are searched recursively.
+    gold_standard
+        The reader whose contours are the reference; None for the STAPLE consensus of the expert readers.
+    on_file
+        Called after each file is read (for progress display).
+    models
+        Gives the models that analyse every map slice (segmentation, contours, AHA values, motion, QC); None
+        leaves the models out.
+
+    Returns
+    -------
+    AnalysisReport
+        Per-slice, per-reader figures and the problems met; nothing is raised for bad input files or series.
+    """
+    files = files_under(paths)
+    problems: list[Problem] = []
+    datasets: list[tuple[Path, Dataset]] = []
+    skipped = 0
+    for path in files:
+        try:
+            ds = pydicom.dcmread(path)
+            if "SOPClassUID" not in ds:  # a preamble and a few bytes parse, but hold no instance
+                raise InvalidDicomError("no SOP Class UID")
+            datasets.append((path, ds))
+        except (InvalidDicomError, OSError, ValueError, EOFError) as error:
+            skipped += 1
+            LOGGER.debug("%s is not DICOM: %s", path, error)
+        if on_file is not None:
+            on_file(path)
+    if skipped:
+        LOGGER.warning("%d of %d files are not DICOM and were skipped", skipped, len(files))
+
+    series: dict[str, list[Dataset]] = {}
+    for path, ds in datasets:
+        uid = str(ds.get("SeriesInstanceUID", ""))
+        if not uid:
+            problems.append(Problem(str(path), "no SeriesInstanceUID; expected one to group the file"))
+            continue
+        series.setdefault(uid, []).append(ds)
+    roles = {uid: classify(instances[0]) for uid, instances in series.items()}
+
+    map_slices = _attach_raw(_map_slices(series, roles, problems), series, roles, problems)
+    geometries = [m.geometry for m in map_slices]
+    readers = _reader_masks(series, roles, geometries, problems)
+    results = []
+    for map_slice in map_slices:
+        try:
+            result = _analyse_slice(map_slice, readers, gold_standard)
+            if models is not None:
+                result = replace(result, model=_model_analysis(map_slice, result.level, models, problems))
+            results.append(result)
+        except (AnalysisError, MyomapError) as error:
+            problems.append(Problem(map_slice.geometry.sop_instance_uid, f"{type(error).__name__}: {error}"))
+    return AnalysisReport(
+        files_read=len(datasets),
+        non_dicom_skipped=skipped,
+        gold_standard=gold_standard,
+        slices=tuple(results),
+        problems=tuple(problems),
+    )
+
+
+def files_under(paths: Iterable[Path | str]) -> list[Path]:
+    """The files :func:`analyze_paths` reads: given files, and every file under given folders (hidden ones left out)."""
+    files: list[Path] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            files.extend(p for p in sorted(path.rglob("*")) if p.is_file() and not p.name.startswith("."))
+        elif path.is_file():
+            files.append(path)
+        else:
+            LOGGER.warning("%s is neither a file nor a folder; ignored", path)
+    return files
+
+
+def _map_slices(series: dict[str, list[Dataset]], roles: dict[str, SeriesRole],
+                problems: list[Problem]) -> list[_MapSlice]:
+    """Scanner maps of each kind when the study has them, else maps reconstructed from the raw series."""
+    slices: list[_MapSlice] = []
+    kinds_with_maps = {_MAP_ROLES[role] for role in roles.values() if role in _MAP_ROLES}
+    for uid, instances in series.items():
+        role = roles[uid]
+        if role in _MAP_ROLES:
+            for ds in instances:
+                try:
+                    slices.append(_scanner_map(ds, _MAP_ROLES[role]))
+                except (AnalyzeError, MyomapError, ValueError) as error:
+                    problems.append(Problem(f"series {uid}", f"map {ds.get('SOPInstanceUID', '?')}: {error}"))
+        elif role in _RAW_ROLES and _RAW_ROLES[role][0] not in kinds_with_maps:
+            try:
+                slices.extend(_reconstructed_maps(instances, *_RAW_ROLES[role]))
+            except (AnalysisError, MyomapError, ValueError) as error:
+                problems.append(Problem(f"series {uid}", f"cannot reconstruct a map: {type(error).__name__}: {error}"))
+    slices.sort(key=lambda m: (m.kind.value, m.series_description, _position_along_normal(m.geometry)))
+    return slices
+
+
+def _scanner_map(ds: Dataset, kind: MapKind) -> _MapSlice:
+    """A scanner's single-frame map image in ms (MR image with rescale, or a Parametric Map's real-world values)."""
+    if int(ds.get("NumberOfFrames") or 1) != 1:
+        raise AnalyzeError(f"map has {ds.NumberOfFrames} frames; expected single-frame map images")
+    return _MapSlice(kind, "scanner", map_values_ms(ds), ImageGeometry.from_dataset(ds), str(ds.SeriesInstanceUID),
+                     str(ds.get("SeriesDescription", "")))
+
+
+def map_values_ms(ds: Dataset) -> np.ndarray:
+    """A single-frame map image in ms: an MR image's rescaled values or a Parametric Map's real-world values."""
+    stored = ds.pixel_array.reshape(int(ds.Rows), int(ds.Columns)).astype(np.float64)
+    if ds.SOPClassUID == ParametricMapStorage:
+        mapping = ds.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
+        return stored * float(mapping.RealWorldValueSlope) + float(mapping.get("RealWorldValueIntercept", 0.0))
+    return stored * float(ds.get("RescaleSlope", 1.0) or 1.0) + float(ds.get("RescaleIntercept", 0.0) or 0.0)
+
+
+def _reconstructed_maps(instances: list[Dataset], kind: MapKind, timing: TimingKind) -> list[_MapSlice]:
+    """Fit a map per slice of a raw series, as the map job does."""
+    loaded: LoadedSeries = load_series(instances, timing)
+    maps = []
+    for stack in loaded.slices:
+        result = _fit(loaded, stack, correction="bloch")
+        map_ms = np.where(result.valid, result.map_ms, 0.0)
+        geometry = ImageGeometry.from_dataset(stack.sources[0], stack.frame_numbers[0] - 1)
+        raw = RawImages(stack.images, stack.times_ms, np.nan_to_num(result.r2).astype(np.float32)) \
+            if kind is MapKind.T1 else None
+        maps.append(_MapSlice(kind, f"reconstructed: {result.method}", map_ms, geometry,
+                              loaded.series_instance_uid, loaded.series_description, raw))
+    return maps
+
+
+def _fit(loaded: LoadedSeries, stack: SliceStack, *, correction: str) -> MappingResult:
+    """The map job's fit of one slice (same scheme, RR and protocol inference)."""
+    from dicomnode.jobs.map_job import fit_slice  # the job's own inference
+
+    return fit_slice(loaded, stack, correction=correction)
+
+
+def _attach_raw(map_slices: list[_MapSlice], series: dict[str, list[Dataset]], roles: dict[str, SeriesRole],
+                problems: list[Problem]) -> list[_MapSlice]:
+    """Give each scanner T1 map the raw IR images of the same slice (same position and matrix), with the R2 of a
+    plain fit of them, so that motion can be checked."""
+    wanted = [m for m in map_slices if m.kind is MapKind.T1 and m.raw is None]
+    if not wanted:
+        return map_slices
+    stacks = []
+    for uid, instances in series.items():
+        if roles[uid] is not SeriesRole.RAW_IR:
+            continue
+        try:
+            loaded = load_series(instances, TimingKind.INVERSION)
+            stacks.extend((loaded, stack) for stack in loaded.slices)
+        except (MyomapError, ValueError) as error:
+            problems.append(Problem(f"series {uid}", f"raw images not usable for motion: {error}"))
+    out = []
+    for map_slice in map_slices:
+        found = None
+        if map_slice in wanted:
+            position = _position_along_normal(map_slice.geometry)
+            found = next((item for item in stacks if item[1].images.shape[1:] == map_slice.map_ms.shape and abs(
+                float(np.dot(map_slice.geometry.normal, item[1].image_position_patient_mm)) - position)
+                < SAME_SLICE_MM), None)
+        if found is None:
+            out.append(map_slice)
+            continue
+        loaded, stack = found
+        fit = _fit(loaded, stack, correction="none")
+        raw = RawImages(stack.images, stack.times_ms, np.nan_to_num(fit.r2).astype(np.float32))
+        out.append(replace(map_slice, raw=raw))
+    return out
+
+
+def _model_analysis(map_slice: _MapSlice, level: AhaLevel, models: Callable[[], ModelSet],
+                    problems: list[Problem]) -> dict[str, object] | None:
+    """The models' analysis of one map slice and its verdict in words, or None with a problem saying why."""
+    try:
+        analysis = analyse_slice(map_slice.map_ms, map_slice.kind, map_slice.geometry.pixel_spacing_mm, level,
+                                 models(), raw=map_slice.raw)
+    except (AnalysisError, MyomapError) as error:
+        problems.append(Problem(map_slice.geometry.sop_instance_uid, f"models: {type(error).__name__}: {error}"))
+        return None
+    return {**analysis.summary(), "verdict": banner_text(analysis)}
+
+
+def _reader_masks(series: dict[str, list[Dataset]], roles: dict[str, SeriesRole],
+                  geometries: list[ImageGeometry], problems: list[Problem]) -> dict[str, ReaderMasks]:
+    """Every reader's masks on the map images; a reader's SEG is preferred over its RTSTRUCT of the same image."""
+    contour_objects = [
+        (role, ds) for uid, instances in series.items() for ds in instances
+        if (role := roles[uid]) in (SeriesRole.SEG, SeriesRole.RTSTRUCT)
+    ]
+    if contour_objects and not geometries:
+        problems.append(Problem("contours", f"{len(contour_objects)} contour objects but no map image to place "
+                                            "them on; expected a T1/T2 map or raw mapping series"))
+        return {}
+    return place_contours(contour_objects, geometries, problems)
+
+
+def place_contours(contour_objects: Iterable[tuple[SeriesRole, Dataset]], geometries: Sequence[ImageGeometry],
+                   problems: list[Problem]) -> dict[str, ReaderMasks]:
+    """Every reader's masks on the map images from its SEG and RTSTRUCT objects (``role``, dataset); a reader's
+    SEG is preferred over its RTSTRUCT of the same image. Objects that cannot be placed are added to ``problems``."""
+    readers: dict[str, ReaderMasks] = {}
+    for role, ds in sorted(contour_objects, key=lambda item: item[0] is not SeriesRole.SEG):
+        try:
+            masks = read_seg(ds, geometries) if role is SeriesRole.SEG else read_rtstruct(ds, geometries)
+        except (MyomapError, ValueError) as error:
+            where = f"{role.value} {ds.get('SOPInstanceUID', '?')}"
+            problems.append(Problem(where, f"{type(error).__name__}: {error}"))
+            continue
+        known = readers.get(masks.reader)
+        if known is None:
+            readers[masks.reader] = masks
+            continue
+        # Only images the reader has not contoured yet are taken from a further object (SEG and RTSTRUCT of
+        # the same drawing are common); the first object read wins where they overlap.
+        drawn_on = set(known.sop_instance_uids)
+        added = {
+            label: {uid: mask for uid, mask in by_image.items() if uid not in drawn_on}
+            for label, by_image in masks.masks.items()
+        }
+        if not any(added.values()):
+            continue
+        merged = {label: dict(by_image) for label, by_image in known.masks.items()}
+        for label, by_image in added.items():
+            merged.setdefault(label, {}).update(by_image)
+        formats = known.source_format if masks.source_format in known.source_format else \
+            f"{known.source_format} + {masks.source_format}"
+        readers[masks.reader] = ReaderMasks(masks.reader, merged, formats)
+    return readers
+
+
+def _analyse_slice(map_slice: _MapSlice, readers: dict[str, ReaderMasks], gold_standard: str | None) -> SliceResult:
+    uid = map_slice.geometry.sop_instance_uid
+    level, level_from = level_from_description(map_slice.series_description)
+    notes: list[str] = []
+    drawn = {
+        name: (myo.astype(bool), cavity_mask(masks, uid, myo), masks)
+        for name, masks in sorted(readers.items())
+        if (myo := masks.mask(Structure.MYOCARDIUM, uid)) is not None and myo.any()
+    }
+    reference, reference_readers, reference_masks = _reference(drawn, gold_standard, notes)
+    results = []
+    for name, (myocardium, cavity, masks) in drawn.items():
+        results.append(_reader_result(name, myocardium, cavity, masks, map_slice, level, reference_masks,
+                                      reference, gold_standard))
+    defaults = [r.reader for r in results if r.insertion is InsertionSource.DEFAULT_ANGLES]
+    if defaults:
+        notes.append(f"no RV contour from {', '.join(defaults)}: AHA segments use the default RV insertion angles")
+    if level_from == ASSUMED:
+        notes.append(f"slice level not in the series description; AHA segments assume {level.value}")
+    return SliceResult(
+        map_kind=map_slice.kind,
+        map_source=map_slice.source,
+        series_instance_uid=map_slice.series_instance_uid,
+        sop_instance_uid=uid,
+        series_description=map_slice.series_description,
+        level=level,
+        level_from=level_from,
+        slice_position_mm=_position_along_normal(map_slice.geometry),
+        reference=reference,
+        reference_readers=reference_readers,
+        readers=tuple(results),
+        notes=tuple(notes),
+    )
+
+
+def _reference(
+    drawn: dict[str, tuple[np.ndarray, np.ndarray, ReaderMasks]], gold_standard: str | None, notes: list[str]
+) -> tuple[ReferenceSource, tuple[str, ...], tuple[np.ndarray, np.ndarray] | None]:
+    """The gold-standard reader's masks, else the STAPLE consensus of myocardium and cavity of the experts."""
+    if not drawn:
+        notes.append("no reader contoured the myocardium on this map")
+        return ReferenceSource.NONE, (), None
+    if gold_standard is not None:
+        if gold_standard in drawn:
+            myocardium, cavity, _ = drawn[gold_standard]
+            return ReferenceSource.GOLD_STANDARD, (gold_standard,), (myocardium, cavity)
+        notes.append(f"gold-standard reader {gold_standard!r} drew no myocardium here; readers not scored")
+        return ReferenceSource.NONE, (), None
+    experts = [name for name in drawn if name.lower().startswith(EXPERT_PREFIX)]
+    if len(experts) < MIN_EXPERTS_FOR_CONSENSUS:
+        notes.append(f"{len(experts)} expert reader(s) here, at least {MIN_EXPERTS_FOR_CONSENSUS} needed for a "
+                     "consensus; readers not scored")
+        return ReferenceSource.NONE, (), None
+    myocardium = consensus([drawn[name][0] for name in experts], method="staple").mask
+    cavity = consensus([drawn[name][1] for name in experts], method="staple").mask
+    return ReferenceSource.STAPLE, tuple(experts), (myocardium, cavity)
+
+
+def _reader_result(
+    name: str,
+    myocardium: np.ndarray,
+    cavity: np.ndarray,
+    masks: ReaderMasks,
+    map_slice: _MapSlice,
+    level: AhaLevel,
+    reference_masks: tuple[np.ndarray, np.ndarray] | None,
+    reference: ReferenceSource,
+    gold_standard: str | None,
+) -> ReaderResult:
+    uid = map_slice.geometry.sop_instance_uid
+    spacing = map_slice.geometry.pixel_spacing_mm
+    notes: list[str] = []
+    values = ValueSummary.of(region_values(map_slice.map_ms, myocardium, pixel_spacing_mm=spacing))
+    segments: dict[int, ValueSummary] = {}
+    insertion: InsertionSource | None = None
+    rv = _rv_mask(masks, uid)
+    try:
+        centre = _centre_px(myocardium, cavity)
+        anterior, inferior = rv_insertion_points(myocardium, rv, centre, pixel_spacing_mm=spacing)
+        insertion = InsertionSource.RV_CONTOUR if rv is not None and rv.any() else InsertionSource.DEFAULT_ANGLES
+        segment_map = aha_segments(myocardium, centre, anterior, level, inferior_insertion_px=inferior,
+                                   pixel_spacing_mm=spacing)
+        segments = {
+            label: ValueSummary.of(v)
+            for label, v in segment_values(map_slice.map_ms, segment_map, pixel_spacing_mm=spacing).items()
+        }
+    except AnalysisError as error:
+        notes.append(f"no AHA segments: {error}")
+    score = None
+    if reference_masks is not None and name != gold_standard:
+        if not cavity.any():
+            notes.append("no cavity contour; not scored")
+        else:
+            try:
+                result = score_trainee(myocardium, cavity, *reference_masks, map_slice.map_ms, spacing,
+                                       reference_name=reference.value)
+                score = ReaderScore.of(result, reference.value)
+            except AnalysisError as error:
+                notes.append(f"not scored: {error}")
+    return ReaderResult(name, masks.source_format, values, segments, insertion, score, tuple(notes))
+
+
+def cavity_mask(masks: ReaderMasks, sop_instance_uid: str, myocardium: np.ndarray) -> np.ndarray:
+    """The reader's cavity on one image, else the hole its myocardial ring encloses."""
+    cavity = masks.mask(Structure.CAVITY, sop_instance_uid)
+    if cavity is not None:
+        return cavity.astype(bool) & ~myocardium.astype(bool)
+    return ndimage.binary_fill_holes(myocardium) & ~myocardium.astype(bool)
+
+
+def _rv_mask(masks: ReaderMasks, uid: str) -> np.ndarray | None:
+    for label, by_image in masks.masks.items():
+        if " ".join("".join(c if c.isalnum() else " " for c in label.lower()).split()) in RV_LABELS:
+            mask = by_image.get(uid)
+            if mask is not None:
+                return mask.astype(bool)
+    return None
+
+
+def _centre_px(myocardium: np.ndarray, cavity: np.ndarray) -> tuple[float, float]:
+    """(x, y) centroid of the cavity, or of the filled epicardium when the cavity is empty."""
+    region = cavity if cavity.any() else ndimage.binary_fill_holes(myocardium)
+    rows, columns = np.nonzero(region)
+    return float(columns.mean()), float(rows.mean())
+
+
+def _position_along_normal(geometry: ImageGeometry) -> float:
+    return float(np.dot(geometry.normal, geometry.image_position_patient_mm))
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if hasattr(value, "__dataclass_fields__"):
+        out: dict[str, object] = {name: _jsonable(getattr(value, name)) for name in value.__dataclass_fields__}
+        if isinstance(value, AnalysisReport):
+            out["readers"] = list(value.readers)
+        return out
+    if isinstance(value, dict):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    return value

@@ -1,0 +1,437 @@
+"""The map job: reconstruct T1 or T2 maps from a complete raw series, analyse them, send what routing says.
+
+For each slice of a RAW_IR or T2_PREP series the job fits the map (:func:`inference.mapping.reconstruct_map`),
+writes it twice as a new series in the same study: a float Parametric Map (exact values, for analysis) and a
+uint16 MR image in ms (what a scanner console shows), under ``<storage>/outputs/<study>/<series>/<sop>.dcm``.
+The models then analyse every slice and the job writes the console's Secondary Captures, a TID 1500 SR and a SEG
+(:mod:`dicomnode.jobs.map_outputs`). It records one :class:`db.models.Result` with a summary free of patient data,
+plans the transfers (Secondary Captures first) and hands them to the queue.
+
+A job may run twice (a crash after the maps were written, a task handed out twice): the claim on the job row
+lets one run through, output UIDs are derived from the job key so a re-run rewrites the same files, and the
+result, its transfers and the job's DONE state are committed in one transaction, so a (series, revision) gets
+exactly one result.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydicom import dcmwrite
+from pydicom.dataset import Dataset
+from pydicom.uid import MRImageStorage
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from config import Settings
+from config.settings import Output
+from db.models import Instance, Result
+from db.session import session_scope
+from dicomnode.io.series_loader import LoadedSeries, SliceStack, TimingKind, load_series_files
+from dicomnode.io.t1_protocol import t1_protocol
+from dicomnode.jobs.claims import JobOutcome, claim_job, claimed_rows, mark_done, mark_failed
+from dicomnode.jobs.creation import JobKind
+from dicomnode.jobs.map_outputs import (
+    SliceInput,
+    SliceOutcome,
+    analyse_slices,
+    analysis_summary,
+    node_models,
+    slice_workers,
+    write_console_images,
+    write_reports,
+)
+from dicomnode.net import scu
+from inference.mapping import MapKind, MappingResult, MappingScheme, T1Correction, reconstruct_map
+from inference.model_set import ModelSet
+from inference.slice_analysis import RawImages
+from reports.map_mr import build_mr_map
+from reports.map_parametric import build_parametric_map
+
+LOGGER = logging.getLogger(__name__)
+
+OUTPUTS_FOLDER = "outputs"
+#: Output series numbers: the source's plus these, so the node's series sort after the scanner's own.
+MR_MAP_SERIES_OFFSET = 9000
+PARAMETRIC_MAP_SERIES_OFFSET = 9500
+#: MOLLI variants never have 7 images (5(3)3: 8, 4(1)3(1)2: 9, 3(3)3(3)5: 11); ShMOLLI 5(1)1(1)1 has 7.
+SHMOLLI_IMAGES = 7
+#: Two images follow the same inversion when their TI difference matches their acquisition time difference
+#: within this many ms, or this fraction of the time difference (heart-rate variability, time stamp rounding).
+SAME_INVERSION_TOLERANCE_MS = 100.0
+SAME_INVERSION_TOLERANCE_FRACTION = 0.1
+#: Plausible RR intervals (ms) when the RR is inferred from the inversion times (30-240 beats per minute).
+RR_RANGE_MS = (250.0, 2000.0)
+
+_TIMING_FOR_KIND = {JobKind.T1_MAP: TimingKind.INVERSION, JobKind.T2_MAP: TimingKind.T2_PREP}
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """What a running job needs from the database, read once when the job is claimed."""
+
+    job_id: int
+    key: str
+    kind: JobKind
+    series_id: int
+    series_revision: int
+    instance_paths: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class SliceMap:
+    """The reconstructed map of one slice and the files written for it."""
+
+    stack: SliceStack
+    mapping: MappingResult
+    map_ms: np.ndarray  # float32, 0 where the fit is not valid
+    mr_map: Dataset
+    mr_map_path: Path
+    parametric_map_path: Path
+
+
+def run_job(
+    job_id: int,
+    *,
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    enqueue_delivery: Callable[[int], object],
+) -> JobOutcome:
+    """Run map job ``job_id`` if it is queued: reconstruct, write, record the result, queue its transfers.
+
+    Analysis errors do not raise: the job is marked FAILED with the message, and the series too.
+    """
+    claimed = _claim(job_id, session_factory, settings.storage_root)
+    if isinstance(claimed, JobOutcome):
+        return claimed
+    started = time.perf_counter()
+    try:
+        loaded = load_series_files(claimed.instance_paths, _TIMING_FOR_KIND[claimed.kind])
+        slice_maps = [
+            _map_slice(stack, loaded, claimed, index, settings.storage_root)
+            for index, stack in enumerate(loaded.slices)
+        ]
+        inputs, outcomes, versions = _analyse(loaded, slice_maps, settings)
+        writing = {
+            "uid": lambda *labels: output_uid(claimed.key, *labels),
+            "base_series_number": loaded.series_number or 0,
+            "folder": settings.storage_root / OUTPUTS_FOLDER / loaded.study_instance_uid,
+            "write": write_atomically,
+        }
+        # First commit: the console's Secondary Captures and the maps, sent at once; the job is not done yet.
+        sc_paths = write_console_images(outcomes, inputs, **writing)
+        outputs = {Output.SC: sc_paths, Output.MAPS: [*(m.mr_map_path for m in slice_maps),
+                                                       *(m.parametric_map_path for m in slice_maps)]}
+        summary = _summary(claimed, slice_maps, outcomes, versions)
+        transfer_ids = _record_result(claimed, summary, outputs, done=False, settings=settings,
+                                      session_factory=session_factory)
+        for transfer_id in transfer_ids:
+            enqueue_delivery(transfer_id)
+        # Second commit: the SR and the SEG, and the job's DONE state.
+        try:
+            sr_paths, seg_paths = write_reports(outcomes, inputs, model_versions=versions, **writing)
+        except Exception as error:  # the maps and the console's images are out; the series stays usable
+            LOGGER.exception("job %d: the SR and SEG could not be written", job_id)
+            sr_paths, seg_paths = [], []
+            summary["reports_error"] = f"{type(error).__name__}: {error}"[:500]
+        outputs |= {Output.SR: sr_paths, Output.SEG: seg_paths}
+        more_ids = _record_result(claimed, summary, outputs, done=True, settings=settings,
+                                  session_factory=session_factory)
+    except Exception as error:  # any failure of one series must leave the node working
+        LOGGER.exception("job %d (%s) failed", job_id, claimed.kind.value)
+        mark_failed(claimed, f"{type(error).__name__}: {error}", session_factory)
+        return JobOutcome.FAILED
+    new_ids = [transfer_id for transfer_id in more_ids if transfer_id not in set(transfer_ids)]
+    LOGGER.info(
+        "job %d: %s of %d slices in %.3f s, %d transfers",
+        job_id, claimed.kind.value, len(slice_maps), time.perf_counter() - started, len(transfer_ids) + len(new_ids),
+    )
+    for transfer_id in new_ids:
+        enqueue_delivery(transfer_id)
+    return JobOutcome.DONE
+
+
+def _claim(job_id: int, session_factory: sessionmaker[Session], storage_root: Path) -> ClaimedJob | JobOutcome:
+    """Move the job from QUEUED to RUNNING (only one caller succeeds) and read what the run needs."""
+    with session_scope(session_factory) as session:
+        job = claim_job(session, job_id)
+        if isinstance(job, JobOutcome):
+            return job
+        series = job.series
+        paths = session.scalars(select(Instance.path).where(Instance.series_id == series.id)).all()
+        return ClaimedJob(
+            job_id=job.id,
+            key=job.key,
+            kind=JobKind(job.kind),
+            series_id=series.id,
+            series_revision=job.series_revision,
+            instance_paths=tuple(storage_root / path for path in paths),  # stored relative to the root
+        )
+
+
+def mapping_scheme(loaded: LoadedSeries, stack: SliceStack) -> MappingScheme:
+    """MOLLI, ShMOLLI or T2-prep: from the timing kind, the series description or sequence name, then the
+    number of images."""
+    if loaded.timing is TimingKind.T2_PREP:
+        return MappingScheme.T2PREP
+    names = f"{loaded.series_description} {loaded.sequence_name}".upper()
+    if "SHMOLLI" in names:
+        return MappingScheme.SHMOLLI
+    if "MOLLI" in names:
+        return MappingScheme.MOLLI
+    return MappingScheme.SHMOLLI if stack.times_ms.size == SHMOLLI_IMAGES else MappingScheme.MOLLI
+
+
+def inversion_index(stack: SliceStack) -> np.ndarray | None:
+    """Which inversion each image follows (0, 1, ...), from acquisition order; ``None`` when the images do not
+    all carry an acquisition time.
+
+    Within one inversion the images are read one or more heartbeats apart, and the inversion time grows by the
+    time that passed; an image whose inversion time did not grow with the clock follows a new inversion.
+    """
+    if stack.times_ms.size == 0 or not np.all(np.isfinite(stack.acquisition_times_s)):
+        return None
+    order = np.argsort(stack.acquisition_times_s, kind="stable")
+    ti_steps_ms = np.diff(stack.times_ms[order])
+    clock_steps_ms = np.diff(stack.acquisition_times_s[order]) * 1000.0
+    tolerance_ms = np.maximum(SAME_INVERSION_TOLERANCE_MS, SAME_INVERSION_TOLERANCE_FRACTION * clock_steps_ms)
+    restarts = np.concatenate([[0], (np.abs(ti_steps_ms - clock_steps_ms) > tolerance_ms).astype(np.int64)])
+    index = np.empty_like(restarts)
+    index[order] = np.cumsum(restarts)
+    return index
+
+
+def rr_interval_ms(loaded: LoadedSeries, stack: SliceStack) -> float | None:
+    """The RR interval: from the tags, else from the TI steps within one inversion, else the most common
+    TI difference in the plausible RR range (images of one inversion lie one or more RR apart)."""
+    if loaded.nominal_interval_ms is not None:
+        return loaded.nominal_interval_ms
+    times = stack.times_ms
+    index = inversion_index(stack)
+    if index is not None:
+        steps = [
+            np.diff(np.sort(times[index == label])) for label in np.unique(index) if np.sum(index == label) > 1
+        ]
+        within = np.concatenate(steps) if steps else np.array([])
+        within = within[(within >= RR_RANGE_MS[0]) & (within <= RR_RANGE_MS[1])]
+        if within.size:
+            return float(np.median(within))
+    differences = np.abs(times[:, None] - times[None, :])[np.triu_indices(times.size, k=1)]
+    candidates = differences[(differences >= RR_RANGE_MS[0]) & (differences <= RR_RANGE_MS[1])]
+    if candidates.size == 0:
+        return None
+    support = [(np.sum(np.abs(candidates - c) <= 0.02 * c), -c) for c in candidates]
+    best = max(range(candidates.size), key=lambda i: support[i])
+    return float(candidates[best])
+
+
+def fit_slice(loaded: LoadedSeries, stack: SliceStack, *,
+              correction: T1Correction | str = T1Correction.BLOCH) -> MappingResult:
+    """Fit the map of one slice, with the scheme, RR interval and protocol inferred from the series."""
+    scheme = mapping_scheme(loaded, stack)
+    rr_ms = rr_interval_ms(loaded, stack) if scheme is not MappingScheme.T2PREP else None
+    return reconstruct_map(
+        stack.images,
+        stack.times_ms,
+        scheme,
+        rr_ms=rr_ms if scheme is MappingScheme.SHMOLLI else None,
+        inversion_index=inversion_index(stack) if scheme is MappingScheme.SHMOLLI else None,
+        protocol=t1_protocol(stack, loaded, scheme, rr_ms),
+        correction=correction,
+    )
+
+
+def _map_slice(stack: SliceStack, loaded: LoadedSeries, claimed: ClaimedJob, index: int,
+               storage_root: Path) -> SliceMap:
+    mapping = fit_slice(loaded, stack)
+    map_ms = np.where(mapping.valid, mapping.map_ms, 0.0).astype(np.float32)
+    base_number = loaded.series_number or 0
+    mr_series_uid = output_uid(claimed.key, "mr-series")
+    pm_series_uid = output_uid(claimed.key, "pm-series")
+    derivation = f"{mapping.method}, {stack.times_ms.size} images"
+    mr_map = build_mr_map(
+        map_ms,
+        stack.sources[0],
+        mapping.kind,
+        series_instance_uid=mr_series_uid,
+        sop_instance_uid=output_uid(claimed.key, "mr", index),
+        series_number=base_number + MR_MAP_SERIES_OFFSET,
+        instance_number=index + 1,
+        derivation_description=derivation,
+        further_source_images=stack.unique_sources[1:],
+    )
+    parametric_map = build_parametric_map(
+        map_ms,
+        stack.unique_sources,
+        mapping.kind,
+        series_instance_uid=pm_series_uid,
+        sop_instance_uid=output_uid(claimed.key, "pm", index),
+        series_number=base_number + PARAMETRIC_MAP_SERIES_OFFSET,
+        instance_number=index + 1,
+        content_description=mapping.method,
+    )
+    folder = storage_root / OUTPUTS_FOLDER / loaded.study_instance_uid
+    mr_path = write_atomically(mr_map, folder / mr_series_uid / f"{mr_map.SOPInstanceUID}.dcm")
+    pm_path = write_atomically(parametric_map, folder / pm_series_uid / f"{parametric_map.SOPInstanceUID}.dcm")
+    return SliceMap(stack=stack, mapping=mapping, map_ms=map_ms, mr_map=mr_map, mr_map_path=mr_path,
+                    parametric_map_path=pm_path)
+
+
+def _analyse(loaded: LoadedSeries, slice_maps: Sequence[SliceMap],
+             settings: Settings) -> tuple[list[SliceInput], list[SliceOutcome], dict[str, str]]:
+    """Run the models on every slice: the slices as analysed, what each gave, and the models' versions."""
+    inputs = [
+        SliceInput(
+            map_ms=m.map_ms,
+            map_kind=m.mapping.kind,
+            pixel_spacing_mm=m.stack.pixel_spacing_mm,
+            mr_map=m.mr_map,
+            raw=RawImages(m.stack.images, m.stack.times_ms, np.nan_to_num(m.mapping.r2).astype(np.float32))
+            if m.mapping.kind is MapKind.T1 else None,
+        )
+        for m in slice_maps
+    ]
+    versions: dict[str, str] = {}
+
+    def models() -> ModelSet:
+        model_set = node_models(settings)
+        versions.update(model_set.versions)
+        return model_set
+
+    outcomes = analyse_slices(inputs, loaded.series_description, models, workers=slice_workers(settings))
+    return inputs, outcomes, versions
+
+
+def warm_up() -> float:
+    """Build and discard a tiny map once, so that the first real job does not pay for one-time loading
+    (highdicom reads its IOD tables on first use, about half a second); returns the seconds it took."""
+    started = time.perf_counter()
+    source = Dataset()
+    source.SOPClassUID = MRImageStorage
+    source.SOPInstanceUID = output_uid("warm-up", "source")
+    source.StudyInstanceUID = output_uid("warm-up", "study")
+    source.SeriesInstanceUID = output_uid("warm-up", "series")
+    source.FrameOfReferenceUID = output_uid("warm-up", "frame-of-reference")
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "ReferringPhysicianName",
+                    "StudyID", "AccessionNumber", "StudyDate", "StudyTime"):
+        setattr(source, keyword, None)
+    source.Modality = "MR"
+    source.SeriesNumber = 1
+    source.InstanceNumber = 1
+    source.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
+    source.ImagePositionPatient = [0.0, 0.0, 0.0]
+    source.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    source.PixelSpacing = [1.0, 1.0]
+    source.SliceThickness = 8.0
+    source.SamplesPerPixel, source.PhotometricInterpretation = 1, "MONOCHROME2"
+    source.Rows, source.Columns = 4, 4
+    source.BitsAllocated, source.BitsStored, source.HighBit, source.PixelRepresentation = 16, 16, 15, 0
+    source.PixelData = np.zeros((4, 4), dtype="<u2").tobytes()
+    map_ms = np.full((4, 4), 1000.0, dtype=np.float32)
+    for build in (build_mr_map, build_parametric_map):
+        build(map_ms, source if build is build_mr_map else [source], MapKind.T1,
+              series_instance_uid=output_uid("warm-up", build.__name__, "series"),
+              sop_instance_uid=output_uid("warm-up", build.__name__), series_number=1)
+    return time.perf_counter() - started
+
+
+def output_uid(job_key: str, *labels: object) -> str:
+    """A UID derived from the job key, so that a re-run of the job writes the same objects.
+
+    A ``2.25.`` UID from a name-based (version 5) UUID (PS3.5 B.2); pydicom's ``generate_uid`` ignores its entropy
+    sources under the ``2.25`` root and would give a random UID.
+    """
+    name = "/".join(["myomap-output", job_key, *(str(label) for label in labels)])
+    return f"2.25.{uuid.uuid5(uuid.NAMESPACE_URL, name).int}"
+
+
+def write_atomically(dataset: Dataset, path: Path) -> Path:
+    """Write ``dataset`` as a DICOM file: temporary file, fsync, rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    with temporary.open("wb") as handle:
+        dcmwrite(handle, dataset, enforce_file_format=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    temporary.replace(path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    return path
+
+
+def summarise(slice_maps: Sequence[SliceMap]) -> dict[str, object]:
+    """Figures of a map result without patient data: method, slices, and global statistics of valid pixels."""
+    valid_values = np.concatenate([m.mapping.map_ms[m.mapping.valid].ravel() for m in slice_maps])
+    r2_values = np.concatenate([m.mapping.r2[m.mapping.valid].ravel() for m in slice_maps])
+    fitted = sum(int(np.sum(m.mapping.r2 > 0)) for m in slice_maps)
+    first = slice_maps[0].mapping
+    return {
+        "kind": first.kind.value,
+        "method": first.method,
+        "scheme": first.scheme.value,
+        "slices": len(slice_maps),
+        "valid_pixels": int(valid_values.size),
+        "valid_fraction_of_fitted": round(valid_values.size / fitted, 4) if fitted else 0.0,
+        "median_ms": round(float(np.median(valid_values)), 1) if valid_values.size else None,
+        "p25_ms": round(float(np.percentile(valid_values, 25)), 1) if valid_values.size else None,
+        "p75_ms": round(float(np.percentile(valid_values, 75)), 1) if valid_values.size else None,
+        "median_r2": round(float(np.median(r2_values)), 4) if r2_values.size else None,
+    }
+
+
+def _summary(claimed: ClaimedJob, slice_maps: Sequence[SliceMap], outcomes: Sequence[SliceOutcome],
+             model_versions: dict[str, str]) -> dict[str, object]:
+    summary = summarise(slice_maps)
+    summary["mr_map_series_uid"] = output_uid(claimed.key, "mr-series")
+    summary["parametric_map_series_uid"] = output_uid(claimed.key, "pm-series")
+    summary["source_revision"] = claimed.series_revision
+    summary["analysis"] = analysis_summary(outcomes, model_versions)
+    return summary
+
+
+def _record_result(
+    claimed: ClaimedJob,
+    summary: dict[str, object],
+    outputs: dict[Output, list[Path]],
+    *,
+    done: bool,
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+) -> list[int]:
+    """Commit the job's result with the outputs written so far and plan their transfers, in one transaction;
+    with ``done`` the job and the series become DONE in it too.
+
+    The result is created by the first call and completed by later ones (a re-run after a crash between the two
+    finds it); planning a transfer twice changes nothing. Returns the ids of the transfers of every output given,
+    in the order of ``outputs``.
+    """
+    root = settings.storage_root
+    relative = {output: [str(p.relative_to(root)) for p in paths] for output, paths in outputs.items()}
+    with session_scope(session_factory) as session:
+        job, series = claimed_rows(session, claimed)
+        result = session.scalars(
+            select(Result).where(Result.job_id == job.id, Result.kind == claimed.kind.value)
+        ).one_or_none()
+        if result is None:
+            result = Result(job_id=job.id, kind=claimed.kind.value)
+            session.add(result)
+        result.output_series_uid = output_uid(claimed.key, "mr-series")
+        result.paths = [path for paths in relative.values() for path in paths]
+        result.summary = {**summary, "outputs": {output.value: paths for output, paths in relative.items()}}
+        session.flush()
+        transfers = scu.plan_output_transfers(session, result=result, series=series, outputs=outputs,
+                                              settings=settings)
+        if done:
+            mark_done(job, series, claimed)
+        session.flush()
+        return [transfer.id for transfer in transfers]

@@ -1,0 +1,161 @@
+"""Series assembly: complete at once by protocol, after the quiet period otherwise, once per revision."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from config.settings import Settings, load_settings
+from db.migrate import upgrade
+from db.models import Series, SeriesState
+from db.session import make_engine, make_session_factory, session_scope
+from dicomnode.store.assembly import Assembler
+from dicomnode.store.storage import StoredInstance, store_instance
+from tests.dicom_builders import molli_series, mr_image
+
+QUIET_SECONDS = 0.3
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return load_settings(
+        storage={"path": tmp_path / "storage", "min_free_mb": 0}, series={"quiet_seconds": QUIET_SECONDS}
+    )
+
+
+@pytest.fixture
+def session_factory(settings: Settings) -> sessionmaker[Session]:
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, series_id: int, revision: int) -> None:
+        with self.lock:
+            self.calls.append((series_id, revision))
+
+
+def _store(ds, settings: Settings, session_factory: sessionmaker[Session]) -> StoredInstance:  # noqa: ANN001
+    return store_instance(
+        ds, calling_ae="SCANNER", calling_host="h", settings=settings, session_factory=session_factory
+    )
+
+
+def _state(session_factory: sessionmaker[Session], series_id: int) -> tuple[SeriesState, int]:
+    with session_scope(session_factory) as session:
+        series = session.get_one(Series, series_id)
+        return series.state, series.revision
+
+
+def test_complete_at_once_when_expected_count_reached(settings: Settings, session_factory) -> None:  # noqa: ANN001
+    recorder = Recorder()
+    assembler = Assembler(session_factory, settings, recorder)
+    datasets = molli_series()
+    stored = []
+    for ds in datasets[:-1]:
+        stored.append(_store(ds, settings, session_factory))
+        assembler.note_instance(stored[-1])
+        assert recorder.calls == []
+
+    stored.append(_store(datasets[-1], settings, session_factory))
+    assembler.note_instance(stored[-1])
+
+    assert recorder.calls == [(stored[-1].series_id, 0)]
+    assert _state(session_factory, stored[-1].series_id) == (SeriesState.COMPLETE, 0)
+    assembler.note_instance(stored[-1])  # a repeated note does not hand the series on twice
+    assert len(recorder.calls) == 1
+
+
+def test_complete_after_quiet_period_without_count(settings: Settings, session_factory) -> None:  # noqa: ANN001
+    recorder = Recorder()
+    assembler = Assembler(session_factory, settings, recorder)
+    assembler.start()
+    try:
+        stored = [_store(ds, settings, session_factory) for ds in molli_series(images_in_acquisition=False)]
+        for item in stored:
+            assembler.note_instance(item)
+        started = time.monotonic()
+        assert recorder.calls == []
+        while not recorder.calls and time.monotonic() - started < 5:
+            time.sleep(0.02)
+        waited_s = time.monotonic() - started
+    finally:
+        assembler.stop()
+    assert recorder.calls == [(stored[0].series_id, 0)]
+    assert QUIET_SECONDS * 0.5 < waited_s < QUIET_SECONDS + 1.0
+
+
+def test_reopened_series_completes_again_as_new_revision(settings: Settings, session_factory) -> None:  # noqa: ANN001
+    recorder = Recorder()
+    assembler = Assembler(session_factory, settings, recorder)
+    datasets = molli_series(inversion_times_ms=(100.0, 180.0))
+    for ds in datasets:
+        assembler.note_instance(_store(ds, settings, session_factory))
+    changed = datasets[0].copy()
+    changed.file_meta = datasets[0].file_meta
+    changed.ImageComments = "corrected"
+
+    again = _store(changed, settings, session_factory)
+    assembler.note_instance(again)
+
+    assert recorder.calls == [(again.series_id, 0), (again.series_id, 1)]
+    identical = _store(changed, settings, session_factory)
+    assembler.note_instance(identical)
+    assert len(recorder.calls) == 2 and _state(session_factory, again.series_id) == (SeriesState.COMPLETE, 1)
+
+
+def test_map_series_completes_its_raw_series_without_waiting(settings: Settings, session_factory) -> None:  # noqa: ANN001
+    recorder = Recorder()
+    assembler = Assembler(session_factory, settings, recorder)
+    raw = [_store(ds, settings, session_factory) for ds in molli_series(images_in_acquisition=False)]
+    for item in raw:
+        assembler.note_instance(item)
+    t1_map = mr_image(
+        study_uid=molli_series_study(session_factory, raw[0].series_id),
+        description="MOLLI_SAX_T1MAP",
+        image_type=("DERIVED", "PRIMARY", "T1 MAP", "ND"),
+    )
+    time.sleep(0.01)  # the map's first arrival is after the raw series' last one
+
+    assembler.note_instance(_store(t1_map, settings, session_factory))
+
+    assert (raw[0].series_id, 0) in recorder.calls
+
+
+def molli_series_study(session_factory: sessionmaker[Session], series_id: int) -> str:
+    with session_scope(session_factory) as session:
+        return session.get_one(Series, series_id).study.study_instance_uid
+
+
+def test_start_hands_on_series_left_complete_and_completes_due_ones(
+    settings: Settings,
+    session_factory,  # noqa: ANN001
+) -> None:
+    first = Recorder()
+    before_crash = Assembler(session_factory, settings, first)
+    complete = [_store(ds, settings, session_factory) for ds in molli_series(inversion_times_ms=(100.0,))]
+    before_crash.note_instance(complete[0])
+    receiving = _store(mr_image(images_in_acquisition=2), settings, session_factory)  # never noted: "crash"
+    assert first.calls == [(complete[0].series_id, 0)]
+
+    after_restart = Recorder()
+    assembler = Assembler(session_factory, settings, after_restart)
+    assembler.start()
+    try:
+        deadline = time.monotonic() + 5
+        while len(after_restart.calls) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        assembler.stop()
+
+    assert after_restart.calls == [(complete[0].series_id, 0), (receiving.series_id, 0)]
