@@ -2,7 +2,7 @@
 
 The slices are T1 maps (plain MOLLI/ShMOLLI fit) of fresh phantom studies (seed 51, never used in training), with
 their raw IR images and R2 for the motion model. They go through the node's own
-:func:`dicomnode.jobs.map_outputs.analyse_slices` on the CPU with the shipped models and the node's settings (BLAS
+:func:`dicomnode.analysis.slices.analyse_slices` on the CPU with the shipped models and the node's settings (BLAS
 limited to one thread, one onnxruntime thread per model): first one slice at a time (the reference run, with the
 time of each part), then as the node runs them, one slice per CPU core at a time. The phantom generation is not
 timed. Printed: seconds for all slices, ms per slice, the ratio of the two runs, the published segmentation
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pydicom.dataset import Dataset  # noqa: E402
 
 from config import Settings  # noqa: E402
-from dicomnode.jobs.map_outputs import SliceInput, analyse_slices, slice_workers  # noqa: E402
+from dicomnode.analysis.slices import SliceInput, analyse_slices, slice_workers  # noqa: E402
 from inference import motion, quality, segmentation  # noqa: E402
 from inference.mapping import MapKind  # noqa: E402
 from inference.model_set import ModelSet, load_models  # noqa: E402

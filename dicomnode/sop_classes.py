@@ -1,4 +1,7 @@
-"""The SOP classes and transfer syntaxes the node accepts as a Storage SCP."""
+"""The SOP classes the node knows (accepts as a Storage SCP, reads, writes) and the transfer syntaxes it accepts.
+
+Every SOP Class UID the node compares or writes is named here once; other modules import it from here.
+"""
 
 from __future__ import annotations
 

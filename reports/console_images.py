@@ -20,6 +20,7 @@ from scipy import ndimage
 from inference.aha import LEVEL_SEGMENTS, AhaLevel
 from inference.mapping import MapKind
 from inference.slice_analysis import SliceAnalysis
+from inference.verdict import banner_text
 
 LOGGER = logging.getLogger(__name__)
 
@@ -52,7 +53,6 @@ OTHER_COLOUR = (215, 215, 215)
 READER_COLOUR = (255, 60, 60)
 REFERENCE_COLOUR = (60, 230, 90)
 
-REPEAT_ADVICE = "consider repeating the breath-hold"
 
 # Display angles (deg, counter-clockwise, 0 = right) of the AHA segments on the standard bullseye: anterior at
 # the top, septum on the left. Rings from outside in: basal, mid, apical; segment 17 (apex) in the centre.
@@ -101,29 +101,6 @@ def _wrap(text: str, typeface: ImageFont.FreeTypeFont | ImageFont.ImageFont, wid
         else:
             current = candidate
     return [*lines, current] if current else lines or [""]
-
-
-def banner_text(analysis: SliceAnalysis | None, failure_reason: str | None = None) -> str:
-    """The one-line verdict at the top of every console image.
-
-    "Motion artefact in segments 1, 4, 5 - consider repeating the breath-hold" (AHA numbers in order),
-    "No motion artefact detected", "No motion check (T2 map)" or "Analysis not possible: <reason>".
-    """
-    if failure_reason is not None:
-        return f"Analysis not possible: {failure_reason}"
-    if analysis is None:
-        raise ValueError("banner_text needs an analysis or a failure reason")
-    motion = analysis.motion
-    if motion is None:
-        kind = MapKind(analysis.map_kind)
-        return "No motion check (T2 map)" if kind is MapKind.T2 else "No motion check (no raw images)"
-    segments = motion.motion_segments
-    if segments:
-        # Always "segments", like the series verdict (dicomnode.jobs.map_outputs.series_banner).
-        return f"Motion artefact in segments {', '.join(str(s) for s in segments)} - {REPEAT_ADVICE}"
-    if motion.has_motion:
-        return f"Motion artefact in the image - {REPEAT_ADVICE}"
-    return "No motion artefact detected"
 
 
 def _banner_colour(text: str) -> tuple[int, int, int]:
@@ -394,7 +371,7 @@ def render_failure_image(reason: str, map_ms: np.ndarray | None) -> ConsoleImage
     """A notice that the slice could not be analysed, over the map when there is one."""
     banner = banner_text(None, reason)
     with_map = map_ms is not None and np.ndim(map_ms) == 2 and np.size(map_ms) > 0
-    if with_map:
+    if map_ms is not None and with_map:  # with_map implies a map; mypy cannot see it through the flag
         body = _panel(_grey(map_ms, _window(map_ms, None)), (1.0, 1.0)).image
     else:
         body = _text_panel(["No map could be made from the images."])

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import uuid
 from collections.abc import Sequence
 
 import highdicom as hd
@@ -32,20 +31,20 @@ from inference.myocardium_values import RegionValues
 from inference.slice_analysis import ALGORITHM_NAME, SliceAnalysis
 from reports import codes
 from reports.map_mr import SOFTWARE_VERSION, unique_images
+from reports.uids import name_based_uid
 
 LOGGER = logging.getLogger(__name__)
 
 SERIES_DESCRIPTION = "myomap measurements"
 #: Fixed Device Observer UID of the node's analysis software (TID 1004).
-DEVICE_OBSERVER_UID = f"2.25.{uuid.uuid5(uuid.NAMESPACE_URL, 'myomap/device-observer').int}"
+DEVICE_OBSERVER_UID = name_based_uid("myomap", "device-observer")
 #: Largest angular step (deg) between the points of an arc of a segment polygon.
 _ARC_STEP_DEG = 3.0
 
 
 def derived_uid(base_uid: str, *labels: object) -> str:
     """A ``2.25`` UID derived from another UID and labels, so that rebuilding an object gives the same UIDs."""
-    name = "/".join(["myomap-sr", base_uid, *(str(label) for label in labels)])
-    return f"2.25.{uuid.uuid5(uuid.NAMESPACE_URL, name).int}"
+    return name_based_uid("myomap-sr", base_uid, *labels)
 
 
 def referenced_frames(source: Dataset) -> list[int] | None:

@@ -20,15 +20,17 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import ParametricMapStorage
 from scipy import ndimage
 
 from db.models import SeriesRole
+from dicomnode.analysis.fitting import fit_slice
+from dicomnode.analysis.reference import MIN_EXPERTS_FOR_CONSENSUS, ReferenceSource, is_expert
 from dicomnode.errors import MyomapError
 from dicomnode.io.classify import classify
 from dicomnode.io.contours import ImageGeometry, ReaderMasks, Structure, read_rtstruct, read_seg
 from dicomnode.io.series_loader import LoadedSeries, SliceStack, TimingKind, load_series
 from dicomnode.io.slice_level import ASSUMED, level_from_description
+from dicomnode.sop_classes import PARAMETRIC_MAP
 from inference.aha import AhaLevel, aha_segments, rv_insertion_points
 from inference.consensus import consensus
 from inference.errors import AnalysisError
@@ -37,15 +39,12 @@ from inference.model_set import ModelSet
 from inference.myocardium_values import RegionValues, region_values, segment_values
 from inference.slice_analysis import RawImages, analyse_slice
 from inference.trainee_scoring import TraineeScore, score_trainee
-from reports.console_images import banner_text
+from inference.verdict import banner_text
 
 LOGGER = logging.getLogger(__name__)
 
 #: A raw series and a map show the same slice when their positions along the slice normal differ by less than this.
 SAME_SLICE_MM = 1.0
-#: Readers whose name starts with this form the consensus when no gold standard is named.
-EXPERT_PREFIX = "expert"
-MIN_EXPERTS_FOR_CONSENSUS = 2
 #: Contour labels taken as the right ventricle (normalised: lower case, punctuation as spaces).
 RV_LABELS = frozenset({"rv", "right ventricle", "rv cavity", "rv blood pool", "right ventricular cavity"})
 _MAP_ROLES = {SeriesRole.T1_MAP: MapKind.T1, SeriesRole.T2_MAP: MapKind.T2}
@@ -64,14 +63,6 @@ class InsertionSource(str, Enum):
 
     RV_CONTOUR = "rv_contour"
     DEFAULT_ANGLES = "default_angles"  # no RV contour: the standard insertion angles are assumed
-
-
-class ReferenceSource(str, Enum):
-    """What the readers were scored against."""
-
-    GOLD_STANDARD = "gold_standard"
-    STAPLE = "staple"
-    NONE = "none"
 
 
 @dataclass(frozen=True)
@@ -314,7 +305,7 @@ def _scanner_map(ds: Dataset, kind: MapKind) -> _MapSlice:
 def map_values_ms(ds: Dataset) -> np.ndarray:
     """A single-frame map image in ms: an MR image's rescaled values or a Parametric Map's real-world values."""
     stored = ds.pixel_array.reshape(int(ds.Rows), int(ds.Columns)).astype(np.float64)
-    if ds.SOPClassUID == ParametricMapStorage:
+    if ds.SOPClassUID == PARAMETRIC_MAP:
         mapping = ds.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
         return stored * float(mapping.RealWorldValueSlope) + float(mapping.get("RealWorldValueIntercept", 0.0))
     return stored * float(ds.get("RescaleSlope", 1.0) or 1.0) + float(ds.get("RescaleIntercept", 0.0) or 0.0)
@@ -337,8 +328,6 @@ def _reconstructed_maps(instances: list[Dataset], kind: MapKind, timing: TimingK
 
 def _fit(loaded: LoadedSeries, stack: SliceStack, *, correction: str) -> MappingResult:
     """The map job's fit of one slice (same scheme, RR and protocol inference)."""
-    from dicomnode.jobs.map_job import fit_slice  # the job's own inference
-
     return fit_slice(loaded, stack, correction=correction)
 
 
@@ -484,7 +473,7 @@ def _reference(
             return ReferenceSource.GOLD_STANDARD, (gold_standard,), (myocardium, cavity)
         notes.append(f"gold-standard reader {gold_standard!r} drew no myocardium here; readers not scored")
         return ReferenceSource.NONE, (), None
-    experts = [name for name in drawn if name.lower().startswith(EXPERT_PREFIX)]
+    experts = [name for name in drawn if is_expert(name)]
     if len(experts) < MIN_EXPERTS_FOR_CONSENSUS:
         notes.append(f"{len(experts)} expert reader(s) here, at least {MIN_EXPERTS_FOR_CONSENSUS} needed for a "
                      "consensus; readers not scored")

@@ -16,17 +16,13 @@ exactly one result.
 from __future__ import annotations
 
 import logging
-import os
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydicom import dcmwrite
 from pydicom.dataset import Dataset
-from pydicom.uid import MRImageStorage
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -34,41 +30,22 @@ from config import Settings
 from config.settings import Output
 from db.models import Instance, Result
 from db.session import session_scope
+from dicomnode.analysis.fitting import fit_slice
+from dicomnode.analysis.slices import SliceInput, SliceOutcome, analyse_slices, node_models, slice_workers
 from dicomnode.io.series_loader import LoadedSeries, SliceStack, TimingKind, load_series_files
-from dicomnode.io.t1_protocol import t1_protocol
 from dicomnode.jobs.claims import JobOutcome, claim_job, claimed_rows, mark_done, mark_failed
 from dicomnode.jobs.creation import JobKind
-from dicomnode.jobs.map_outputs import (
-    SliceInput,
-    SliceOutcome,
-    analyse_slices,
-    analysis_summary,
-    node_models,
-    slice_workers,
-    write_console_images,
-    write_reports,
-)
+from dicomnode.jobs.map_outputs import analysis_summary, write_console_images, write_reports
+from dicomnode.jobs.outputs import OutputSeries, OutputWriter, output_uid
 from dicomnode.net import scu
-from inference.mapping import MapKind, MappingResult, MappingScheme, T1Correction, reconstruct_map
+from dicomnode.sop_classes import MR_IMAGE
+from inference.mapping import MapKind, MappingResult
 from inference.model_set import ModelSet
 from inference.slice_analysis import RawImages
 from reports.map_mr import build_mr_map
 from reports.map_parametric import build_parametric_map
 
 LOGGER = logging.getLogger(__name__)
-
-OUTPUTS_FOLDER = "outputs"
-#: Output series numbers: the source's plus these, so the node's series sort after the scanner's own.
-MR_MAP_SERIES_OFFSET = 9000
-PARAMETRIC_MAP_SERIES_OFFSET = 9500
-#: MOLLI variants never have 7 images (5(3)3: 8, 4(1)3(1)2: 9, 3(3)3(3)5: 11); ShMOLLI 5(1)1(1)1 has 7.
-SHMOLLI_IMAGES = 7
-#: Two images follow the same inversion when their TI difference matches their acquisition time difference
-#: within this many ms, or this fraction of the time difference (heart-rate variability, time stamp rounding).
-SAME_INVERSION_TOLERANCE_MS = 100.0
-SAME_INVERSION_TOLERANCE_FRACTION = 0.1
-#: Plausible RR intervals (ms) when the RR is inferred from the inversion times (30-240 beats per minute).
-RR_RANGE_MS = (250.0, 2000.0)
 
 _TIMING_FOR_KIND = {JobKind.T1_MAP: TimingKind.INVERSION, JobKind.T2_MAP: TimingKind.T2_PREP}
 
@@ -114,19 +91,12 @@ def run_job(
     started = time.perf_counter()
     try:
         loaded = load_series_files(claimed.instance_paths, _TIMING_FOR_KIND[claimed.kind])
-        slice_maps = [
-            _map_slice(stack, loaded, claimed, index, settings.storage_root)
-            for index, stack in enumerate(loaded.slices)
-        ]
+        writer = OutputWriter(claimed.key, settings.storage_root, loaded.study_instance_uid,
+                              loaded.series_number or 0)
+        slice_maps = [_map_slice(stack, loaded, index, writer) for index, stack in enumerate(loaded.slices)]
         inputs, outcomes, versions = _analyse(loaded, slice_maps, settings)
-        writing = {
-            "uid": lambda *labels: output_uid(claimed.key, *labels),
-            "base_series_number": loaded.series_number or 0,
-            "folder": settings.storage_root / OUTPUTS_FOLDER / loaded.study_instance_uid,
-            "write": write_atomically,
-        }
         # First commit: the console's Secondary Captures and the maps, sent at once; the job is not done yet.
-        sc_paths = write_console_images(outcomes, inputs, **writing)
+        sc_paths = write_console_images(outcomes, inputs, writer)
         outputs = {Output.SC: sc_paths, Output.MAPS: [*(m.mr_map_path for m in slice_maps),
                                                        *(m.parametric_map_path for m in slice_maps)]}
         summary = _summary(claimed, slice_maps, outcomes, versions)
@@ -136,7 +106,7 @@ def run_job(
             enqueue_delivery(transfer_id)
         # Second commit: the SR and the SEG, and the job's DONE state.
         try:
-            sr_paths, seg_paths = write_reports(outcomes, inputs, model_versions=versions, **writing)
+            sr_paths, seg_paths = write_reports(outcomes, inputs, writer, model_versions=versions)
         except Exception as error:  # the maps and the console's images are out; the series stays usable
             LOGGER.exception("job %d: the SR and SEG could not be written", job_id)
             sr_paths, seg_paths = [], []
@@ -176,93 +146,17 @@ def _claim(job_id: int, session_factory: sessionmaker[Session], storage_root: Pa
         )
 
 
-def mapping_scheme(loaded: LoadedSeries, stack: SliceStack) -> MappingScheme:
-    """MOLLI, ShMOLLI or T2-prep: from the timing kind, the series description or sequence name, then the
-    number of images."""
-    if loaded.timing is TimingKind.T2_PREP:
-        return MappingScheme.T2PREP
-    names = f"{loaded.series_description} {loaded.sequence_name}".upper()
-    if "SHMOLLI" in names:
-        return MappingScheme.SHMOLLI
-    if "MOLLI" in names:
-        return MappingScheme.MOLLI
-    return MappingScheme.SHMOLLI if stack.times_ms.size == SHMOLLI_IMAGES else MappingScheme.MOLLI
-
-
-def inversion_index(stack: SliceStack) -> np.ndarray | None:
-    """Which inversion each image follows (0, 1, ...), from acquisition order; ``None`` when the images do not
-    all carry an acquisition time.
-
-    Within one inversion the images are read one or more heartbeats apart, and the inversion time grows by the
-    time that passed; an image whose inversion time did not grow with the clock follows a new inversion.
-    """
-    if stack.times_ms.size == 0 or not np.all(np.isfinite(stack.acquisition_times_s)):
-        return None
-    order = np.argsort(stack.acquisition_times_s, kind="stable")
-    ti_steps_ms = np.diff(stack.times_ms[order])
-    clock_steps_ms = np.diff(stack.acquisition_times_s[order]) * 1000.0
-    tolerance_ms = np.maximum(SAME_INVERSION_TOLERANCE_MS, SAME_INVERSION_TOLERANCE_FRACTION * clock_steps_ms)
-    restarts = np.concatenate([[0], (np.abs(ti_steps_ms - clock_steps_ms) > tolerance_ms).astype(np.int64)])
-    index = np.empty_like(restarts)
-    index[order] = np.cumsum(restarts)
-    return index
-
-
-def rr_interval_ms(loaded: LoadedSeries, stack: SliceStack) -> float | None:
-    """The RR interval: from the tags, else from the TI steps within one inversion, else the most common
-    TI difference in the plausible RR range (images of one inversion lie one or more RR apart)."""
-    if loaded.nominal_interval_ms is not None:
-        return loaded.nominal_interval_ms
-    times = stack.times_ms
-    index = inversion_index(stack)
-    if index is not None:
-        steps = [
-            np.diff(np.sort(times[index == label])) for label in np.unique(index) if np.sum(index == label) > 1
-        ]
-        within = np.concatenate(steps) if steps else np.array([])
-        within = within[(within >= RR_RANGE_MS[0]) & (within <= RR_RANGE_MS[1])]
-        if within.size:
-            return float(np.median(within))
-    differences = np.abs(times[:, None] - times[None, :])[np.triu_indices(times.size, k=1)]
-    candidates = differences[(differences >= RR_RANGE_MS[0]) & (differences <= RR_RANGE_MS[1])]
-    if candidates.size == 0:
-        return None
-    support = [(np.sum(np.abs(candidates - c) <= 0.02 * c), -c) for c in candidates]
-    best = max(range(candidates.size), key=lambda i: support[i])
-    return float(candidates[best])
-
-
-def fit_slice(loaded: LoadedSeries, stack: SliceStack, *,
-              correction: T1Correction | str = T1Correction.BLOCH) -> MappingResult:
-    """Fit the map of one slice, with the scheme, RR interval and protocol inferred from the series."""
-    scheme = mapping_scheme(loaded, stack)
-    rr_ms = rr_interval_ms(loaded, stack) if scheme is not MappingScheme.T2PREP else None
-    return reconstruct_map(
-        stack.images,
-        stack.times_ms,
-        scheme,
-        rr_ms=rr_ms if scheme is MappingScheme.SHMOLLI else None,
-        inversion_index=inversion_index(stack) if scheme is MappingScheme.SHMOLLI else None,
-        protocol=t1_protocol(stack, loaded, scheme, rr_ms),
-        correction=correction,
-    )
-
-
-def _map_slice(stack: SliceStack, loaded: LoadedSeries, claimed: ClaimedJob, index: int,
-               storage_root: Path) -> SliceMap:
+def _map_slice(stack: SliceStack, loaded: LoadedSeries, index: int, writer: OutputWriter) -> SliceMap:
     mapping = fit_slice(loaded, stack)
     map_ms = np.where(mapping.valid, mapping.map_ms, 0.0).astype(np.float32)
-    base_number = loaded.series_number or 0
-    mr_series_uid = output_uid(claimed.key, "mr-series")
-    pm_series_uid = output_uid(claimed.key, "pm-series")
     derivation = f"{mapping.method}, {stack.times_ms.size} images"
     mr_map = build_mr_map(
         map_ms,
         stack.sources[0],
         mapping.kind,
-        series_instance_uid=mr_series_uid,
-        sop_instance_uid=output_uid(claimed.key, "mr", index),
-        series_number=base_number + MR_MAP_SERIES_OFFSET,
+        series_instance_uid=writer.series_uid(OutputSeries.MR_MAP),
+        sop_instance_uid=writer.uid("mr", index),
+        series_number=writer.series_number(OutputSeries.MR_MAP),
         instance_number=index + 1,
         derivation_description=derivation,
         further_source_images=stack.unique_sources[1:],
@@ -271,17 +165,14 @@ def _map_slice(stack: SliceStack, loaded: LoadedSeries, claimed: ClaimedJob, ind
         map_ms,
         stack.unique_sources,
         mapping.kind,
-        series_instance_uid=pm_series_uid,
-        sop_instance_uid=output_uid(claimed.key, "pm", index),
-        series_number=base_number + PARAMETRIC_MAP_SERIES_OFFSET,
+        series_instance_uid=writer.series_uid(OutputSeries.PARAMETRIC_MAP),
+        sop_instance_uid=writer.uid("pm", index),
+        series_number=writer.series_number(OutputSeries.PARAMETRIC_MAP),
         instance_number=index + 1,
         content_description=mapping.method,
     )
-    folder = storage_root / OUTPUTS_FOLDER / loaded.study_instance_uid
-    mr_path = write_atomically(mr_map, folder / mr_series_uid / f"{mr_map.SOPInstanceUID}.dcm")
-    pm_path = write_atomically(parametric_map, folder / pm_series_uid / f"{parametric_map.SOPInstanceUID}.dcm")
-    return SliceMap(stack=stack, mapping=mapping, map_ms=map_ms, mr_map=mr_map, mr_map_path=mr_path,
-                    parametric_map_path=pm_path)
+    return SliceMap(stack=stack, mapping=mapping, map_ms=map_ms, mr_map=mr_map, mr_map_path=writer.write(mr_map),
+                    parametric_map_path=writer.write(parametric_map))
 
 
 def _analyse(loaded: LoadedSeries, slice_maps: Sequence[SliceMap],
@@ -314,7 +205,7 @@ def warm_up() -> float:
     (highdicom reads its IOD tables on first use, about half a second); returns the seconds it took."""
     started = time.perf_counter()
     source = Dataset()
-    source.SOPClassUID = MRImageStorage
+    source.SOPClassUID = MR_IMAGE
     source.SOPInstanceUID = output_uid("warm-up", "source")
     source.StudyInstanceUID = output_uid("warm-up", "study")
     source.SeriesInstanceUID = output_uid("warm-up", "series")
@@ -342,33 +233,6 @@ def warm_up() -> float:
     return time.perf_counter() - started
 
 
-def output_uid(job_key: str, *labels: object) -> str:
-    """A UID derived from the job key, so that a re-run of the job writes the same objects.
-
-    A ``2.25.`` UID from a name-based (version 5) UUID (PS3.5 B.2); pydicom's ``generate_uid`` ignores its entropy
-    sources under the ``2.25`` root and would give a random UID.
-    """
-    name = "/".join(["myomap-output", job_key, *(str(label) for label in labels)])
-    return f"2.25.{uuid.uuid5(uuid.NAMESPACE_URL, name).int}"
-
-
-def write_atomically(dataset: Dataset, path: Path) -> Path:
-    """Write ``dataset`` as a DICOM file: temporary file, fsync, rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("wb") as handle:
-        dcmwrite(handle, dataset, enforce_file_format=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    temporary.replace(path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-    return path
-
-
 def summarise(slice_maps: Sequence[SliceMap]) -> dict[str, object]:
     """Figures of a map result without patient data: method, slices, and global statistics of valid pixels."""
     valid_values = np.concatenate([m.mapping.map_ms[m.mapping.valid].ravel() for m in slice_maps])
@@ -392,8 +256,8 @@ def summarise(slice_maps: Sequence[SliceMap]) -> dict[str, object]:
 def _summary(claimed: ClaimedJob, slice_maps: Sequence[SliceMap], outcomes: Sequence[SliceOutcome],
              model_versions: dict[str, str]) -> dict[str, object]:
     summary = summarise(slice_maps)
-    summary["mr_map_series_uid"] = output_uid(claimed.key, "mr-series")
-    summary["parametric_map_series_uid"] = output_uid(claimed.key, "pm-series")
+    summary["mr_map_series_uid"] = output_uid(claimed.key, OutputSeries.MR_MAP.label)
+    summary["parametric_map_series_uid"] = output_uid(claimed.key, OutputSeries.PARAMETRIC_MAP.label)
     summary["source_revision"] = claimed.series_revision
     summary["analysis"] = analysis_summary(outcomes, model_versions)
     return summary
@@ -425,7 +289,7 @@ def _record_result(
         if result is None:
             result = Result(job_id=job.id, kind=claimed.kind.value)
             session.add(result)
-        result.output_series_uid = output_uid(claimed.key, "mr-series")
+        result.output_series_uid = output_uid(claimed.key, OutputSeries.MR_MAP.label)
         result.paths = [path for paths in relative.values() for path in paths]
         result.summary = {**summary, "outputs": {output.value: paths for output, paths in relative.items()}}
         session.flush()

@@ -49,6 +49,7 @@ from config import Settings
 from config.settings import Output
 from db.models import Instance, Job, JobState, Result, Series, SeriesRole
 from db.session import session_scope
+from dicomnode.analysis.reference import CONSENSUS_MODEL_REFERENCE
 from dicomnode.analysis.study import (
     AnalysisReport,
     Problem,
@@ -64,12 +65,11 @@ from dicomnode.analysis.study import (
 from dicomnode.errors import MyomapError
 from dicomnode.io.contours import ImageGeometry, ReaderMasks, Structure, reader_name
 from dicomnode.io.contours.errors import UnknownReaderError
-from dicomnode.io.contours.rtstruct import RT_STRUCTURE_SET_STORAGE
 from dicomnode.jobs.claims import JobOutcome, claim_job, claimed_rows, mark_done, mark_failed, mark_waiting
 from dicomnode.jobs.creation import JobKind, reference_digest_of
-from dicomnode.jobs.map_job import OUTPUTS_FOLDER, output_uid, write_atomically
+from dicomnode.jobs.errors import JobError
+from dicomnode.jobs.outputs import ALGORITHM_VERSION, OutputSeries, OutputWriter, output_uid
 from dicomnode.jobs.rescoring import (
-    CONSENSUS_MODEL_REFERENCE,
     REFERENCE_DIGEST_KEY,
     ContourObject,
     StudyReference,
@@ -78,6 +78,7 @@ from dicomnode.jobs.rescoring import (
     study_reference,
 )
 from dicomnode.net import scu
+from dicomnode.sop_classes import RT_STRUCTURE_SET
 from inference.consensus import consensus
 from inference.contour_fit import border_contour
 from inference.errors import AnalysisError
@@ -89,9 +90,6 @@ from inference.trainee_scoring import score_trainee
 LOGGER = logging.getLogger(__name__)
 
 RESULT_KIND = "reader_score"
-#: Output series numbers: the contour series' number plus these (the map job uses 9000-9500).
-READER_SR_SERIES_OFFSET = 9600
-READER_SC_SERIES_OFFSET = 9700
 _MAP_ROLES = (SeriesRole.T1_MAP, SeriesRole.T2_MAP)
 _CONTOUR_ROLES = (SeriesRole.SEG, SeriesRole.RTSTRUCT)
 _MAP_JOB_KINDS = (JobKind.T1_MAP.value, JobKind.T2_MAP.value)
@@ -99,7 +97,7 @@ _MAP_JOB_KINDS = (JobKind.T1_MAP.value, JobKind.T2_MAP.value)
 MAX_PROBLEMS_IN_SUMMARY = 20
 
 
-class ReaderJobError(MyomapError):
+class ReaderJobError(JobError):
     """The reader's contours cannot be compared at all (no reader name; no map image they lie on, yet)."""
 
 
@@ -404,7 +402,7 @@ def _compare_slice(slice_result: SliceResult, reader_result: ReaderResult, sourc
 
 
 def _node_models(settings: Settings) -> ModelSet:
-    from dicomnode.jobs.map_outputs import node_models  # loads the report builders only when a model is needed
+    from dicomnode.analysis.slices import node_models  # loads the models only when one is needed
 
     return node_models(settings)
 
@@ -446,7 +444,7 @@ def _read_maps(paths: Sequence[Path], wanted: set[str]) -> dict[str, tuple[Datas
 def _merged_masks(datasets: Sequence[Dataset], geometries: Sequence[ImageGeometry]) -> dict[str, ReaderMasks]:
     """Every reader's masks on the maps, placed and merged as the analysis places them."""
     problems: list[Problem] = []
-    roles = (SeriesRole.RTSTRUCT if str(ds.get("SOPClassUID", "")) == RT_STRUCTURE_SET_STORAGE else SeriesRole.SEG
+    roles = (SeriesRole.RTSTRUCT if str(ds.get("SOPClassUID", "")) == RT_STRUCTURE_SET else SeriesRole.SEG
              for ds in datasets)
     readers = place_contours(zip(roles, datasets, strict=True), geometries, problems)
     for problem in problems:  # the analysis has reported them already
@@ -525,16 +523,12 @@ def write_comparison(comparison: ReaderComparison, claimed: ClaimedReaderJob, st
     Each scored slice gets an SR and an overlay; a slice that could not be scored gets a Secondary Capture saying
     why; the gold-standard reader's own slices get nothing.
     """
-    from dicomnode.jobs.map_outputs import ALGORITHM_VERSION
     from reports.console_images import render_failure_image, render_reader_overlay
     from reports.secondary_capture import build_secondary_capture
     from reports.sr_reader_comparison import build_reader_comparison_report
 
     files = ComparisonFiles(sc=[], sr=[])
-    folder = storage_root / OUTPUTS_FOLDER / claimed.study_instance_uid
-    base_number = claimed.series_number or 0
-    sc_series_uid = output_uid(claimed.key, "reader-sc-series")
-    sr_series_uid = output_uid(claimed.key, "reader-sr-series")
+    writer = OutputWriter(claimed.key, storage_root, claimed.study_instance_uid, claimed.series_number or 0)
     for index, item in enumerate(comparison.slices):
         if item.score is not None and item.reference_myocardium is not None:
             reference = reference_label(item.score, item.reference_readers)
@@ -547,11 +541,12 @@ def write_comparison(comparison: ReaderComparison, claimed: ClaimedReaderJob, st
         else:
             continue
         capture = build_secondary_capture(
-            image, item.map_source, series_instance_uid=sc_series_uid,
-            sop_instance_uid=output_uid(claimed.key, "reader-sc", index),
-            series_number=base_number + READER_SC_SERIES_OFFSET, instance_number=len(files.sc) + 1,
+            image, item.map_source, series_instance_uid=writer.series_uid(OutputSeries.READER_SECONDARY_CAPTURE),
+            sop_instance_uid=writer.uid("reader-sc", index),
+            series_number=writer.series_number(OutputSeries.READER_SECONDARY_CAPTURE),
+            instance_number=len(files.sc) + 1,
         )
-        files.sc.append(write_atomically(capture, folder / sc_series_uid / f"{capture.SOPInstanceUID}.dcm"))
+        files.sc.append(writer.write(capture))
         if item.score is None:
             continue
         report = build_reader_comparison_report(
@@ -566,13 +561,13 @@ def write_comparison(comparison: ReaderComparison, claimed: ClaimedReaderJob, st
             error_mode=item.score.error_mode,
             reader_endo_px=border_contour(item.reader_cavity),
             reader_epi_px=border_contour(ndimage.binary_fill_holes(item.reader_myocardium | item.reader_cavity)),
-            series_instance_uid=sr_series_uid,
-            sop_instance_uid=output_uid(claimed.key, "reader-sr", index),
-            series_number=base_number + READER_SR_SERIES_OFFSET,
+            series_instance_uid=writer.series_uid(OutputSeries.READER_SR),
+            sop_instance_uid=writer.uid("reader-sr", index),
+            series_number=writer.series_number(OutputSeries.READER_SR),
             instance_number=len(files.sr) + 1,
             algorithm_version=ALGORITHM_VERSION,
         )
-        files.sr.append(write_atomically(report, folder / sr_series_uid / f"{report.SOPInstanceUID}.dcm"))
+        files.sr.append(writer.write(report))
     return files
 
 
@@ -638,7 +633,7 @@ def _record_result(
         result = Result(
             job_id=job.id,
             kind=RESULT_KIND,
-            output_series_uid=output_uid(claimed.key, "reader-sr-series") if files.sr else "",
+            output_series_uid=output_uid(claimed.key, OutputSeries.READER_SR.label) if files.sr else "",
             paths=[str(p.relative_to(root)) for paths in by_output.values() for p in paths],
             summary=summary,
         )

@@ -35,7 +35,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Instance, Job, JobState, Result, Series, SeriesRole
 from db.session import session_scope
-from dicomnode.analysis.study import EXPERT_PREFIX, MIN_EXPERTS_FOR_CONSENSUS, ReferenceSource
+from dicomnode.analysis.reference import (
+    CONSENSUS_MODEL_REFERENCE,
+    MIN_EXPERTS_FOR_CONSENSUS,
+    ReferenceSource,
+    is_expert,
+)
 from dicomnode.io.contours import reader_name
 from dicomnode.io.contours.errors import UnknownReaderError
 from dicomnode.jobs.claims import lock_study
@@ -44,7 +49,6 @@ from dicomnode.jobs.creation import JobKind, JobSink, job_key
 LOGGER = logging.getLogger(__name__)
 
 #: What a score against the consensus model's contour records as its reference.
-CONSENSUS_MODEL_REFERENCE = "consensus_model"
 #: The key of a reader-score result's summary that holds the digest of the reference its job read.
 REFERENCE_DIGEST_KEY = "reference_digest"
 CONTOUR_ROLES = (SeriesRole.SEG, SeriesRole.RTSTRUCT)
@@ -77,11 +81,6 @@ class StudyReference:
         text = json.dumps({"source": self.source, "readers": self.readers, "objects": self.objects},
                           sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:_DIGEST_HEX_CHARS]
-
-
-def is_expert(reader: str) -> bool:
-    """Whether the reader's label makes it one of the experts whose STAPLE consensus is the reference."""
-    return reader.lower().startswith(EXPERT_PREFIX)
 
 
 def study_reference(reader: str, others: Iterable[ContourObject], gold_standard: str | None) -> StudyReference:

@@ -29,7 +29,7 @@ from pynetdicom.events import Event
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
-from dicomnode.errors import MyomapError, StorageFullError, UnknownPeerError
+from dicomnode.errors import StorageFullError, StoreRejectedError, UnknownPeerError
 from dicomnode.sop_classes import VERIFICATION
 from dicomnode.store.assembly import Assembler
 from dicomnode.store.storage import check_free_space, store_instance
@@ -139,7 +139,7 @@ def handle_store(event: Event, context: StoreContext) -> int | Dataset:
             context_sop_class_uid=str(event.context.abstract_syntax),
             affected_sop_instance_uid=sop_instance_uid,
         )
-    except MyomapError as error:
+    except StoreRejectedError as error:
         LOGGER.warning(
             "C-STORE of %s from %s at %s failed with 0x%04X: %s",
             sop_instance_uid,

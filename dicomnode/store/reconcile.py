@@ -6,7 +6,8 @@ the last rows while their files survive; a crash in the middle of a write leaves
 before the SCP listens, :func:`reconcile_storage`
 
 - removes temporary files (``.<name>.<random>.part``) of interrupted writes: an instance whose write was
-  interrupted was never acknowledged, and its sender retries it;
+  interrupted was never acknowledged, and its sender retries it (and those of the node's own outputs, which
+  the job that was writing them writes again);
 - records every stored file that has no row (study, series and instance, the series re-opened for assembly), and
   points a row at a newer version of its instance found on disk.
 
@@ -32,9 +33,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from config.settings import Settings
 from db import repository
 from dicomnode.errors import MyomapError
+from dicomnode.store.durable import OUTPUTS_FOLDER, is_temporary
 from dicomnode.store.storage import (
     MAX_ATTEMPTS,
-    TEMPORARY_SUFFIX,
     RecordedIds,
     StaleSeriesError,
     engine_of,
@@ -168,7 +169,7 @@ def _walk(root: Path) -> tuple[list[_StoredFile], int]:
             with os.scandir(series.path) as entries:
                 for entry in entries:
                     name = entry.name
-                    if name.startswith(".") and name.endswith(TEMPORARY_SUFFIX):
+                    if is_temporary(name):
                         try:
                             os.unlink(entry.path)
                         except FileNotFoundError:
@@ -186,7 +187,22 @@ def _walk(root: Path) -> tuple[list[_StoredFile], int]:
                             version=int(match["version"] or 1),
                         )
                     )
-    return stored, removed
+    return stored, removed + _remove_temporary_outputs(root / OUTPUTS_FOLDER)
+
+
+def _remove_temporary_outputs(outputs: Path) -> int:
+    """Remove the temporary files of interrupted output writes (``outputs/<study>/<series>/``); returns how many."""
+    removed = 0
+    for study in _uid_folders(outputs):
+        for series in _uid_folders(Path(study.path)):
+            with os.scandir(series.path) as entries:
+                for entry in entries:
+                    if is_temporary(entry.name):
+                        Path(entry.path).unlink(missing_ok=True)
+                        LOGGER.info("removed output %s/%s/%s of an interrupted write", study.name, series.name,
+                                    entry.name)
+                        removed += 1
+    return removed
 
 
 def _uid_folders(folder: Path) -> list[os.DirEntry[str]]:

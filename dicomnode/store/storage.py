@@ -16,12 +16,9 @@ in a per-engine cache of series and study ids by UID.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
-import os
 import shutil
-import tempfile
 import threading
 import weakref
 from collections import OrderedDict
@@ -41,6 +38,7 @@ from db.models import SeriesRole
 from db.repository import InstanceRow, SeriesRow
 from dicomnode.errors import CannotUnderstandError, MyomapError, StorageFullError
 from dicomnode.io.classify import classify, expected_instances
+from dicomnode.store.durable import write_durably
 from dicomnode.store.validate import PREAMBLE, InspectedInstance, encode_file_meta, inspect_instance, split_part10
 
 LOGGER = logging.getLogger(__name__)
@@ -50,7 +48,6 @@ BYTES_PER_MB = 1024 * 1024
 # and a cached series id whose row went away fails it once more; then the rows exist and are found.
 MAX_ATTEMPTS = 4
 SERIES_CACHE_SIZE = 4096
-TEMPORARY_SUFFIX = ".part"
 _LOCKS = tuple(threading.Lock() for _ in range(64))  # by SOP Instance UID: one store of an instance at a time
 _SERIES_LOCKS = tuple(threading.Lock() for _ in range(64))  # by Series UID: one creation of a series at a time
 
@@ -573,64 +570,6 @@ def _learned(series: SeriesRow, about: SeriesFacts) -> SeriesRow:
             about.expected_instances if series.expected_instances is None else series.expected_instances
         ),
     )
-
-
-def write_durably(path: Path, data: bytes, *, root: Path) -> None:
-    """Write ``data`` to ``path`` so that it survives a crash once this returns.
-
-    A temporary file in the target folder (``.<name>.<random>.part``) is written and fdatasynced, renamed over
-    ``path`` (atomic), and the folder is fsynced so the new name is on disk too; folders created on the way
-    below ``root`` are fsynced likewise. A file under its final name is therefore always complete; an
-    interrupted write leaves at most a temporary file, which :mod:`dicomnode.store.reconcile` removes.
-
-    Raises
-    ------
-    StorageFullError
-        If the disk or quota filled while writing (the partial file is removed).
-    """
-    folder = path.parent
-    try:
-        _make_folders(folder, root)
-        descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
-        try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(descriptor, view) :]
-                os.fdatasync(descriptor)  # data and size; the name is made durable by the folder's fsync
-            finally:
-                os.close(descriptor)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        _fsync_folder(folder)
-    except OSError as error:
-        if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise StorageFullError(f"storage full while writing {path.name}: {error.strerror}") from error
-        raise
-
-
-def _make_folders(folder: Path, root: Path) -> None:
-    missing = []
-    current = folder
-    while not current.exists() and current != root and current != current.parent:
-        missing.append(current)
-        current = current.parent
-    for new in reversed(missing):
-        try:
-            new.mkdir()
-        except FileExistsError:
-            continue  # another association created it at the same moment
-        _fsync_folder(new.parent)
-
-
-def _fsync_folder(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _text(dataset: Dataset, keyword: str, max_length: int) -> str:

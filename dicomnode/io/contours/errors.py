@@ -8,9 +8,7 @@ from dicomnode.errors import MyomapError
 
 
 class ContourFormatError(MyomapError):
-    """A contour object cannot be read: wrong SOP class, missing attributes or malformed points (0xA900)."""
-
-    dimse_status = 0xA900
+    """A contour object cannot be read: wrong SOP class, missing attributes or malformed points."""
 
 
 class UnresolvedReferenceError(MyomapError):
@@ -24,8 +22,6 @@ class UnresolvedReferenceError(MyomapError):
         The frame of reference the contours lie in, when known.
     """
 
-    dimse_status = 0xA900
-
     def __init__(self, missing_sop_instance_uids: Iterable[str], frame_of_reference_uid: str | None,
                  detail: str = "") -> None:
         self.missing_sop_instance_uids = tuple(sorted(set(missing_sop_instance_uids)))
@@ -38,6 +34,4 @@ class UnresolvedReferenceError(MyomapError):
 
 
 class UnknownReaderError(MyomapError):
-    """No attribute in the configured order names the reader who drew the contours (0xA900)."""
-
-    dimse_status = 0xA900
+    """No attribute in the configured order names the reader who drew the contours."""

@@ -16,10 +16,10 @@ from pydicom.dataset import Dataset
 from dicomnode.io.contours.errors import ContourFormatError, UnresolvedReferenceError
 from dicomnode.io.contours.model import ContourSet, ImageGeometry, ReaderMasks, structure_label
 from dicomnode.io.contours.reader_identity import DEFAULT_IDENTITY_ORDER, IdentitySource, reader_name
+from dicomnode.sop_classes import RT_STRUCTURE_SET
 
 LOGGER = logging.getLogger(__name__)
 
-RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 
 
 def _plane_match(points_mm: np.ndarray, geometries: Sequence[ImageGeometry],
@@ -78,9 +78,9 @@ def read_rtstruct_contours(
     UnknownReaderError
         If ``reader`` is None and ``ds`` names no reader.
     """
-    if str(ds.get("SOPClassUID", "")) != RT_STRUCTURE_SET_STORAGE and ds.get("Modality") != "RTSTRUCT":
+    if str(ds.get("SOPClassUID", "")) != RT_STRUCTURE_SET and ds.get("Modality") != "RTSTRUCT":
         raise ContourFormatError(f"SOP Class UID {ds.get('SOPClassUID')} is not an RT Structure Set; expected "
-                                 f"{RT_STRUCTURE_SET_STORAGE}")
+                                 f"{RT_STRUCTURE_SET}")
     name = reader if reader is not None else reader_name(ds, calling_ae_title=calling_ae_title, order=identity_order)
     frames_of_reference = [str(item.FrameOfReferenceUID) for item in ds.get("ReferencedFrameOfReferenceSequence", [])
                            if "FrameOfReferenceUID" in item]

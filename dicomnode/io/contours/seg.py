@@ -18,11 +18,10 @@ from pydicom.dataset import Dataset
 from dicomnode.io.contours.errors import ContourFormatError, UnresolvedReferenceError
 from dicomnode.io.contours.model import ImageGeometry, ReaderMasks, derive_myocardium, structure_label
 from dicomnode.io.contours.reader_identity import DEFAULT_IDENTITY_ORDER, IdentitySource, reader_name
+from dicomnode.sop_classes import LABEL_MAP_SEGMENTATION, SEGMENTATION
 
 LOGGER = logging.getLogger(__name__)
 
-SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
-LABEL_MAP_SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
 SEGMENTATION_TYPES = ("BINARY", "FRACTIONAL", "LABELMAP")
 
 
@@ -153,9 +152,9 @@ def read_seg(
     UnknownReaderError
         If ``reader`` is None and ``ds`` names no reader.
     """
-    if str(ds.get("SOPClassUID", "")) not in (SEGMENTATION_STORAGE, LABEL_MAP_SEGMENTATION_STORAGE):
+    if str(ds.get("SOPClassUID", "")) not in (SEGMENTATION, LABEL_MAP_SEGMENTATION):
         raise ContourFormatError(f"SOP Class UID {ds.get('SOPClassUID')} is not a Segmentation; expected "
-                                 f"{SEGMENTATION_STORAGE} or {LABEL_MAP_SEGMENTATION_STORAGE}")
+                                 f"{SEGMENTATION} or {LABEL_MAP_SEGMENTATION}")
     segmentation_type = str(ds.get("SegmentationType", "")).upper()
     if segmentation_type not in SEGMENTATION_TYPES:
         raise ContourFormatError(f"SegmentationType {segmentation_type!r} is not one of {SEGMENTATION_TYPES}")

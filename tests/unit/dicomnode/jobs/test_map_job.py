@@ -22,14 +22,9 @@ from config import Settings, load_settings
 from db import migrate
 from db.models import Instance, Job, JobState, Result, Series, SeriesRole, SeriesState, Study, Transfer
 from db.session import make_engine, make_session_factory
+from dicomnode.io.acquisition import inversion_index, mapping_scheme, rr_interval_ms
 from dicomnode.io.series_loader import LoadedSeries, SliceStack, TimingKind
-from dicomnode.jobs.map_job import (
-    JobOutcome,
-    inversion_index,
-    mapping_scheme,
-    rr_interval_ms,
-    run_job,
-)
+from dicomnode.jobs.map_job import JobOutcome, run_job
 from inference.mapping import MappingScheme
 from inference.molli_correction import correct_t1, protocol_from_tags
 
@@ -287,7 +282,7 @@ def test_a_fault_in_the_analysis_or_the_reports_leaves_the_maps_and_the_verdict(
     def broken(*_args: object, **_kwargs: object) -> object:
         raise RuntimeError("unexpected")
 
-    monkeypatch.setattr("dicomnode.jobs.map_outputs.analyse_slice", broken)
+    monkeypatch.setattr("dicomnode.analysis.slices.analyse_slice", broken)
     monkeypatch.setattr("dicomnode.jobs.map_job.write_reports", broken)
     assert run_job(job_id, settings=settings, session_factory=factory, enqueue_delivery=lambda _id: None) is (
         JobOutcome.DONE

@@ -9,7 +9,7 @@ import pytest
 from pydicom.dataset import Dataset
 
 from config import Settings
-from dicomnode.jobs.map_outputs import SliceInput, SliceOutcome, analyse_slices, slice_workers
+from dicomnode.analysis.slices import SliceInput, SliceOutcome, analyse_slices, slice_workers
 from inference.mapping import MapKind
 from inference.model_set import ModelSet, load_models
 from inference.slice_analysis import RawImages

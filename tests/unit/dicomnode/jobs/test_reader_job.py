@@ -25,12 +25,13 @@ from config.settings import ScoringSettings
 from db import migrate
 from db.models import Job, JobState, Result, Series, SeriesState, Transfer
 from db.session import make_engine, make_session_factory
+from dicomnode.analysis.reference import CONSENSUS_MODEL_REFERENCE
 from dicomnode.analysis.study import analyze_paths
 from dicomnode.jobs import reader_job
 from dicomnode.jobs.creation import JobKind, enqueue_series, requeue_unfinished
 from dicomnode.jobs.map_job import JobOutcome, run_job
 from dicomnode.jobs.queue import NodeQueue
-from dicomnode.jobs.reader_job import CONSENSUS_MODEL_REFERENCE, RESULT_KIND, gold_standard_reader, run_reader_job
+from dicomnode.jobs.reader_job import RESULT_KIND, gold_standard_reader, run_reader_job
 from dicomnode.jobs.rescoring import requeue_rescoring
 from dicomnode.jobs.tasks import register_tasks
 from dicomnode.store.storage import store_instance

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dicomnode.jobs.rescoring import CONSENSUS_MODEL_REFERENCE, ContourObject, study_reference
+from dicomnode.analysis.reference import CONSENSUS_MODEL_REFERENCE
+from dicomnode.jobs.rescoring import ContourObject, study_reference
 
 
 def _object(reader: str | None, n: int = 0, sha256: str = "a" * 64) -> ContourObject:

@@ -1,0 +1,43 @@
+"""The verdict of an analysis in the words a radiographer acts on: one line per slice, one per series."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from inference.mapping import MapKind
+from inference.slice_analysis import SliceAnalysis
+
+REPEAT_ADVICE = "consider repeating the breath-hold"
+
+
+def motion_text(segments: Iterable[int]) -> str:
+    """The warning for motion in AHA ``segments`` (numbers in order), or in the image when none is named."""
+    numbers = sorted(set(segments))
+    if numbers:
+        # Always "segments", in the slice and the series verdicts alike.
+        return f"Motion artefact in segments {', '.join(str(s) for s in numbers)} - {REPEAT_ADVICE}"
+    return f"Motion artefact in the image - {REPEAT_ADVICE}"
+
+
+def banner_text(analysis: SliceAnalysis | None, failure_reason: str | None = None) -> str:
+    """The one-line verdict of one slice, at the top of every console image.
+
+    "Motion artefact in segments 1, 4, 5 - consider repeating the breath-hold" (AHA numbers in order),
+    "No motion artefact detected", "No motion check (T2 map)" or "Analysis not possible: <reason>".
+
+    Raises
+    ------
+    ValueError
+        If neither an analysis nor a failure reason is given.
+    """
+    if failure_reason is not None:
+        return f"Analysis not possible: {failure_reason}"
+    if analysis is None:
+        raise ValueError("banner_text needs an analysis or a failure reason")
+    motion = analysis.motion
+    if motion is None:
+        kind = MapKind(analysis.map_kind)
+        return "No motion check (T2 map)" if kind is MapKind.T2 else "No motion check (no raw images)"
+    if motion.motion_segments or motion.has_motion:
+        return motion_text(motion.motion_segments)
+    return "No motion artefact detected"
