@@ -83,17 +83,17 @@ class Output(str, Enum):
 class DicomSettings(BaseModel):
     ae_title: str = "MYOMAP"
     bind: str = "127.0.0.1"
-    port: int = Field(11112, ge=0, le=65535)
+    port: int = Field(default=11112, ge=0, le=65535)
     allow_any_calling_ae: bool = True
-    max_associations: int = Field(16, ge=1)
-    max_pdu_bytes: int = Field(262144, ge=0)
-    acse_timeout_s: float = Field(30.0, gt=0)
-    dimse_timeout_s: float = Field(60.0, gt=0)
-    network_timeout_s: float = Field(60.0, gt=0)
-    max_image_pixels: int = Field(16_777_216, gt=0)
+    max_associations: int = Field(default=16, ge=1)
+    max_pdu_bytes: int = Field(default=262144, ge=0)
+    acse_timeout_s: float = Field(default=30.0, gt=0)
+    dimse_timeout_s: float = Field(default=60.0, gt=0)
+    network_timeout_s: float = Field(default=60.0, gt=0)
+    max_image_pixels: int = Field(default=16_777_216, gt=0)
     # DICOM TLS (PS3.15 B.1): a second listener on tls_port (0: none) speaking TLS 1.2 or later; the node's
     # certificate and unencrypted private key (PEM) also authenticate it to peers it sends to over TLS.
-    tls_port: int = Field(0, ge=0, le=65535)
+    tls_port: int = Field(default=0, ge=0, le=65535)
     tls_certificate: str = ""
     tls_private_key: str = ""
     tls_ca: str = ""  # PEM bundle of the CAs whose certificates the node accepts (clients, and peers by default)
@@ -127,16 +127,16 @@ class WebSettings(BaseModel):
     """The admin web page; ``login`` off only behind a site's own single-sign-on proxy."""
 
     bind: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
+    port: int = Field(default=8080, ge=0, le=65535)
     login: bool = True
-    session_hours: float = Field(12.0, gt=0)
+    session_hours: float = Field(default=12.0, gt=0)
     # Signs the session cookies; empty: a random key kept in <storage root>/web_secret_key. Secret: never printed.
     secret_key: SecretStr = SecretStr("")
 
 
 class StorageSettings(BaseModel):
     path: Path = Path("./data")
-    min_free_mb: int = Field(512, ge=0)
+    min_free_mb: int = Field(default=512, ge=0)
 
 
 class DatabaseSettings(BaseModel):
@@ -145,11 +145,11 @@ class DatabaseSettings(BaseModel):
 
 class QueueSettings(BaseModel):
     url: str = ""
-    workers: int = Field(2, ge=1)
+    workers: int = Field(default=2, ge=1)
 
 
 class SeriesSettings(BaseModel):
-    quiet_seconds: float = Field(3.0, gt=0)
+    quiet_seconds: float = Field(default=3.0, gt=0)
 
 
 class RoutingSettings(BaseModel):
@@ -158,17 +158,17 @@ class RoutingSettings(BaseModel):
 
 
 class ScuSettings(BaseModel):
-    max_attempts: int = Field(6, ge=1)
-    backoff_initial_s: float = Field(2.0, gt=0)
-    backoff_max_s: float = Field(300.0, gt=0)
+    max_attempts: int = Field(default=6, ge=1)
+    backoff_initial_s: float = Field(default=2.0, gt=0)
+    backoff_max_s: float = Field(default=300.0, gt=0)
 
 
 class ModelsSettings(BaseModel):
     """The ONNX models: where they run and which files; an empty path takes the model shipped with the node."""
 
-    device: str = Field("auto", pattern="^(auto|cpu|cuda)$")
-    threads: int = Field(1, ge=0)  # onnxruntime intra-op threads per model; 0 lets it choose
-    slice_workers: int = Field(0, ge=0)  # slices of a series analysed at once; 0: one per CPU core
+    device: str = Field(default="auto", pattern="^(auto|cpu|cuda)$")
+    threads: int = Field(default=1, ge=0)  # onnxruntime intra-op threads per model; 0 lets it choose
+    slice_workers: int = Field(default=0, ge=0)  # slices of a series analysed at once; 0: one per CPU core
     segmentation: str = ""
     consensus: str = ""
     motion: str = ""
@@ -191,7 +191,7 @@ class Peer(BaseModel):
 
     ae_title: str
     host: str | None = None  # when set, a store from this AE must come from this host
-    port: int = Field(104, ge=1, le=65535)
+    port: int = Field(default=104, ge=1, le=65535)
     receives: list[Output] = []
     may_store: bool = True
     tls: bool = False  # send to this peer over TLS, checking its certificate against tls_ca

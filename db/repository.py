@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, cast
 
-from sqlalchemy import Connection, Integer, bindparam, case, func, insert, null, select, update
+from sqlalchemy import Connection, CursorResult, Integer, Table, bindparam, case, func, insert, null, select, update
 from sqlalchemy.orm import Session
 
-from db.models import Instance, Series, SeriesRole, SeriesState, Study, utcnow
+from db.models import Instance, Series, SeriesRole, SeriesState, Study, Transfer, TransferState, utcnow
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -154,10 +155,14 @@ def mark_series_complete(
 ) -> bool:
     """Move a RECEIVING series at ``revision`` to COMPLETE; False when another thread or process did it first
     or the series was re-opened meanwhile (exactly one caller wins)."""
-    result = session.execute(
-        update(Series)
-        .where(Series.id == series_id, Series.state == SeriesState.RECEIVING, Series.revision == revision)
-        .values(state=SeriesState.COMPLETE, completed_at=at or utcnow())
+    # An UPDATE's result is a CursorResult (it has rowcount); Session.execute types every result as Result.
+    result = cast(
+        CursorResult[Any],
+        session.execute(
+            update(Series)
+            .where(Series.id == series_id, Series.state == SeriesState.RECEIVING, Series.revision == revision)
+            .values(state=SeriesState.COMPLETE, completed_at=at or utcnow())
+        ),
     )
     return result.rowcount == 1
 
@@ -212,9 +217,20 @@ def receiving_series_in_study(
 # Core statements of the ingest path: no ORM unit of work, one short transaction per instance. They take a
 # Connection (``engine.connect()``, or ``session.connection()`` inside a session's transaction).
 
-_STUDY = Study.__table__
-_SERIES = Series.__table__
-_INSTANCE = Instance.__table__
+# Each model is a plain declarative class, so it maps a Table; DeclarativeBase types ``__table__`` as the wider
+# FromClause (which could be a join or subquery), and insert/update want the Table.
+_STUDY = cast(Table, Study.__table__)
+_SERIES = cast(Table, Series.__table__)
+_INSTANCE = cast(Table, Instance.__table__)
+
+
+def _inserted_id(result: CursorResult[Any]) -> int:
+    """The id of the one row a single-row INSERT added."""
+    # SQLAlchemy types inserted_primary_key as optional: it is None only when the INSERT added no row.
+    key = result.inserted_primary_key
+    if key is None:
+        raise RuntimeError("the INSERT reported no primary key")
+    return int(key[0])
 
 
 @dataclass(frozen=True)
@@ -313,7 +329,7 @@ def insert_study_row(
             accession_number=accession_number,
         )
     )
-    return int(result.inserted_primary_key[0])
+    return _inserted_id(result)
 
 
 def insert_series_row(
@@ -348,7 +364,7 @@ def insert_series_row(
             calling_host=calling_host,
         )
     )
-    return int(result.inserted_primary_key[0])
+    return _inserted_id(result)
 
 
 def learn_series_facts(
@@ -419,7 +435,7 @@ def insert_instance_row(
             "version": version,
         },
     )
-    return int(result.inserted_primary_key[0])
+    return _inserted_id(result)
 
 
 def update_instance_row(
@@ -465,3 +481,34 @@ def instance_versions(connection: Connection) -> dict[str, tuple[int, str]]:
     """Every recorded instance: SOP Instance UID -> (current version, path relative to the storage root)."""
     rows = connection.execute(select(_INSTANCE.c.sop_instance_uid, _INSTANCE.c.version, _INSTANCE.c.path))
     return {uid: (version, path) for uid, version, path in rows}
+
+
+class TransferNotFoundError(LookupError):
+    """No transfer has the requested id."""
+
+
+class TransferStateError(ValueError):
+    """The transfer is in a state that does not allow the requested action."""
+
+
+def retry_transfer(session: Session, *, transfer_id: int) -> Transfer:
+    """Put a transfer back to be sent now with a fresh attempt count (the admin page's retry action).
+
+    Raises
+    ------
+    TransferNotFoundError
+        If no transfer has this id.
+    TransferStateError
+        If the transfer was already delivered.
+    """
+    transfer = session.get(Transfer, transfer_id)
+    if transfer is None:
+        raise TransferNotFoundError(f"no transfer with id {transfer_id}")
+    if transfer.state is TransferState.SENT:
+        raise TransferStateError(f"transfer {transfer_id} was already sent; only pending or given-up ones retry")
+    transfer.state = TransferState.PENDING
+    transfer.attempts = 0
+    transfer.next_attempt_at = utcnow()
+    transfer.last_error = ""
+    session.flush()
+    return transfer

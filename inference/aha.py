@@ -62,9 +62,12 @@ def _level(level: str | AhaLevel) -> AhaLevel:
 
 
 def display_angle_deg(
-    x_px: np.ndarray, y_px: np.ndarray, lv_centre_px: tuple[float, float], pixel_spacing_mm: tuple[float, float]
+    x_px: np.ndarray | float,
+    y_px: np.ndarray | float,
+    lv_centre_px: tuple[float, float],
+    pixel_spacing_mm: tuple[float, float],
 ) -> np.ndarray:
-    """Display angle in [0, 360) of points around the LV centre."""
+    """Display angle in [0, 360) of points around the LV centre (a NumPy scalar for one point)."""
     row_mm, column_mm = check_spacing(pixel_spacing_mm)
     cx, cy = lv_centre_px
     dx = (np.asarray(x_px, dtype=np.float64) - cx) * column_mm

@@ -62,7 +62,8 @@ def image_centre_grid(shape: tuple[int, int], pixel_spacing_mm: tuple[float, flo
     return Grid(((columns - 1) / 2.0, (rows - 1) / 2.0), _spacing(pixel_spacing_mm), size)
 
 
-def lv_grid(centre_px: tuple[float, float], pixel_spacing_mm: tuple[float, float], size: int = CROP_SIZE) -> Grid:
+def lv_grid(centre_px: tuple[float, float], pixel_spacing_mm: tuple[float, float] | float,
+            size: int = CROP_SIZE) -> Grid:
     """The crop grid of the consensus, motion and QC models: centred on the LV centre (x, y)."""
     return Grid((float(centre_px[0]), float(centre_px[1])), _spacing(pixel_spacing_mm), size)
 

@@ -403,7 +403,7 @@ def correct_t1(
             true_ms, plain_ms = _assumed_t2_curve(protocol)[int(count)]
             corrected[assumed] = _invert(plain[assumed], true_ms, plain_ms)
         given = with_t2 & (counts == count)
-        if np.any(given):
+        if t2 is not None and np.any(given):  # with_t2, hence given, is all False without t2
             corrected[given] = _invert_with_t2(plain[given], t2[given], _t2_curves(protocol), int(count))
     return corrected
 
@@ -459,8 +459,8 @@ def _simulate_curves_flat(protocol: MolliProtocol, t1_ms: np.ndarray, t2_ms: np.
     curves = {}
     for last in range(int(index.max()) + 1):
         chosen = index <= last
-        fit = fit_ir_pixels(signal[chosen], ti[chosen], t1_max_ms=_T1_MAX_MS)
-        curves[int(chosen.sum())] = fit.t1_ms
+        subset_fit = fit_ir_pixels(signal[chosen], ti[chosen], t1_max_ms=_T1_MAX_MS)
+        curves[int(chosen.sum())] = subset_fit.t1_ms
     LOGGER.debug("ShMOLLI correction curves simulated for %d T1 values", t1_ms.size)
     return curves
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import optimize, spatial
@@ -106,7 +107,7 @@ def search_latent(pair: np.ndarray, encoder: Model, decoder: Model) -> SearchRes
     weights = np.stack([IMAGE_WEIGHT * image_window(pair.shape[-1], IMAGE_WINDOW_SIGMA_PX),
                         np.full(pair.shape[-2:], MASK_WEIGHT, dtype=np.float32)])
     steps = np.vstack([np.zeros(size), DIFFERENCE_STEP * np.eye(size)])
-    best: dict[str, object] = {"objective": np.inf}
+    best: dict[str, Any] = {"objective": np.inf}  # and, once an objective is finite: latent, reconstruction
     calls = 0
 
     def objective_and_gradient(latent: np.ndarray) -> tuple[float, np.ndarray]:
@@ -126,8 +127,8 @@ def search_latent(pair: np.ndarray, encoder: Model, decoder: Model) -> SearchRes
         optimize.minimize(objective_and_gradient, start, jac=True, method="L-BFGS-B",
                           options={"maxiter": MAX_ITERATIONS, "maxfun": MAX_EVALUATIONS})
     evaluations = calls * steps.shape[0]
-    return SearchResult(latent=best["latent"], reconstruction=best["reconstruction"],  # type: ignore[arg-type]
-                        objective=float(best["objective"]), evaluations=evaluations)  # type: ignore[arg-type]
+    return SearchResult(latent=best["latent"], reconstruction=best["reconstruction"],
+                        objective=float(best["objective"]), evaluations=evaluations)
 
 
 def mask_dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -166,7 +167,7 @@ def predict_dice(map_values: np.ndarray, myocardium_mask: np.ndarray, pixel_spac
     search = search_latent(pair, encoder, decoder)
     calibration = decoder.card.raw.get("calibration")
     return QualityEstimate(
-        predicted_dice=calibrate(raw_dice(search, pair), calibration),  # type: ignore[arg-type]
+        predicted_dice=calibrate(raw_dice(search, pair), calibration),
         reconstruction_error=float(np.mean((search.reconstruction - pair) ** 2)),
         evaluations=search.evaluations,
     )

@@ -19,6 +19,7 @@ import threading
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +30,9 @@ LOGGER = logging.getLogger(__name__)
 MODELS_FOLDER = Path(__file__).resolve().parent / "models"
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
-_ONNX_TYPES = {"float": np.float32, "float16": np.float16, "int64": np.int64, "bool": np.bool_}
+_ONNX_TYPES: dict[str, type[np.generic]] = {
+    "float": np.float32, "float16": np.float16, "int64": np.int64, "bool": np.bool_
+}
 
 
 class ModelContractError(AnalysisError):
@@ -53,8 +56,9 @@ class TensorSpec:
     dtype: str = "float"
 
     @classmethod
-    def from_json(cls, item: dict[str, object]) -> TensorSpec:
-        shape = tuple(None if d is None else int(d) for d in item["shape"])  # type: ignore[union-attr]
+    def from_json(cls, item: dict[str, Any]) -> TensorSpec:
+        # ``item`` is decoded JSON; a malformed one raises KeyError, TypeError or ValueError for ModelCard.read
+        shape = tuple(None if d is None else int(d) for d in item["shape"])
         return cls(str(item["name"]), shape, str(item.get("dtype", "float")))
 
 
@@ -67,7 +71,7 @@ class ModelCard:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     sha256: str
-    raw: dict[str, object]
+    raw: dict[str, Any]  # the whole card as decoded JSON
 
     @classmethod
     def read(cls, path: Path) -> ModelCard:

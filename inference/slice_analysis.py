@@ -67,43 +67,6 @@ class SliceAnalysis:
     def segmentation_doubtful(self) -> bool:
         return self.quality.predicted_dice < QC_DOUBTFUL_DICE
 
-    def summary(self) -> dict[str, object]:
-        """Figures without patient data, for the result record and the web page."""
-        unit = "ms"
-        return {
-            "map_kind": self.map_kind.value,
-            "level": self.level.value,
-            "myocardium": {
-                f"mean_{unit}": _round(self.myocardium_values.mean),
-                f"median_{unit}": _round(self.myocardium_values.median),
-                f"sd_{unit}": _round(self.myocardium_values.sd),
-                "area_mm2": _round(self.myocardium_values.area_mm2),
-                "wall_thickness_mm": _round(self.wall_thickness.mean_mm, 2),
-            },
-            "segments": {
-                str(segment): {
-                    f"mean_{unit}": _round(values.mean),
-                    f"median_{unit}": _round(values.median),
-                    f"sd_{unit}": _round(values.sd),
-                    "area_mm2": _round(values.area_mm2),
-                    "wall_thickness_mm": _round(self.wall_thickness.per_segment_mm.get(segment, float("nan")), 2),
-                    "motion_probability": (
-                        None if self.motion is None else _round(self.motion.segment_probabilities.get(segment), 3)
-                    ),
-                }
-                for segment, values in sorted(self.segment_values.items())
-            },
-            "motion": None if self.motion is None else {
-                "whole_image_probability": _round(self.motion.whole_image_probability, 3),
-                "segments_with_motion": list(self.motion.motion_segments),
-                "has_motion": self.motion.has_motion,
-            },
-            "quality": {
-                "predicted_dice": _round(self.quality.predicted_dice, 3),
-                "doubtful": self.segmentation_doubtful,
-            },
-        }
-
 
 def analyse_slice(
     map_ms: np.ndarray,
@@ -166,9 +129,3 @@ def reader_consensus(map_ms: np.ndarray, reader_myocardium_mask: np.ndarray, pix
     """The expert-consensus myocardium the consensus model draws from one reader's contour and the map."""
     values = np.nan_to_num(np.asarray(map_ms, dtype=np.float32))
     return expert_consensus.expert_consensus_mask(values, reader_myocardium_mask, pixel_spacing_mm, models.consensus)
-
-
-def _round(value: float | None, digits: int = 1) -> float | None:
-    if value is None or not np.isfinite(value):
-        return None
-    return round(float(value), digits)

@@ -96,6 +96,9 @@ def segment_of_angle(
     counter-clockwise on the screen through the septum: anteroseptal (2/8), inferoseptal (3/9), inferior (4/10),
     inferolateral (5/11), anterolateral (6/12), anterior (1/7). The apical slice has four 90 deg sectors
     centred on the septum (midway between the insertions): septal 14, inferior 15, lateral 16, anterior 13.
+
+    Kept apart from :func:`inference.aha.segment_of_angle` on purpose: the phantom is the ground truth the node's
+    AHA code is tested against, and tests/unit/inference/test_aha.py checks that the two agree.
     """
     theta = np.asarray(theta_deg, dtype=np.float64)
     level = SliceLevel(level)
@@ -240,7 +243,7 @@ def make_slice_anatomy(
         columns=columns,
         pixel_spacing_mm=(spacing, spacing),
         slice_thickness_mm=geometry.slice_thickness_mm,
-        image_orientation_patient=_as_tuple(row_dir) + _as_tuple(col_dir),  # type: ignore[arg-type]
+        image_orientation_patient=_as_tuple(row_dir) + _as_tuple(col_dir),
         image_position_patient_mm=_as_tuple(position),
         slice_location_mm=round(float(np.dot(centre_mm, normal)), 4),
         level=level,
@@ -530,5 +533,7 @@ def _unit(vector: np.ndarray) -> np.ndarray:
     return vector / np.linalg.norm(vector)
 
 
-def _as_tuple(vector: np.ndarray) -> tuple[float, ...]:
-    return tuple(round(float(x), 8) for x in vector)
+def _as_tuple(vector: np.ndarray) -> tuple[float, float, float]:
+    """A 3-vector (direction or position in patient mm) rounded to 8 decimals."""
+    x, y, z = (round(float(value), 8) for value in vector)
+    return (x, y, z)

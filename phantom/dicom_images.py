@@ -19,7 +19,13 @@ from enum import Enum
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, EnhancedMRImageStorage, ExplicitVRLittleEndian, MRImageStorage
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    UID,
+    EnhancedMRImageStorage,
+    ExplicitVRLittleEndian,
+    MRImageStorage,
+)
 
 from phantom.identity import StudyContext, dicom_time
 from phantom.model import AcquiredSeries, SequenceKind, SliceGeometry
@@ -88,8 +94,8 @@ def new_dataset(sop_class_uid: str, sop_instance_uid: str, context: StudyContext
     """A dataset with file meta, SOP Common, Patient, General Study and General Equipment filled in."""
     ds = Dataset()
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class_uid
-    meta.MediaStorageSOPInstanceUID = sop_instance_uid
+    meta.MediaStorageSOPClassUID = UID(sop_class_uid)  # UID: what pydicom would convert the str to anyway
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds.file_meta = meta

@@ -23,6 +23,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.sr.codedict import codes
+from pydicom.uid import UID
 from scipy import ndimage
 
 from phantom.dicom_images import SeriesInfo, apply_pixels, apply_series, pin_generated_values, window_for
@@ -69,7 +70,7 @@ def _derived_from(template: Dataset, sources: Sequence[Dataset], context: StudyC
                   sop_instance_uid: str, description: str) -> Dataset:
     """A classic MR Image derived from ``template`` (a raw image): same acquisition, new identity."""
     ds = copy.deepcopy(template)
-    ds.file_meta.MediaStorageSOPInstanceUID = sop_instance_uid
+    ds.file_meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)  # what pydicom would convert the str to
     ds.SOPInstanceUID = sop_instance_uid
     apply_series(ds, context, series)
     for keyword in ("ImageComments", "RescaleIntercept", "RescaleSlope", "RescaleType", "TemporalPositionIdentifier"):

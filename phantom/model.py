@@ -97,9 +97,8 @@ class HeartGeometry:
         """LV centre of ``level`` in patient coordinates (mm)."""
         index = (SliceLevel.BASAL, SliceLevel.MID, SliceLevel.APICAL).index(level)
         offset = self.level_offsets_mm[index]
-        return tuple(  # type: ignore[return-value]
-            float(c + offset * d) for c, d in zip(self.base_centre_mm, self.long_axis_direction, strict=True)
-        )
+        x, y, z = (float(c + offset * d) for c, d in zip(self.base_centre_mm, self.long_axis_direction, strict=True))
+        return (x, y, z)
 
 
 @dataclass(frozen=True)

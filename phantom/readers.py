@@ -9,12 +9,13 @@ inside), so a reader who drew the truth gets the truth mask.
 from __future__ import annotations
 
 import logging
-from enum import Enum
 
 import numpy as np
 from scipy import ndimage
 from skimage.draw import polygon2mask
 
+# One ErrorMode for the simulated trainees and the node's scoring of them (re-exported here for phantom users).
+from inference.trainee_scoring import ErrorMode
 from phantom.model import ReaderContour, SliceAnatomy, Tissue
 
 LOGGER = logging.getLogger(__name__)
@@ -27,19 +28,6 @@ _PERTURBATION_ORDERS = np.arange(1, 4)
 
 class ReaderError(ValueError):
     """Reader parameters out of range (number of readers, skill)."""
-
-
-class ErrorMode(str, Enum):
-    """How a trainee's contour departs from an expert's."""
-
-    GOOD = "good"
-    SHIFTED = "shifted"  # both borders displaced together
-    EPICARDIAL_FAT = "epicardial_fat"  # epicardial border drawn outside the fat
-    BLOOD_POOL = "blood_pool"  # endocardial border drawn inside the blood pool
-    PAPILLARY = "papillary"  # papillary muscles included in the myocardium
-    TOO_SMOOTH = "too_smooth"  # borders reduced to a near-ellipse
-    JAGGED = "jagged"  # high-frequency wobble of both borders
-    PART_MISSED = "part_missed"  # a sector of the wall left out
 
 
 def truth_contour(anatomy: SliceAnatomy) -> ReaderContour:

@@ -221,6 +221,7 @@ def _sets(kind: SequenceKind, rr_ms: float, rng: np.random.Generator, readout: R
     if kind is SequenceKind.T2PREP:
         step = T2_PREP_RECOVERY_BEATS + 1
         return tuple(InversionSet(i * step, 1, 0.0, prep) for i, prep in enumerate(T2_PREP_DURATIONS_MS))
+    layout: tuple[tuple[int, int], ...]  # (images, recovery beats after) per inversion
     if kind is SequenceKind.MOLLI_533:
         layout = ((5, 3), (3, 0))
     elif kind is SequenceKind.MOLLI_5S3S3S:

@@ -344,6 +344,7 @@ def _acquire_and_write(
         description = f"{base}{suffix}"
         info = _series_info(context, writer, (*key, role), description, base, end_s + 1.0)
         uid = context.uids.uid("sop", *key, role)
+        ds: Dataset  # a highdicom ParametricMap or a classic MR image
         if flavour.map_encoding is MapEncoding.PARAMETRIC_MAP:
             ds = build_parametric_map(values, map_quantity, sources, anatomy.geometry, context, info, uid)
         else:
@@ -421,7 +422,7 @@ def _write_slice(plan: StudyPlan, context: StudyContext, writer: _Writer, level_
         anatomy, _rng(plan.seed, plan.study_index, _Purpose.READERS, LEVEL_ORDER.index(level)),
         with_experts=plan.with_experts, with_trainees=plan.with_trainees, trainee_skill=plan.trainee_skill,
     )
-    reader_entries = []
+    reader_entries: list[dict[str, Any]] = []
     for reader in readers:
         offset_s = READER_OFFSET_S + 60.0 * len(reader_entries)
         key = (level.value, "reader", reader.reader)

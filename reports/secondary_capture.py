@@ -9,6 +9,7 @@ images of the patient, leave it empty.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import highdicom as hd
 import numpy as np
@@ -36,7 +37,7 @@ def image_orientation(source: Dataset) -> list[float] | None:
     return None
 
 
-def direction_letters(cosines: np.ndarray) -> str:
+def direction_letters(cosines: np.ndarray | Sequence[float]) -> str:
     """Patient direction of a unit vector, strongest axis first (PS3.3 C.7.6.1.1.1), e.g. ``"LP"``."""
     vector = np.asarray(cosines, dtype=np.float64)
     order = np.argsort(-np.abs(vector), kind="stable")
@@ -83,7 +84,12 @@ def build_secondary_capture(
         patient_orientation=("L", "P") if directions is None else (directions[0][0], directions[1][0]),
         transfer_syntax_uid=ExplicitVRLittleEndian,
     )
-    capture.PatientOrientation = list(directions) if directions is not None else None
+    if directions is not None:
+        capture.PatientOrientation = list(directions)
+    else:
+        # Type 2, so present but empty. highdicom's SCImage infers list[str] from its own assignment; pydicom
+        # takes None as the empty value.
+        capture.PatientOrientation = None  # type: ignore[assignment]
     capture.ConversionType = "WSD"  # workstation: rendered by the node, not digitised
     capture.SeriesDescription = SERIES_DESCRIPTION
     capture.ImageComments = image.banner or image.description

@@ -95,7 +95,7 @@ def build(path: Path, *, seed: int, n_studies: int, motion_rate: float = 0.5, wo
             packed = [item for items in pool.map(_pack_study, jobs) for item in items]
     arrays = {key: np.stack([item[key] for item in packed]) for key in packed[0]}
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **arrays)
+    np.savez(path, allow_pickle=True, **arrays)  # numpy's default, named so mypy does not match **arrays to it
     LOGGER.info("%s: %d cases from %d studies of seed %d", path, len(packed), n_studies, seed)
     return path
 

@@ -194,7 +194,8 @@ def train(train_data: dict[str, np.ndarray], validation: dict[str, np.ndarray], 
                                                    pct_start=0.15)
     for epoch in range(epochs):
         net.train()
-        started, sums, count = time.monotonic(), {}, 0
+        sums: dict[str, float] = {}
+        started, count = time.monotonic(), 0
         for batch in batches:
             loss, parts = losses(net, batch)
             optimiser.zero_grad()

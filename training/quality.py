@@ -28,7 +28,7 @@ from scipy import ndimage
 from inference import quality
 from inference.grids import CROP_SIZE, GRID_SPACING_MM
 from inference.metrics import dice
-from inference.runtime import Model
+from inference.runtime import Device, Model
 from training.model_card import export_onnx, tensor, write_card
 from training.phantom_slices import MYOCARDIUM, TRAINING_SEED, VALIDATION_SEED, SliceCase, study_cases
 from training.vae import LATENT_SIZE, ExportedDecoder, PairVAE, vae_loss
@@ -254,8 +254,8 @@ def isotonic_knots(raw: np.ndarray, real: np.ndarray, n_knots: int = 24) -> dict
     edges = np.concatenate([[-np.inf], (positions[1:] + positions[:-1]) / 2.0, [np.inf]])
     values = [float(fitted[(x > lo) & (x <= hi)].mean()) if np.any((x > lo) & (x <= hi))
               else float(np.interp(p, x, fitted)) for p, lo, hi in zip(positions, edges[:-1], edges[1:], strict=True)]
-    values = np.maximum.accumulate(values)
-    return {"raw": [round(float(p), 5) for p in positions], "dice": [round(float(v), 5) for v in values]}
+    monotone = np.maximum.accumulate(values)
+    return {"raw": [round(float(p), 5) for p in positions], "dice": [round(float(v), 5) for v in monotone]}
 
 
 def agreement(records: list[dict[str, Any]], key: str = "predicted") -> dict[str, Any]:
@@ -305,12 +305,13 @@ def write_cards(encoder_path: Path, decoder_path: Path, *, training: dict[str, A
         "Latent search (inference/quality.py predict_dice): the decoded segmentation of the nearest good pair, "
         "thresholded at 0.5, is compared with the given mask on the crop grid (Dice); that raw Dice is mapped "
         "through the isotonic calibration stated in this card's 'calibration'.")
-    common = {"version": VERSION, "task": "segmentation quality control: predicted myocardium Dice without ground "
-              "truth, by latent search of a VAE of good (map, myocardium) pairs",
-              "architecture": "convolutional VAE, latent 8; encoder works at 48 x 48 (average pooling), decoder "
-                              "decodes to 48 x 48 and upsamples its logits bilinearly to 96 x 96",
-              "preprocessing": preprocessing, "postprocessing": postprocessing, "training": training,
-              "metrics": metrics}
+    common: dict[str, Any] = {
+        "version": VERSION, "task": "segmentation quality control: predicted myocardium Dice without ground "
+        "truth, by latent search of a VAE of good (map, myocardium) pairs",
+        "architecture": "convolutional VAE, latent 8; encoder works at 48 x 48 (average pooling), decoder "
+                        "decodes to 48 x 48 and upsamples its logits bilinearly to 96 x 96",
+        "preprocessing": preprocessing, "postprocessing": postprocessing, "training": training,
+        "metrics": metrics}
     write_card(encoder_path, name="qc_encoder", inputs=ENCODER_INPUTS, outputs=ENCODER_OUTPUTS, **common)
     # The run time reads the search settings it used and the calibration from the decoder's card.
     write_card(decoder_path, name="qc_decoder", inputs=DECODER_INPUTS, outputs=DECODER_OUTPUTS,
@@ -364,13 +365,14 @@ def main(argv: list[str] | None = None) -> None:
     }
     # Provisional cards (no calibration) so the runtime can load the files for calibration and evaluation.
     write_cards(encoder_path, decoder_path, training=training, metrics={}, calibration={})
-    encoder, decoder = Model(encoder_path, device="cpu", threads=1), Model(decoder_path, device="cpu", threads=1)
+    encoder = Model(encoder_path, device=Device.CPU, threads=1)
+    decoder = Model(decoder_path, device=Device.CPU, threads=1)
 
     calibration_records = score_cases(
         phantom_cases(args.seed, CALIBRATION_FIRST_STUDY, args.calibration_studies), encoder, decoder,
         seed=args.seed, calibrated=False)
-    calibration = isotonic_knots(np.array([r["raw"] for r in calibration_records]),
-                                 np.array([r["real"] for r in calibration_records]))
+    calibration: dict[str, Any] = isotonic_knots(np.array([r["raw"] for r in calibration_records]),
+                                                 np.array([r["real"] for r in calibration_records]))
     calibration |= {"method": "isotonic regression of real on raw Dice, read as a piecewise-linear curve",
                     "data": f"training seed {args.seed}, studies {CALIBRATION_FIRST_STUDY}-"
                             f"{CALIBRATION_FIRST_STUDY + args.calibration_studies - 1} (not in train.npz): experts, "
@@ -378,7 +380,8 @@ def main(argv: list[str] | None = None) -> None:
                     "fit": agreement(calibration_records, "raw")}
     LOGGER.info("calibration on %d masks; raw agreement %s", len(calibration_records), calibration["fit"])
     write_cards(encoder_path, decoder_path, training=training, metrics={}, calibration=calibration)
-    encoder, decoder = Model(encoder_path, device="cpu", threads=1), Model(decoder_path, device="cpu", threads=1)
+    encoder = Model(encoder_path, device=Device.CPU, threads=1)
+    decoder = Model(decoder_path, device=Device.CPU, threads=1)
 
     records = score_cases(phantom_cases(VALIDATION_SEED, 0, args.evaluation_studies), encoder, decoder,
                           seed=VALIDATION_SEED)

@@ -119,8 +119,8 @@ def load_grids(path: Path) -> dict[str, np.ndarray]:
 def heart_boxes(labels: np.ndarray) -> np.ndarray:
     """(N, 4) row_min, row_max, column_min, column_max of the heart (cavity or myocardium) of every label grid."""
     heart = labels > 0
-    rows = heart.any(axis=2)
-    columns = heart.any(axis=1)
+    rows = np.asarray(heart.any(axis=2))  # asarray: numpy types any(axis=...) as array or scalar by ndim
+    columns = np.asarray(heart.any(axis=1))
     size = labels.shape[-1]
     first_row, first_column = rows.argmax(axis=1), columns.argmax(axis=1)
     last_row = size - 1 - rows[:, ::-1].argmax(axis=1)
@@ -450,7 +450,7 @@ def build(out_folder: Path, *, config: TrainingConfig, train_path: Path = TRAIN_
     difference = export(model, onnx_path, validation_data["seg_map"][:16])
     LOGGER.info("exported %s (%d bytes); onnxruntime vs torch max abs difference %.2e", onnx_path,
                 onnx_path.stat().st_size, difference)
-    card = {
+    card: dict[str, Any] = {
         "name": NAME,
         "version": VERSION,
         "task": "Segmentation of a T1 or T2 map into background, LV cavity (blood pool with papillary muscles) and "

@@ -30,6 +30,8 @@ def coordinates(size: int) -> torch.Tensor:
 class _WithCoordinates(nn.Module):
     """Append the coordinate channels to a feature map."""
 
+    grid: torch.Tensor  # the buffer registered in __init__
+
     def __init__(self, size: int) -> None:
         super().__init__()
         self.register_buffer("grid", coordinates(size))

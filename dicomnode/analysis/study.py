@@ -40,6 +40,7 @@ from inference.myocardium_values import RegionValues, region_values, segment_val
 from inference.slice_analysis import RawImages, analyse_slice
 from inference.trainee_scoring import TraineeScore, score_trainee
 from inference.verdict import banner_text
+from reports.result_summary import SliceFigures
 
 LOGGER = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ class SliceResult:
     reference_readers: tuple[str, ...]
     readers: tuple[ReaderResult, ...]
     notes: tuple[str, ...] = ()
-    model: dict[str, object] | None = None  # the models' analysis (SliceAnalysis.summary() and the verdict)
+    model: SliceFigures | None = None  # the models' analysis and its verdict (``banner``)
 
 
 @dataclass(frozen=True)
@@ -245,7 +246,7 @@ def analyze_paths(
         try:
             result = _analyse_slice(map_slice, readers, gold_standard)
             if models is not None:
-                result = replace(result, model=_model_analysis(map_slice, result.level, models, problems))
+                result = replace(result, model=_model_analysis(len(results), map_slice, result.level, models, problems))
             results.append(result)
         except (AnalysisError, MyomapError) as error:
             problems.append(Problem(map_slice.geometry.sop_instance_uid, f"{type(error).__name__}: {error}"))
@@ -365,8 +366,8 @@ def _attach_raw(map_slices: list[_MapSlice], series: dict[str, list[Dataset]], r
     return out
 
 
-def _model_analysis(map_slice: _MapSlice, level: AhaLevel, models: Callable[[], ModelSet],
-                    problems: list[Problem]) -> dict[str, object] | None:
+def _model_analysis(index: int, map_slice: _MapSlice, level: AhaLevel, models: Callable[[], ModelSet],
+                    problems: list[Problem]) -> SliceFigures | None:
     """The models' analysis of one map slice and its verdict in words, or None with a problem saying why."""
     try:
         analysis = analyse_slice(map_slice.map_ms, map_slice.kind, map_slice.geometry.pixel_spacing_mm, level,
@@ -374,7 +375,7 @@ def _model_analysis(map_slice: _MapSlice, level: AhaLevel, models: Callable[[], 
     except (AnalysisError, MyomapError) as error:
         problems.append(Problem(map_slice.geometry.sop_instance_uid, f"models: {type(error).__name__}: {error}"))
         return None
-    return {**analysis.summary(), "verdict": banner_text(analysis)}
+    return SliceFigures.of(index, analysis, banner_text(analysis))
 
 
 def _reader_masks(series: dict[str, list[Dataset]], roles: dict[str, SeriesRole],
@@ -558,6 +559,8 @@ def _position_along_normal(geometry: ImageGeometry) -> float:
 def _jsonable(value: object) -> object:
     if isinstance(value, Enum):
         return value.value
+    if isinstance(value, SliceFigures):
+        return value.model_dump(mode="json")
     if isinstance(value, float):
         return value if np.isfinite(value) else None
     if hasattr(value, "__dataclass_fields__"):

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from dicomnode.analysis.study import AnalysisReport, analyze_paths, files_under
 from inference.model_set import load_models
+from reports.result_summary import QualityFigures, RegionFigures
 
 
 def register(app: typer.Typer) -> None:
@@ -110,16 +111,16 @@ def model_table(report: AnalysisReport) -> Table:
         if model is None:
             table.add_row(label, "-", "-", "-", "-", "-", "not analysed (see problems)")
             continue
-        myocardium: dict = model["myocardium"]  # type: ignore[assignment]
-        quality: dict = model["quality"]  # type: ignore[assignment]
+        myocardium = model.myocardium or RegionFigures()
+        quality = model.quality or QualityFigures()
         table.add_row(
             label,
-            _number(myocardium["mean_ms"], 0),
-            _number(myocardium["median_ms"], 0),
-            _number(myocardium["sd_ms"], 0),
-            _number(myocardium["wall_thickness_mm"], 1),
-            _number(quality["predicted_dice"], 3) + (" (doubtful)" if quality["doubtful"] else ""),
-            str(model["verdict"]),
+            _number(myocardium.mean_ms, 0),
+            _number(myocardium.median_ms, 0),
+            _number(myocardium.sd_ms, 0),
+            _number(myocardium.wall_thickness_mm, 1),
+            _number(quality.predicted_dice, 3) + (" (doubtful)" if quality.doubtful else ""),
+            model.banner,
         )
     table.caption = "values in ms over the model's myocardium, eroded by 1 mm"
     return table

@@ -25,7 +25,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from config import Settings
 from db import migrate
 from db.session import make_engine, make_session_factory
-from dicomnode.jobs import map_job, map_outputs
+from dicomnode.analysis.slices import warm_up_models
+from dicomnode.jobs import map_job
 from dicomnode.jobs.creation import enqueue_series, requeue_orphaned, requeue_overdue_transfers, requeue_unfinished
 from dicomnode.jobs.queue import NodeQueue, make_consumer, make_queue
 from dicomnode.jobs.tasks import NodeTasks, register_tasks
@@ -117,7 +118,7 @@ class Node:
         self._tasks = tasks
         LOGGER.info("map builders ready in %.2f s", map_job.warm_up())
         limit_blas_threads()  # queue workers and slices run in parallel threads instead
-        _log_models_ready(map_outputs.warm_up_models(settings))
+        _log_models_ready(warm_up_models(settings))
         requeue_unfinished(session_factory=session_factory, sink=tasks)
         self._consumer = make_consumer(self._queue, settings.queue.workers, handle_signals=False)
         self._consumer.start()
@@ -232,7 +233,7 @@ def run_worker(settings: Settings) -> None:
     tasks = register_tasks(queue, settings=settings, session_factory=database.session_factory)
     LOGGER.info("map builders ready in %.2f s", map_job.warm_up())
     limit_blas_threads()
-    _log_models_ready(map_outputs.warm_up_models(settings))
+    _log_models_ready(warm_up_models(settings))
     # A worker killed mid-job (this one before a restart, or another) took the job's task off the queue with it.
     requeue_orphaned(session_factory=database.session_factory, sink=tasks, queued_job_ids=tasks.queued_job_ids())
     consumer = make_consumer(queue, settings.queue.workers, handle_signals=True)

@@ -147,9 +147,9 @@ def wake_waiting_jobs(*, session_factory: sessionmaker[Session], sink: JobSink, 
     """Set the WAITING jobs of study ``study_id`` back to QUEUED and queue them: a series they may wait for arrived.
 
     A job that still lacks what it needs goes back to WAITING when it runs; one queued twice runs once
-    (:func:`dicomnode.jobs.claims.claim_job`). The study's lock is taken first (:func:`dicomnode.jobs.claims.lock_study`),
-    as :func:`dicomnode.jobs.claims.mark_waiting` takes it, so a job that is being marked WAITING now is either found
-    here or sees the arrived series itself.
+    (:func:`dicomnode.jobs.claims.claim_job`). The study's lock is taken first
+    (:func:`dicomnode.jobs.claims.lock_study`), as :func:`dicomnode.jobs.claims.mark_waiting` takes it, so a job
+    that is being marked WAITING now is either found here or sees the arrived series itself.
 
     Returns
     -------

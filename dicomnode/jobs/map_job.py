@@ -44,6 +44,7 @@ from inference.model_set import ModelSet
 from inference.slice_analysis import RawImages
 from reports.map_mr import build_mr_map
 from reports.map_parametric import build_parametric_map
+from reports.result_summary import MapResultSummary, ResultOutputs, rounded, summary_json
 
 LOGGER = logging.getLogger(__name__)
 
@@ -99,7 +100,8 @@ def run_job(
         sc_paths = write_console_images(outcomes, inputs, writer)
         outputs = {Output.SC: sc_paths, Output.MAPS: [*(m.mr_map_path for m in slice_maps),
                                                        *(m.parametric_map_path for m in slice_maps)]}
-        summary = _summary(claimed, slice_maps, outcomes, versions)
+        summary = summarise(slice_maps, job_key=claimed.key, source_revision=claimed.series_revision)
+        summary.analysis = analysis_summary(outcomes, versions)
         transfer_ids = _record_result(claimed, summary, outputs, done=False, settings=settings,
                                       session_factory=session_factory)
         for transfer_id in transfer_ids:
@@ -110,7 +112,7 @@ def run_job(
         except Exception as error:  # the maps and the console's images are out; the series stays usable
             LOGGER.exception("job %d: the SR and SEG could not be written", job_id)
             sr_paths, seg_paths = [], []
-            summary["reports_error"] = f"{type(error).__name__}: {error}"[:500]
+            summary.reports_error = f"{type(error).__name__}: {error}"[:500]
         outputs |= {Output.SR: sr_paths, Output.SEG: seg_paths}
         more_ids = _record_result(claimed, summary, outputs, done=True, settings=settings,
                                   session_factory=session_factory)
@@ -233,39 +235,33 @@ def warm_up() -> float:
     return time.perf_counter() - started
 
 
-def summarise(slice_maps: Sequence[SliceMap]) -> dict[str, object]:
+def summarise(slice_maps: Sequence[SliceMap], *, job_key: str, source_revision: int) -> MapResultSummary:
     """Figures of a map result without patient data: method, slices, and global statistics of valid pixels."""
     valid_values = np.concatenate([m.mapping.map_ms[m.mapping.valid].ravel() for m in slice_maps])
     r2_values = np.concatenate([m.mapping.r2[m.mapping.valid].ravel() for m in slice_maps])
     fitted = sum(int(np.sum(m.mapping.r2 > 0)) for m in slice_maps)
     first = slice_maps[0].mapping
-    return {
-        "kind": first.kind.value,
-        "method": first.method,
-        "scheme": first.scheme.value,
-        "slices": len(slice_maps),
-        "valid_pixels": int(valid_values.size),
-        "valid_fraction_of_fitted": round(valid_values.size / fitted, 4) if fitted else 0.0,
-        "median_ms": round(float(np.median(valid_values)), 1) if valid_values.size else None,
-        "p25_ms": round(float(np.percentile(valid_values, 25)), 1) if valid_values.size else None,
-        "p75_ms": round(float(np.percentile(valid_values, 75)), 1) if valid_values.size else None,
-        "median_r2": round(float(np.median(r2_values)), 4) if r2_values.size else None,
-    }
-
-
-def _summary(claimed: ClaimedJob, slice_maps: Sequence[SliceMap], outcomes: Sequence[SliceOutcome],
-             model_versions: dict[str, str]) -> dict[str, object]:
-    summary = summarise(slice_maps)
-    summary["mr_map_series_uid"] = output_uid(claimed.key, OutputSeries.MR_MAP.label)
-    summary["parametric_map_series_uid"] = output_uid(claimed.key, OutputSeries.PARAMETRIC_MAP.label)
-    summary["source_revision"] = claimed.series_revision
-    summary["analysis"] = analysis_summary(outcomes, model_versions)
-    return summary
+    has_values = bool(valid_values.size)
+    return MapResultSummary(
+        kind=first.kind.value,
+        method=first.method,
+        scheme=first.scheme.value,
+        slices=len(slice_maps),
+        valid_pixels=int(valid_values.size),
+        valid_fraction_of_fitted=round(valid_values.size / fitted, 4) if fitted else 0.0,
+        median_ms=rounded(float(np.median(valid_values))) if has_values else None,
+        p25_ms=rounded(float(np.percentile(valid_values, 25))) if has_values else None,
+        p75_ms=rounded(float(np.percentile(valid_values, 75))) if has_values else None,
+        median_r2=rounded(float(np.median(r2_values)), 4) if r2_values.size else None,
+        mr_map_series_uid=output_uid(job_key, OutputSeries.MR_MAP.label),
+        parametric_map_series_uid=output_uid(job_key, OutputSeries.PARAMETRIC_MAP.label),
+        source_revision=source_revision,
+    )
 
 
 def _record_result(
     claimed: ClaimedJob,
-    summary: dict[str, object],
+    summary: MapResultSummary,
     outputs: dict[Output, list[Path]],
     *,
     done: bool,
@@ -291,7 +287,8 @@ def _record_result(
             session.add(result)
         result.output_series_uid = output_uid(claimed.key, OutputSeries.MR_MAP.label)
         result.paths = [path for paths in relative.values() for path in paths]
-        result.summary = {**summary, "outputs": {output.value: paths for output, paths in relative.items()}}
+        summary.outputs = ResultOutputs.model_validate({output.value: paths for output, paths in relative.items()})
+        result.summary = summary_json(summary)
         session.flush()
         transfers = scu.plan_output_transfers(session, result=result, series=series, outputs=outputs,
                                               settings=settings)

@@ -19,6 +19,7 @@ from pathlib import Path
 from dicomnode.analysis.slices import SliceInput, SliceOutcome, series_banner
 from dicomnode.jobs.outputs import ALGORITHM_VERSION, OutputSeries, OutputWriter
 from reports.console_images import render_console_images, render_failure_image
+from reports.result_summary import AlgorithmInfo, AnalysisFigures, SliceFigures
 from reports.secondary_capture import build_secondary_capture
 from reports.seg_model import build_model_segmentation
 from reports.sr_measurement import build_measurement_report
@@ -67,21 +68,14 @@ def write_reports(outcomes: Sequence[SliceOutcome], slices: Sequence[SliceInput]
     return [sr_path], [writer.write(segmentation)]
 
 
-def analysis_summary(outcomes: Sequence[SliceOutcome], model_versions: dict[str, str]) -> dict[str, object]:
-    """The ``analysis`` part of a result's summary: verdicts and figures, no patient data."""
-    slices: list[dict[str, object]] = []
-    for outcome in outcomes:
-        entry: dict[str, object] = {
-            "index": outcome.index,
-            "status": "analysed" if outcome.analysis is not None else "failed",
-            "reason": outcome.failure,
-            "banner": outcome.banner,
-        }
-        if outcome.analysis is not None:
-            entry.update(outcome.analysis.summary())
-        slices.append(entry)
-    return {
-        "algorithm": {"name": "myomap", "version": ALGORITHM_VERSION, "models": model_versions},
-        "banner": series_banner(outcomes),
-        "slices": slices,
-    }
+def analysis_summary(outcomes: Sequence[SliceOutcome], model_versions: dict[str, str]) -> AnalysisFigures:
+    """The ``analysis`` part of a map result's summary: verdicts and figures, no patient data."""
+    return AnalysisFigures(
+        algorithm=AlgorithmInfo(name="myomap", version=ALGORITHM_VERSION, models=model_versions),
+        banner=series_banner(outcomes),
+        slices=[
+            SliceFigures.failed(o.index, o.failure or "unknown reason", o.banner) if o.analysis is None
+            else SliceFigures.of(o.index, o.analysis, o.banner)
+            for o in outcomes
+        ],
+    )

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydantic import ValidationError
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from scipy import ndimage
@@ -70,7 +71,6 @@ from dicomnode.jobs.creation import JobKind, reference_digest_of
 from dicomnode.jobs.errors import JobError
 from dicomnode.jobs.outputs import ALGORITHM_VERSION, OutputSeries, OutputWriter, output_uid
 from dicomnode.jobs.rescoring import (
-    REFERENCE_DIGEST_KEY,
     ContourObject,
     StudyReference,
     labelled,
@@ -86,10 +86,20 @@ from inference.mapping import MapKind
 from inference.model_set import ModelSet
 from inference.slice_analysis import reader_consensus
 from inference.trainee_scoring import score_trainee
+from reports.result_summary import (
+    READER_SCORE_KIND,
+    MapResultSummary,
+    ReaderResultSummary,
+    ReaderSliceFigures,
+    ResultOutputs,
+    read_summary,
+    rounded,
+    summary_json,
+)
 
 LOGGER = logging.getLogger(__name__)
 
-RESULT_KIND = "reader_score"
+RESULT_KIND = READER_SCORE_KIND
 _MAP_ROLES = (SeriesRole.T1_MAP, SeriesRole.T2_MAP)
 _CONTOUR_ROLES = (SeriesRole.SEG, SeriesRole.RTSTRUCT)
 _MAP_JOB_KINDS = (JobKind.T1_MAP.value, JobKind.T2_MAP.value)
@@ -291,7 +301,12 @@ def _node_map_paths(session: Session, series: Series, storage_root: Path) -> tup
     ).all()
     paths = []
     for result in results:
-        mr_series_uid = str(result.summary.get("mr_map_series_uid", ""))
+        try:
+            summary = read_summary(result.kind, result.summary)
+        except ValidationError as error:
+            LOGGER.warning("result %d: summary not readable, its maps are not used: %s", result.id, error)
+            continue
+        mr_series_uid = summary.mr_map_series_uid if isinstance(summary, MapResultSummary) else ""
         paths.extend(storage_root / path for path in result.paths if mr_series_uid and
                      Path(path).parent.name == mr_series_uid)
     return tuple(paths)
@@ -571,46 +586,40 @@ def write_comparison(comparison: ReaderComparison, claimed: ClaimedReaderJob, st
     return files
 
 
-def _round(value: float | None, digits: int = 3) -> float | None:
-    if value is None or not np.isfinite(value):
-        return None
-    return round(float(value), digits)
-
-
-def summarise(comparison: ReaderComparison) -> dict[str, object]:
+def summarise(comparison: ReaderComparison, *, source_revision: int) -> ReaderResultSummary:
     """Figures of a reader comparison without patient data (the reader is named by its label)."""
     slices = []
     for item in comparison.slices:
-        entry: dict[str, object] = {
-            "map_sop_instance_uid": item.slice.sop_instance_uid,
-            "map_kind": item.slice.map_kind.value,
-            "level": item.slice.level.value,
-            "status": "scored" if item.score is not None else "not scored",
-            "reference": item.score.reference if item.score is not None else None,
-            "reference_readers": list(item.reference_readers),
-            "notes": list(item.notes),
+        score = item.score
+        scored = {} if score is None else {
+            "dice_myocardium": rounded(score.dice_myocardium, 3),
+            "iou_myocardium": rounded(score.iou_myocardium, 3),
+            "dice_cavity": rounded(score.dice_cavity, 3),
+            "hausdorff_mm": rounded(score.hausdorff_mm, 2),
+            "mean_surface_distance_mm": rounded(score.mean_surface_distance_mm, 2),
+            "map_difference_ms": rounded(score.map_difference_ms, 1),
+            "wall_thickness_difference_mm": rounded(score.wall_thickness_difference_mm, 2),
+            "error_mode": score.error_mode,
         }
-        if item.score is not None:
-            score = item.score
-            entry.update({
-                "dice_myocardium": _round(score.dice_myocardium),
-                "iou_myocardium": _round(score.iou_myocardium),
-                "dice_cavity": _round(score.dice_cavity),
-                "hausdorff_mm": _round(score.hausdorff_mm, 2),
-                "mean_surface_distance_mm": _round(score.mean_surface_distance_mm, 2),
-                "map_difference_ms": _round(score.map_difference_ms, 1),
-                "wall_thickness_difference_mm": _round(score.wall_thickness_difference_mm, 2),
-                "error_mode": score.error_mode,
-            })
-        slices.append(entry)
-    return {
-        "reader": comparison.reader,
-        "gold_standard": comparison.gold_standard,
-        "reference": references_in_words(comparison),
-        REFERENCE_DIGEST_KEY: comparison.reference.digest,
-        "slices": slices,
-        "problems": [f"{p.where}: {p.message}" for p in comparison.report.problems[:MAX_PROBLEMS_IN_SUMMARY]],
-    }
+        slices.append(ReaderSliceFigures(
+            map_sop_instance_uid=item.slice.sop_instance_uid,
+            map_kind=item.slice.map_kind.value,
+            level=item.slice.level.value,
+            status="scored" if score is not None else "not scored",
+            reference=score.reference if score is not None else None,
+            reference_readers=list(item.reference_readers),
+            notes=list(item.notes),
+            **scored,
+        ))
+    return ReaderResultSummary(
+        reader=comparison.reader,
+        gold_standard=comparison.gold_standard,
+        reference=references_in_words(comparison),
+        reference_digest=comparison.reference.digest,
+        slices=slices,
+        problems=[f"{p.where}: {p.message}" for p in comparison.report.problems[:MAX_PROBLEMS_IN_SUMMARY]],
+        source_revision=source_revision,
+    )
 
 
 def _record_result(
@@ -623,11 +632,10 @@ def _record_result(
 ) -> list[int]:
     """Commit the result, its transfers, the job's and the series' new state in one transaction."""
     root = settings.storage_root
-    summary = summarise(comparison)
-    summary["source_revision"] = claimed.series_revision
+    summary = summarise(comparison, source_revision=claimed.series_revision)
     by_output = {Output.SC: files.sc, Output.SR: files.sr}
-    summary["outputs"] = {output.value: [str(p.relative_to(root)) for p in paths] for output, paths in
-                          by_output.items()}
+    summary.outputs = ResultOutputs.model_validate(
+        {output.value: [str(p.relative_to(root)) for p in paths] for output, paths in by_output.items()})
     with session_scope(session_factory) as session:
         job, series = claimed_rows(session, claimed)
         result = Result(
@@ -635,7 +643,7 @@ def _record_result(
             kind=RESULT_KIND,
             output_series_uid=output_uid(claimed.key, OutputSeries.READER_SR.label) if files.sr else "",
             paths=[str(p.relative_to(root)) for paths in by_output.values() for p in paths],
-            summary=summary,
+            summary=summary_json(summary),
         )
         session.add(result)
         try:

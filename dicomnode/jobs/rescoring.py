@@ -12,11 +12,11 @@ other than the reader itself (its own objects are fixed for its series revision)
 records the digest of the reference its job read. After a reader-score job finishes DONE,
 :func:`requeue_rescoring` compares, for each contour series of the study, the digest of its newest result with
 the reference the study offers that reader now, and where they differ creates a new job keyed by the new digest
-(:func:`dicomnode.jobs.creation.job_key` with ``reference_digest``): it writes a new SR and overlay (new UIDs from its key)
-and records a new result; the earlier ones stay. A reader that is neither the gold standard nor an expert changes
-no one's reference, so a further trainee re-scores nobody; the same reference never scores a series revision
-twice, so the decision may be taken any number of times. Series whose job is still queued, running or waiting are
-left alone: that job reads the study when it runs, and the decision is taken again when it finishes.
+(:func:`dicomnode.jobs.creation.job_key` with ``reference_digest``): it writes a new SR and overlay (new UIDs
+from its key) and records a new result; the earlier ones stay. A reader that is neither the gold standard nor an
+expert changes no one's reference, so a further trainee re-scores nobody; the same reference never scores a series
+revision twice, so the decision may be taken any number of times. Series whose job is still queued, running or
+waiting are left alone: that job reads the study when it runs, and the decision is taken again when it finishes.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pydicom
+from pydantic import ValidationError
 from pydicom.errors import InvalidDicomError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -45,12 +46,11 @@ from dicomnode.io.contours import reader_name
 from dicomnode.io.contours.errors import UnknownReaderError
 from dicomnode.jobs.claims import lock_study
 from dicomnode.jobs.creation import JobKind, JobSink, job_key
+from reports.result_summary import ReaderResultSummary, read_summary
 
 LOGGER = logging.getLogger(__name__)
 
 #: What a score against the consensus model's contour records as its reference.
-#: The key of a reader-score result's summary that holds the digest of the reference its job read.
-REFERENCE_DIGEST_KEY = "reference_digest"
 CONTOUR_ROLES = (SeriesRole.SEG, SeriesRole.RTSTRUCT)
 _DIGEST_HEX_CHARS = 16
 #: A series with a reader-score job in these states is not decided on: the job's own end decides again.
@@ -199,6 +199,10 @@ def _recorded_digest(session: Session, series: Series) -> str | None:
     for job in jobs:
         result = session.scalar(select(Result).where(Result.job_id == job.id))  # a reader-score job's one result
         if job.state is JobState.DONE and result is not None:
-            digest = (result.summary or {}).get(REFERENCE_DIGEST_KEY)
-            return str(digest) if digest else None
+            try:
+                summary = read_summary(result.kind, result.summary)
+            except ValidationError as error:
+                LOGGER.warning("result %d: summary not readable, reference unknown: %s", result.id, error)
+                return None
+            return summary.reference_digest or None if isinstance(summary, ReaderResultSummary) else None
     return None

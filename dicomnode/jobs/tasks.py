@@ -1,14 +1,14 @@
 """The node's Huey tasks: thin wrappers that take database ids and delegate.
 
 ``run_job(job_id)`` runs one analysis job under its lease (:func:`dicomnode.jobs.creation.job_lease`): a map job
-(:func:`dicomnode.jobs.map_job.run_job`) or a reader-score job (:func:`dicomnode.jobs.reader_job.run_reader_job`), as the
-job row's kind says; a map job that finishes DONE wakes the reader jobs of its study that wait for a map
-(:func:`dicomnode.jobs.creation.wake_waiting_jobs`); a reader-score job that finishes DONE queues the study's readers whose
-reference has changed since they were scored (a gold standard or an expert arrived,
+(:func:`dicomnode.jobs.map_job.run_job`) or a reader-score job (:func:`dicomnode.jobs.reader_job.run_reader_job`),
+as the job row's kind says; a map job that finishes DONE wakes the reader jobs of its study that wait for a map
+(:func:`dicomnode.jobs.creation.wake_waiting_jobs`); a reader-score job that finishes DONE queues the study's
+readers whose reference has changed since they were scored (a gold standard or an expert arrived,
 :func:`dicomnode.jobs.rescoring.requeue_rescoring`); ``deliver(transfer_id)`` sends one file to one peer
-(:func:`dicomnode.net.scu.deliver_transfer`) and, when the peer could not take it yet, schedules itself again for the
-time the transfer row says. Tasks carry ids only: the database is the record of what is to be done, the queue only
-says when.
+(:func:`dicomnode.net.scu.deliver_transfer`) and, when the peer could not take it yet, schedules itself again for
+the time the transfer row says. Tasks carry ids only: the database is the record of what is to be done, the queue
+only says when.
 """
 
 from __future__ import annotations

@@ -31,8 +31,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Output, Settings
 from db.models import Result, Series, Transfer, TransferState
+from db.repository import TransferNotFoundError
 from db.session import session_scope
-from dicomnode.errors import MyomapError
 from dicomnode.net.routing import Destination, destinations
 from dicomnode.net.tls import client_context, describe_error, handshake_error, server_hostname
 
@@ -44,14 +44,6 @@ _WARNING_STATUS_MASK = 0xF000
 _WARNING_STATUS_GROUP = 0xB000
 _UNCOMPRESSED_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 _MAX_PRESENTATION_CONTEXTS = 128  # PS3.8 9.3.2.2: odd context IDs 1-255
-
-
-class TransferNotFoundError(MyomapError, LookupError):
-    """No transfer has the requested id."""
-
-
-class TransferStateError(MyomapError, ValueError):
-    """The transfer is in a state that does not allow the requested action."""
 
 
 @dataclass(frozen=True)
@@ -541,34 +533,6 @@ def deliver_transfer(
     if transfer_id not in states:
         raise TransferNotFoundError(f"no transfer with id {transfer_id}")
     return states[transfer_id]
-
-
-def retry_transfer(session: Session, *, transfer_id: int) -> Transfer:
-    """Put a transfer back in the queue now with a fresh attempt count (the admin page's retry action).
-
-    Raises
-    ------
-    TransferNotFoundError
-        If no transfer has this id.
-    TransferStateError
-        If the transfer was already delivered.
-    """
-    transfer = session.get(Transfer, transfer_id)
-    if transfer is None:
-        raise TransferNotFoundError(f"no transfer with id {transfer_id}")
-    if transfer.state is TransferState.SENT:
-        raise TransferStateError(
-            f"transfer {transfer_id} was already sent; only pending or given-up ones retry"
-        )
-    transfer.state = TransferState.PENDING
-    transfer.attempts = 0
-    transfer.next_attempt_at = _now()
-    transfer.last_error = ""
-    session.flush()
-    LOGGER.info(
-        "transfer %d of %s to %s queued again", transfer.id, transfer.sop_instance_uid, transfer.ae_title
-    )
-    return transfer
 
 
 def due_transfers(session: Session, *, now: datetime | None = None) -> list[int]:

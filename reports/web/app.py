@@ -33,7 +33,7 @@ def create_app(
         Makes database sessions; one per request.
     enqueue_delivery
         Puts a transfer id on the node's delivery queue (``NodeTasks.enqueue_delivery``); the retry action
-        uses it. Without it a retried transfer is tried once right after the response.
+        uses it. Without it a retried transfer is only made due, for the node's sweep of overdue transfers.
     access_dependencies
         Dependencies run before every page and API route except ``/healthz`` and the login form, after the
         login check (more access rules, for example).

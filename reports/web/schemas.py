@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 from sqlalchemy import inspect
 
 from db.models import Base, JobState, Result, Series, SeriesRole, SeriesState, Study, Transfer, TransferState
+from reports.result_summary import AnalysisFigures, ResultOutputs
 
 
 def _as_utc(moment: datetime) -> datetime:
@@ -81,72 +82,6 @@ class ResultPublic(_FromRow):
     transfers: list[TransferPublic]
 
 
-class _Lenient(BaseModel):
-    """A part of a result's summary: read what is known, keep what is not (newer nodes may add figures)."""
-
-    model_config = ConfigDict(extra="allow")
-
-
-class RegionValues(_Lenient):
-    """Map values and geometry of the myocardium or of one AHA segment of a slice."""
-
-    mean_ms: float | None = None
-    median_ms: float | None = None
-    sd_ms: float | None = None
-    area_mm2: float | None = None
-    wall_thickness_mm: float | None = None
-    motion_probability: float | None = None  # segments only; None where motion was not assessed
-
-
-class MotionVerdict(_Lenient):
-    whole_image_probability: float | None = None
-    segments_with_motion: list[int] = []
-    has_motion: bool = False
-
-
-class QualityVerdict(_Lenient):
-    """How far the automatic contours can be trusted: the Dice the quality model predicts for them."""
-
-    predicted_dice: float | None = None
-    doubtful: bool = False
-
-
-class SliceResult(_Lenient):
-    """The analysis of one slice; a failed slice has only its index, status, reason and banner."""
-
-    index: int
-    status: Literal["analysed", "failed"]
-    reason: str | None = None
-    banner: str = ""
-    map_kind: str | None = None
-    level: str | None = None
-    myocardium: RegionValues | None = None
-    segments: dict[int, RegionValues] = {}  # AHA segment number (a string key in JSON) -> values
-    motion: MotionVerdict | None = None
-    quality: QualityVerdict | None = None
-
-
-class AlgorithmInfo(_Lenient):
-    name: str
-    version: str
-    models: dict[str, str] = {}  # model name -> version
-
-
-class Analysis(_Lenient):
-    algorithm: AlgorithmInfo | None = None
-    banner: str = ""  # the series-level verdict
-    slices: list[SliceResult] = []
-
-
-class ResultOutputs(_Lenient):
-    """The files of a result by kind, relative to the storage root (each one also in ``Result.paths``)."""
-
-    maps: list[str] = []
-    sr: list[str] = []
-    seg: list[str] = []
-    sc: list[str] = []
-
-
 class ResultFile(BaseModel):
     """One downloadable output object of a result."""
 
@@ -171,7 +106,7 @@ class ResultDetail(ResultPublic):
     series_instance_uid: str
     study_instance_uid: str
     figures: dict[str, Any]  # the summary's map figures: everything but ``analysis`` and ``outputs``
-    analysis: Analysis | None  # None for results without analysis, or whose analysis could not be read
+    analysis: AnalysisFigures | None  # None for results without analysis, or whose summary could not be read
     attention: bool  # a slice failed, shows motion or has doubtful contours
     outputs: ResultOutputs
     files: list[ResultFile]

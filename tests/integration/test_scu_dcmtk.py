@@ -19,6 +19,7 @@ from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Output, Peer, Settings
+from db import repository
 from db.models import Base, Job, Result, Series, Study, Transfer, TransferState
 from db.session import make_engine, make_session_factory
 from dicomnode.net import scu
@@ -227,7 +228,7 @@ def test_dead_peer_backs_off_gives_up_and_retry_delivers(
     storescp = storescp_factory(port)
     storescp.start()
     with session_factory() as session:
-        transfer = scu.retry_transfer(session, transfer_id=transfer_id)
+        transfer = repository.retry_transfer(session, transfer_id=transfer_id)
         session.commit()
         assert transfer.state is TransferState.PENDING and transfer.attempts == 0
     state = scu.deliver_transfer(transfer_id, settings=settings, session_factory=session_factory)

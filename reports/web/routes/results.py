@@ -10,14 +10,14 @@ from __future__ import annotations
 import io
 import logging
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse
 from PIL import Image
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut
@@ -27,22 +27,16 @@ from starlette.responses import Response
 
 from config.settings import Settings
 from db.models import Job, Result, Series, Transfer
+from reports.result_summary import MapResultSummary, ResultOutputs, ResultSummary, read_summary
 from reports.web.deps import SessionDep, SettingsDep, TemplatesDep, render_error
 from reports.web.routes.transfers import RetrierDep, retry_for_page
-from reports.web.schemas import (
-    Analysis,
-    ResultDetail,
-    ResultFile,
-    ResultImage,
-    ResultOutputs,
-    TransferPublic,
-)
+from reports.web.schemas import ResultDetail, ResultFile, ResultImage, TransferPublic
 
 LOGGER = logging.getLogger(__name__)
 
 router = APIRouter(tags=["results"])
 
-#: Keys of a result's summary that are not map figures.
+#: Keys of a result's summary that are not its figures (read when a summary does not fit the contract).
 ANALYSIS_KEY = "analysis"
 OUTPUTS_KEY = "outputs"
 DICOM_MEDIA_TYPE = "application/dicom"
@@ -74,27 +68,26 @@ def get_result(session: Session, *, result_id: int) -> Result | None:
     )
 
 
-def _read_part(summary: dict[str, Any], key: str, model: type[BaseModel], result_id: int) -> Any:
-    raw = summary.get(key)
-    if raw is None:
-        return None
+def read_result_summary(result: Result) -> ResultSummary | None:
+    """The result's typed summary; None when it has none or it does not fit the contract (logged: the page then
+    shows its raw figures and its files)."""
     try:
-        return model.model_validate(raw)
+        return read_summary(result.kind, result.summary)
     except ValidationError as error:
-        # The page still shows the files and figures; the log says which part could not be read.
-        LOGGER.warning("result %d: summary %r not readable (%d errors): %s", result_id, key, error.error_count(),
+        LOGGER.warning("result %d: summary not readable (%d errors): %s", result.id, error.error_count(),
                        error.errors()[0]["msg"])
         return None
 
 
-def read_analysis(result: Result) -> Analysis | None:
-    """The analysis part of a result's summary; None when absent or unreadable (logged)."""
-    return _read_part(result.summary or {}, ANALYSIS_KEY, Analysis, result.id)
-
-
 def read_outputs(result: Result) -> ResultOutputs:
-    """The output lists of a result's summary; empty lists when absent or unreadable (logged)."""
-    return _read_part(result.summary or {}, OUTPUTS_KEY, ResultOutputs, result.id) or ResultOutputs()
+    """The output lists of a result's summary; empty lists when absent or unreadable."""
+    summary = read_result_summary(result)
+    if summary is not None:
+        return summary.outputs
+    try:
+        return ResultOutputs.model_validate((result.summary or {}).get(OUTPUTS_KEY) or {})
+    except ValidationError:
+        return ResultOutputs()
 
 
 def file_kind(path: str, outputs: ResultOutputs) -> str:
@@ -103,17 +96,6 @@ def file_kind(path: str, outputs: ResultOutputs) -> str:
         if path in getattr(outputs, kind):
             return kind
     return "other"
-
-
-def needs_attention(analysis: Analysis | None) -> bool:
-    """Whether any slice failed, shows motion, or has contours the quality model doubts."""
-    if analysis is None:
-        return False
-    return any(
-        s.status == "failed" or (s.motion is not None and s.motion.has_motion)
-        or (s.quality is not None and s.quality.doubtful)
-        for s in analysis.slices
-    )
 
 
 def result_detail(result: Result, request: Request) -> ResultDetail:
@@ -141,7 +123,10 @@ def result_detail(result: Result, request: Request) -> ResultDetail:
     ]
     series = result.job.series
     summary = result.summary or {}
-    analysis = read_analysis(result)
+    typed = read_result_summary(result)
+    analysis = typed.analysis if isinstance(typed, MapResultSummary) else None
+    figures = typed.figures() if typed is not None else \
+        {key: value for key, value in summary.items() if key not in (ANALYSIS_KEY, OUTPUTS_KEY)}
     return ResultDetail(
         id=result.id,
         job_id=result.job_id,
@@ -153,9 +138,9 @@ def result_detail(result: Result, request: Request) -> ResultDetail:
         transfers=[TransferPublic.model_validate(t) for t in sorted(result.transfers, key=lambda t: t.id)],
         series_instance_uid=series.series_instance_uid,
         study_instance_uid=series.study.study_instance_uid,
-        figures={key: value for key, value in summary.items() if key not in (ANALYSIS_KEY, OUTPUTS_KEY)},
+        figures=figures,
         analysis=analysis,
-        attention=needs_attention(analysis),
+        attention=analysis is not None and analysis.needs_attention,
         outputs=outputs,
         files=files,
         images=images,

@@ -3,9 +3,10 @@ button."""
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
@@ -13,17 +14,17 @@ from sqlalchemy.orm import Session, selectinload
 from starlette.responses import Response
 
 from db.models import Job, Result, Transfer, TransferState
-from dicomnode.net import scu
+from db.repository import TransferNotFoundError, TransferStateError, retry_transfer
 from reports.web.deps import (
     EnqueueDeliveryDep,
     SessionDep,
-    SessionFactoryDep,
-    SettingsDep,
     TemplatesDep,
     render,
     render_error,
 )
 from reports.web.schemas import TransferListed, TransferPublic, transfer_listed
+
+LOGGER = logging.getLogger(__name__)
 
 router = APIRouter(tags=["transfers"])
 
@@ -47,39 +48,25 @@ def list_transfers(
 
 
 class _Retrier:
-    """The retry action shared by the API and the page: reset the transfer, then queue it.
+    """The retry action shared by the API and the page: reset the transfer to be due now, then queue it.
 
-    With a delivery queue (the running node) the transfer goes on it; without one (the web app on its own) it
-    is tried once after the response.
+    The node gives the app its delivery queue (``create_app(enqueue_delivery=...)``); the web app never sends
+    itself. Without a queue the reset transfer is due, and the node's periodic sweep of overdue transfers
+    queues it.
     """
 
-    def __init__(
-        self,
-        session: SessionDep,
-        session_factory: SessionFactoryDep,
-        settings: SettingsDep,
-        enqueue_delivery: EnqueueDeliveryDep,
-        background: BackgroundTasks,
-    ) -> None:
+    def __init__(self, session: SessionDep, enqueue_delivery: EnqueueDeliveryDep) -> None:
         self.session = session
-        self.session_factory = session_factory
-        self.settings = settings
         self.enqueue_delivery = enqueue_delivery
-        self.background = background
 
     def __call__(self, transfer_id: int) -> Transfer:
-        """Raises :class:`scu.TransferNotFoundError` or :class:`scu.TransferStateError`."""
-        transfer = scu.retry_transfer(self.session, transfer_id=transfer_id)
+        """Raises :class:`TransferNotFoundError` or :class:`TransferStateError`."""
+        transfer = retry_transfer(self.session, transfer_id=transfer_id)
         self.session.commit()
+        LOGGER.info("transfer %d of %s to %s queued again from the web page", transfer.id,
+                    transfer.sop_instance_uid, transfer.ae_title)
         if self.enqueue_delivery is not None:
             self.enqueue_delivery(transfer.id)
-        else:
-            self.background.add_task(
-                scu.deliver_transfer,
-                transfer.id,
-                settings=self.settings,
-                session_factory=self.session_factory,
-            )
         return transfer
 
 
@@ -92,9 +79,9 @@ def retry_for_page(retry: _Retrier, transfer_id: int, target: str, request: Requ
     or the error page saying why it cannot be retried."""
     try:
         retry(transfer_id)
-    except scu.TransferNotFoundError as error:
+    except TransferNotFoundError as error:
         return render_error(templates, request, status.HTTP_404_NOT_FOUND, str(error))
-    except scu.TransferStateError as error:
+    except TransferStateError as error:
         return render_error(templates, request, status.HTTP_409_CONFLICT, str(error))
     return RedirectResponse(target, status_code=status.HTTP_303_SEE_OTHER)
 
@@ -116,9 +103,9 @@ def api_retry_transfer(transfer_id: int, retry: RetrierDep) -> TransferPublic:
     """Queue a pending or given-up transfer again now, with a fresh attempt count."""
     try:
         transfer = retry(transfer_id)
-    except scu.TransferNotFoundError as error:
+    except TransferNotFoundError as error:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(error)) from error
-    except scu.TransferStateError as error:
+    except TransferStateError as error:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(error)) from error
     return TransferPublic.model_validate(transfer)
 

@@ -10,10 +10,12 @@ from inference.aha import (
     aha_segments,
     display_angle_deg,
     rv_insertion_points,
+    segment_of_angle,
     wall_thickness_mm,
 )
 from inference.contour_fit import fit_contours
 from inference.errors import AnalysisError
+from phantom import anatomy as phantom_anatomy
 from phantom.anatomy import make_slice_anatomy
 from phantom.model import FieldStrength, SliceLevel, Tissue
 
@@ -38,6 +40,20 @@ def test_segments_reproduce_the_phantom_map(seed: int, level: SliceLevel) -> Non
     assert np.all(segments[~myocardium] == 0)
     agreement = float(np.mean(segments[myocardium] == anatomy.aha_segment_map[myocardium]))
     assert agreement >= 0.95
+
+
+@pytest.mark.parametrize("level", list(SliceLevel))
+def test_segment_of_angle_matches_the_phantom(level: SliceLevel) -> None:
+    # The phantom keeps its own copy as the ground truth; the two must assign every angle to the same segment.
+    rng = np.random.default_rng(17)
+    theta_deg = np.concatenate([np.arange(-720.0, 720.0, 0.05), rng.uniform(-1000.0, 1000.0, 20_000)])
+    insertions = [(DEFAULT_ANTERIOR_INSERTION_DEG, 120.0), (0.0, 90.0), (359.9, 180.0), (-30.0, 240.0)]
+    insertions += [(float(a), float(s)) for a, s in zip(rng.uniform(0.0, 360.0, 20), rng.uniform(60.0, 180.0, 20),
+                                                        strict=True)]
+    for anterior_deg, span_deg in insertions:
+        node = segment_of_angle(theta_deg, level.value, anterior_deg, span_deg)
+        truth = phantom_anatomy.segment_of_angle(theta_deg, level, anterior_deg, span_deg)
+        assert np.array_equal(node, truth), (level, anterior_deg, span_deg)
 
 
 def test_unknown_level_is_refused() -> None:

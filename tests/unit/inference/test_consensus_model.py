@@ -12,9 +12,10 @@ from inference.errors import AnalysisError, ShapeMismatchError
 from inference.expert_consensus import INPUT_NAME, OUTPUT_NAME, expert_consensus_mask, largest_component
 from inference.grids import CROP_SIZE
 from inference.runtime import Model, load_model, shipped_model_path
+from inference.trainee_scoring import ErrorMode
 from phantom.anatomy import choose_matrix, make_heart_geometry, make_slice_anatomy
 from phantom.model import SliceAnatomy
-from phantom.readers import ErrorMode, dice, trainee_with_mode
+from phantom.readers import dice, trainee_with_mode
 from phantom.study import LEVEL_ORDER, StudyRequest, _Purpose, _rng, plan_study
 from phantom.tissue import sample_pathology, sample_tissue_properties
 from training.model_card import MAX_MODEL_BYTES

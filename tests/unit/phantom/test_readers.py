@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from skimage.draw import polygon2mask
 
+from inference.trainee_scoring import ErrorMode
 from phantom.anatomy import make_heart_geometry, make_slice_anatomy
 from phantom.model import FieldStrength, SliceLevel
 from phantom.readers import (
-    ErrorMode,
     ReaderError,
     dice,
     expert_contours,

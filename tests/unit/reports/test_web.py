@@ -270,14 +270,14 @@ def test_retry_button_redirects_to_the_transfers_page(
     assert missing.status_code == 404 and "no transfer with id 999" in missing.text
 
 
-def test_retry_without_a_queue_tries_once_after_the_response(node: Node) -> None:
+def test_retry_without_a_queue_makes_the_transfer_due(node: Node) -> None:
     client = logged_in(TestClient(create_app(node.settings, node.session_factory)))
     transfer_id = node.transfer_ids[TransferState.GIVEN_UP]
     assert client.post(f"/api/transfers/{transfer_id}/retry").status_code == 200
-    # The background attempt is recorded and the transfer waits for its next attempt.
+    # The web app never sends itself: the transfer waits, due now, for the node's sweep of overdue transfers.
     stored = _transfer(node, transfer_id)
-    assert stored.state is TransferState.PENDING and stored.attempts == 1
-    assert "2.dcm" in stored.last_error  # the attempt found the file gone (this test writes no files)
+    assert stored.state is TransferState.PENDING and stored.attempts == 0 and stored.last_error == ""
+    assert stored.next_attempt_at.replace(tzinfo=UTC) <= datetime.now(UTC)
 
 
 def test_studies_page_shows_patients_and_series_states(client: TestClient) -> None:

@@ -157,7 +157,8 @@ def build_results_node(folder: Path, *, seed: int = 4711) -> ResultsNode:
     secondary_capture(pixels[1], 11).save_as(storage / unlisted, enforce_file_format=True)
     paths = [str(map_path), *sc_paths, "../outside.dcm"]
     summary = {
-        "kind": "T1", "method": "MOLLI 5(3)3, Bloch-corrected", "slices": 2, "median_ms": 1176.0,
+        "kind": "T1", "method": "MOLLI 5(3)3, Bloch-corrected", "scheme": "molli", "slices": 2, "valid_pixels": 9000,
+        "valid_fraction_of_fitted": 0.97, "median_ms": 1176.0,
         "analysis": _analysis(),
         "outputs": {"maps": [str(map_path)], "sr": [], "seg": [], "sc": [*sc_paths, str(unlisted)]},
     }
@@ -256,7 +257,8 @@ def test_result_json_reads_the_analysis(client: TestClient, node: ResultsNode) -
     result = response.json()
     assert result["series_instance_uid"] == RAW_SERIES_UID and result["study_instance_uid"] == STUDY_UID
     assert result["attention"] is True
-    assert result["figures"] == {"kind": "T1", "method": "MOLLI 5(3)3, Bloch-corrected", "slices": 2,
+    assert result["figures"] == {"kind": "T1", "method": "MOLLI 5(3)3, Bloch-corrected", "scheme": "molli",
+                                 "slices": 2, "valid_pixels": 9000, "valid_fraction_of_fitted": 0.97,
                                  "median_ms": 1176.0}
     analysed, failed = result["analysis"]["slices"]
     assert analysed["segments"]["4"]["motion_probability"] == 0.93
@@ -369,7 +371,7 @@ def test_an_unreadable_analysis_leaves_the_page_and_files_working(
         page = client.get(f"/series/{RAW_SERIES_UID}")
     assert page.status_code == 200 and SERIES_BANNER not in page.text
     assert f"/results/{node.result_id}/images/0.png" in page.text and "1176.0" in page.text
-    assert "summary 'analysis' not readable" in caplog.text
+    assert f"result {node.result_id}: summary not readable" in caplog.text
     assert client.get(f"/api/results/{node.result_id}").json()["analysis"] is None
 
 

@@ -156,4 +156,4 @@ def test_every_scanner_t1_map_of_a_two_slice_study_gets_its_own_raw_images_for_m
     analysed = [s for s in report.slices if s.map_kind is MapKind.T1 and s.model is not None]
     assert len(analysed) == 2, report.problems
     # The motion model ran on each: it needs the raw IR images of the same slice.
-    assert all(s.model["motion"] is not None for s in analysed), [s.model for s in analysed]
+    assert all(s.model.motion is not None for s in analysed), [s.model for s in analysed]

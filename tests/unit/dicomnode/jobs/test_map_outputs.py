@@ -13,6 +13,7 @@ from dicomnode.analysis.slices import SliceInput, SliceOutcome, analyse_slices, 
 from inference.mapping import MapKind
 from inference.model_set import ModelSet, load_models
 from inference.slice_analysis import RawImages
+from reports.result_summary import SliceFigures
 from training.phantom_slices import study_cases
 
 PHANTOM_SEED = 58  # test seeds stay below 100000
@@ -30,8 +31,8 @@ def slices() -> list[SliceInput]:
                        mr_map=Dataset(), raw=RawImages(case.images, case.times_ms, case.r2)) for case in cases]
 
 
-def _summaries(outcomes: list[SliceOutcome]) -> list[dict | None]:
-    return [None if o.analysis is None else o.analysis.summary() for o in outcomes]
+def _summaries(outcomes: list[SliceOutcome]) -> list[SliceFigures | None]:
+    return [None if o.analysis is None else SliceFigures.of(o.index, o.analysis, o.banner) for o in outcomes]
 
 
 def test_slices_analysed_in_parallel_give_what_one_at_a_time_gives(

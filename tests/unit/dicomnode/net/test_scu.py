@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Output, Peer, Settings
+from db import repository
 from db.models import Base, Job, Result, Series, Study, Transfer, TransferState
 from db.session import make_engine, make_session_factory
 from dicomnode.net import scu
@@ -295,14 +296,14 @@ def test_retry_transfer(tmp_path: Path, session_factory: sessionmaker[Session]) 
         sent.state = TransferState.SENT
         session.commit()
 
-        retried = scu.retry_transfer(session, transfer_id=given_up.id)
+        retried = repository.retry_transfer(session, transfer_id=given_up.id)
         session.commit()
         assert retried.state is TransferState.PENDING and retried.attempts == 0 and retried.last_error == ""
         assert scu.due_transfers(session, now=datetime.now(UTC)) == [given_up.id]
-        with pytest.raises(scu.TransferStateError, match="already sent"):
-            scu.retry_transfer(session, transfer_id=sent.id)
-        with pytest.raises(scu.TransferNotFoundError, match="9999"):
-            scu.retry_transfer(session, transfer_id=9999)
+        with pytest.raises(repository.TransferStateError, match="already sent"):
+            repository.retry_transfer(session, transfer_id=sent.id)
+        with pytest.raises(repository.TransferNotFoundError, match="9999"):
+            repository.retry_transfer(session, transfer_id=9999)
 
 
 def test_due_transfers_filters_state_and_time(tmp_path: Path, session_factory: sessionmaker[Session]) -> None:

@@ -1,0 +1,219 @@
+"""What a job records of its result (``Result.summary``): the typed contract between the jobs that write it and the
+web page, the API and the reports that read it. Figures only, never patient data; a reader is named by its label.
+
+Two kinds of result: a map job's (:class:`MapResultSummary`: the map's figures, the models' analysis of every
+slice, the files written) and a reader-score job's (:class:`ReaderResultSummary`). The jobs build these models and
+store :func:`summary_json`; readers call :func:`read_summary`, which takes rows written by older nodes too (missing
+parts get their defaults, unknown keys are ignored).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from inference.slice_analysis import SliceAnalysis
+
+READER_SCORE_KIND = "reader_score"
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+def rounded(value: float | None, digits: int = 1) -> float | None:
+    """``value`` rounded for the record; None for a missing or non-finite value (JSON has no NaN)."""
+    if value is None or not math.isfinite(value):
+        return None
+    return round(float(value), digits)
+
+
+class RegionFigures(_Part):
+    """Map values and geometry of the myocardium or of one AHA segment of a slice."""
+
+    mean_ms: float | None = None
+    median_ms: float | None = None
+    sd_ms: float | None = None
+    area_mm2: float | None = None
+    wall_thickness_mm: float | None = None
+    motion_probability: float | None = None  # segments only; None where motion was not assessed
+
+
+class MotionFigures(_Part):
+    whole_image_probability: float | None = None
+    segments_with_motion: list[int] = []
+    has_motion: bool = False
+
+
+class QualityFigures(_Part):
+    """How far the automatic contours can be trusted: the Dice the quality model predicts for them."""
+
+    predicted_dice: float | None = None
+    doubtful: bool = False
+
+
+class SliceFigures(_Part):
+    """The models' analysis of one slice; a failed slice has only its index, status, reason and banner."""
+
+    index: int
+    status: Literal["analysed", "failed"]
+    reason: str | None = None
+    banner: str = ""  # the slice's verdict in words, as on its console image
+    map_kind: str | None = None
+    level: str | None = None
+    myocardium: RegionFigures | None = None
+    segments: dict[int, RegionFigures] = {}  # AHA segment number (a string key in JSON) -> figures
+    motion: MotionFigures | None = None
+    quality: QualityFigures | None = None
+
+    @classmethod
+    def failed(cls, index: int, reason: str, banner: str) -> SliceFigures:
+        return cls(index=index, status="failed", reason=reason, banner=banner)
+
+    @classmethod
+    def of(cls, index: int, analysis: SliceAnalysis, banner: str) -> SliceFigures:
+        """The figures of an analysed slice."""
+        values, thickness, motion = analysis.myocardium_values, analysis.wall_thickness, analysis.motion
+        return cls(
+            index=index,
+            status="analysed",
+            banner=banner,
+            map_kind=analysis.map_kind.value,
+            level=analysis.level.value,
+            myocardium=RegionFigures(
+                mean_ms=rounded(values.mean), median_ms=rounded(values.median), sd_ms=rounded(values.sd),
+                area_mm2=rounded(values.area_mm2), wall_thickness_mm=rounded(thickness.mean_mm, 2),
+            ),
+            segments={
+                segment: RegionFigures(
+                    mean_ms=rounded(v.mean), median_ms=rounded(v.median), sd_ms=rounded(v.sd),
+                    area_mm2=rounded(v.area_mm2),
+                    wall_thickness_mm=rounded(thickness.per_segment_mm.get(segment, float("nan")), 2),
+                    motion_probability=None if motion is None else rounded(
+                        motion.segment_probabilities.get(segment), 3),
+                )
+                for segment, v in sorted(analysis.segment_values.items())
+            },
+            motion=None if motion is None else MotionFigures(
+                whole_image_probability=rounded(motion.whole_image_probability, 3),
+                segments_with_motion=list(motion.motion_segments), has_motion=motion.has_motion,
+            ),
+            quality=QualityFigures(predicted_dice=rounded(analysis.quality.predicted_dice, 3),
+                                   doubtful=analysis.segmentation_doubtful),
+        )
+
+
+class AlgorithmInfo(_Part):
+    name: str
+    version: str
+    models: dict[str, str] = {}  # model name -> version
+
+
+class AnalysisFigures(_Part):
+    algorithm: AlgorithmInfo | None = None
+    banner: str = ""  # the series-level verdict
+    slices: list[SliceFigures] = []
+
+    @property
+    def needs_attention(self) -> bool:
+        """Whether any slice failed, shows motion, or has contours the quality model doubts."""
+        return any(
+            s.status == "failed" or (s.motion is not None and s.motion.has_motion)
+            or (s.quality is not None and s.quality.doubtful)
+            for s in self.slices
+        )
+
+
+class ResultOutputs(_Part):
+    """The files of a result by output kind, relative to the storage root (each one also in ``Result.paths``)."""
+
+    maps: list[str] = []
+    sr: list[str] = []
+    seg: list[str] = []
+    sc: list[str] = []
+
+
+class MapResultSummary(_Part):
+    """A map job's result: the fitted maps' figures over their valid pixels, the analysis, the files."""
+
+    kind: str  # "t1" or "t2"
+    method: str
+    scheme: str
+    slices: int
+    valid_pixels: int
+    valid_fraction_of_fitted: float
+    median_ms: float | None = None
+    p25_ms: float | None = None
+    p75_ms: float | None = None
+    median_r2: float | None = None
+    mr_map_series_uid: str = ""
+    parametric_map_series_uid: str = ""
+    source_revision: int = 1
+    analysis: AnalysisFigures | None = None
+    reports_error: str | None = None  # why the SR and SEG are missing, when they could not be written
+    outputs: ResultOutputs = ResultOutputs()
+
+    def figures(self) -> dict[str, Any]:
+        """The map's own figures (everything but the analysis and the outputs), for a table."""
+        return self.model_dump(mode="json", exclude={"analysis", "outputs"}, exclude_unset=True)
+
+
+class ReaderSliceFigures(_Part):
+    """One slice a reader contoured: the score against the reference, or why there is none."""
+
+    map_sop_instance_uid: str
+    map_kind: str
+    level: str
+    status: Literal["scored", "not scored"]
+    reference: str | None = None
+    reference_readers: list[str] = []
+    notes: list[str] = []
+    dice_myocardium: float | None = None
+    iou_myocardium: float | None = None
+    dice_cavity: float | None = None
+    hausdorff_mm: float | None = None
+    mean_surface_distance_mm: float | None = None
+    map_difference_ms: float | None = None
+    wall_thickness_difference_mm: float | None = None
+    error_mode: str | None = None
+
+
+class ReaderResultSummary(_Part):
+    """A reader-score job's result: the reader's scores per slice and the reference they were scored against."""
+
+    reader: str
+    gold_standard: str | None = None
+    reference: str | None = None  # the references of the scored slices, in words
+    reference_digest: str | None = None  # what the study offered the reader when scored (re-scoring compares it)
+    slices: list[ReaderSliceFigures] = []
+    problems: list[str] = []
+    source_revision: int = 1
+    outputs: ResultOutputs = ResultOutputs()
+
+    def figures(self) -> dict[str, Any]:
+        """The reader's figures (everything but the outputs), for a table."""
+        return self.model_dump(mode="json", exclude={"outputs"}, exclude_unset=True)
+
+
+ResultSummary = MapResultSummary | ReaderResultSummary
+
+
+def summary_json(summary: ResultSummary) -> dict[str, Any]:
+    """What the job stores in ``Result.summary``."""
+    return summary.model_dump(mode="json")
+
+
+def read_summary(kind: str, stored: dict[str, Any] | None) -> ResultSummary | None:
+    """The typed summary of a result of ``kind``; None when the result has none.
+
+    Raises
+    ------
+    pydantic.ValidationError
+        If the stored summary does not fit the contract of its kind.
+    """
+    if not stored:
+        return None
+    model: type[ResultSummary] = ReaderResultSummary if kind == READER_SCORE_KIND else MapResultSummary
+    return model.model_validate(stored)
