@@ -32,10 +32,12 @@ run: venv
 
 test: deps venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 ## Sends a synthetic study to a node started with `make run` (in another terminal): three slices, MOLLI, ShMOLLI
 ## and T2-prep, seed 7 with breathing motion in the mid ShMOLLI and T2-prep series; prints where to look.

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileDataset
 from pydicom.errors import InvalidDicomError
 from scipy import ndimage
 
@@ -213,7 +213,7 @@ def analyze_paths(
     """
     files = files_under(paths)
     problems: list[Problem] = []
-    datasets: list[tuple[Path, Dataset]] = []
+    datasets: list[tuple[Path, FileDataset]] = []
     skipped = 0
     for path in files:
         try:
@@ -241,7 +241,7 @@ def analyze_paths(
     map_slices = _attach_raw(_map_slices(series, roles, problems), series, roles, problems)
     geometries = [m.geometry for m in map_slices]
     readers = _reader_masks(series, roles, geometries, problems)
-    results = []
+    results: list[SliceResult] = []
     for map_slice in map_slices:
         try:
             result = _analyse_slice(map_slice, readers, gold_standard)
@@ -339,7 +339,7 @@ def _attach_raw(map_slices: list[_MapSlice], series: dict[str, list[Dataset]], r
     wanted = [m for m in map_slices if m.kind is MapKind.T1 and m.raw is None]
     if not wanted:
         return map_slices
-    stacks = []
+    stacks: list[tuple[LoadedSeries, SliceStack]] = []
     for uid, instances in series.items():
         if roles[uid] is not SeriesRole.RAW_IR:
             continue

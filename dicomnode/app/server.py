@@ -80,9 +80,9 @@ class Node:
     @property
     def dicom_port(self) -> int:
         """The port the storage SCP listens on (the configured one, or the one chosen for port 0)."""
-        if self._scp is None:
+        if self._scp is None or self._scp.port is None:
             raise RuntimeError("the node is not started; call start() first")
-        return int(self._scp.port)
+        return self._scp.port
 
     @property
     def web_port(self) -> int:

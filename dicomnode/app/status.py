@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from config import Settings
 from db.models import Job, JobState, Series, SeriesState, Transfer, TransferState
@@ -34,7 +34,7 @@ class NodeStatus:
 def count_states(session: Session) -> NodeStatus:
     """Series, jobs and transfers counted by state."""
 
-    def counts(column: object, enum_type: type[Enum]) -> dict[str, int]:
+    def counts(column: InstrumentedAttribute[Enum], enum_type: type[Enum]) -> dict[str, int]:
         found = {state.value: 0 for state in enum_type}
         for state, count in session.execute(select(column, func.count()).group_by(column)):
             found[enum_type(state).value] = int(count)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from pydicom import Dataset
 
@@ -212,12 +212,13 @@ def _functional_items(dataset: Dataset, keyword: str) -> Iterator[Dataset]:
             yield from groups[0].get(keyword, [])
 
 
-def _multi(value: object) -> list[str]:
+def _multi(value: str | Iterable[object] | None) -> list[str]:
+    """A multi-valued string element as a list: pydicom gives a str for one value, a MultiValue for several."""
     if value is None:
         return []
     if isinstance(value, str):
         return [value] if value else []
-    return [str(v) for v in value]  # type: ignore[union-attr]
+    return [str(v) for v in value]
 
 
 def _normalised(text: str) -> str:
@@ -226,7 +227,8 @@ def _normalised(text: str) -> str:
 
 def _int_or_none(value: object) -> int | None:
     try:
-        return int(value)  # type: ignore[arg-type]
+        # Any value is tried on purpose: int() raises TypeError for those it cannot take, answered with None.
+        return int(value)  # type: ignore[call-overload]
     except (TypeError, ValueError):
         return None
 

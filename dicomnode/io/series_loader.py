@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
+from typing import SupportsFloat
 
 import numpy as np
 import pydicom
@@ -294,7 +295,7 @@ def _group_item(group: Dataset, shared: Dataset, keyword: str) -> Dataset | None
     return None
 
 
-def _is_magnitude(image_type: object, complex_component: object) -> bool:
+def _is_magnitude(image_type: str | Iterable[object] | None, complex_component: object) -> bool:
     if complex_component and str(complex_component).upper() != "MAGNITUDE" and str(complex_component) != "MIXED":
         return False
     values = [str(value).upper() for value in (image_type or [])]
@@ -361,18 +362,21 @@ def _triple(holder: Dataset, keyword: str) -> tuple[float, float, float]:
     return (float(value[0]), float(value[1]), float(value[2]))
 
 
-def _orientation(value: object, ds: Dataset) -> tuple[float, float, float, float, float, float]:
+def _orientation(
+    value: Sequence[SupportsFloat] | None, ds: Dataset
+) -> tuple[float, float, float, float, float, float]:
     if value is None and "SharedFunctionalGroupsSequence" not in ds:
         value = ds.get("ImageOrientationPatient")
-    if value is None or len(value) != 6:  # type: ignore[arg-type]
+    if value is None or len(value) != 6:
         raise SeriesLoadError(f"ImageOrientationPatient must have 6 values, got {value!r}")
-    return tuple(float(v) for v in value)  # type: ignore[return-value, union-attr]
+    row_x, row_y, row_z, column_x, column_y, column_z = (float(v) for v in value)
+    return (row_x, row_y, row_z, column_x, column_y, column_z)
 
 
-def _spacing(value: object, ds: Dataset) -> tuple[float, float]:
-    if value is None or len(value) != 2:  # type: ignore[arg-type]
+def _spacing(value: Sequence[SupportsFloat] | None, ds: Dataset) -> tuple[float, float]:
+    if value is None or len(value) != 2:
         raise SeriesLoadError(f"PixelSpacing must have 2 values, got {value!r}")
-    spacing = (float(value[0]), float(value[1]))  # type: ignore[index]
+    spacing = (float(value[0]), float(value[1]))
     if min(spacing) <= 0:
         raise SeriesLoadError(f"PixelSpacing must be positive, got {spacing}")
     return spacing

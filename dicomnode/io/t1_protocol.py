@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -59,8 +60,9 @@ def acquisition_order(stack: SliceStack) -> tuple[np.ndarray, np.ndarray | None]
     return np.argsort(numbers, kind="stable"), None
 
 
-def _find(ds: Dataset, keyword: str) -> object | None:
-    """A value from the data set itself or, for Enhanced MR, from its shared or first per-frame groups."""
+def _find(ds: Dataset, keyword: str) -> Any:
+    """A value from the data set itself or, for Enhanced MR, from its shared or first per-frame groups; None when
+    absent. Its type follows the keyword's VR, hence Any (as pydicom's DataElement.value)."""
     if keyword in ds and ds[keyword].value not in (None, ""):
         return ds[keyword].value
     for groups_keyword in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
@@ -76,7 +78,7 @@ def _find(ds: Dataset, keyword: str) -> object | None:
 def _number(ds: Dataset, keyword: str) -> float | None:
     value = _find(ds, keyword)
     try:
-        number = float(value)  # type: ignore[arg-type]
+        number = float(value)
     except (TypeError, ValueError):
         return None
     return number if np.isfinite(number) and number > 0 else None

@@ -17,9 +17,9 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import update
+from sqlalchemy import CursorResult, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Job, JobState, Series, SeriesState, Study
@@ -59,11 +59,15 @@ def claim_job(session: Session, job_id: int) -> Job | JobOutcome:
     or, where there is nothing to run, the outcome to report: SKIPPED (no such job, or not QUEUED) or SUPERSEDED
     (its series has a newer revision; the job is marked DONE with the reason)."""
     now = datetime.now(UTC)
-    taken = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.state == JobState.QUEUED)
-        .values(state=JobState.RUNNING, attempts=Job.attempts + 1, started_at=now, error="")
-        .execution_options(synchronize_session=False)
+    # An UPDATE's result is a CursorResult (it has rowcount); Session.execute types every result as Result.
+    taken = cast(
+        CursorResult[Any],
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.state == JobState.QUEUED)
+            .values(state=JobState.RUNNING, attempts=Job.attempts + 1, started_at=now, error="")
+            .execution_options(synchronize_session=False)
+        ),
     ).rowcount
     job = session.get(Job, job_id)
     if job is None:

@@ -26,9 +26,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
-from typing import Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -236,11 +236,15 @@ def _reset_running(session_factory: sessionmaker[Session], *, all_running: bool)
             if locks and not session.scalar(select(func.pg_try_advisory_xact_lock(JOB_LOCK_NAMESPACE, job_id))):
                 session.rollback()
                 continue
-            changed = session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.state == JobState.RUNNING)
-                .values(state=JobState.QUEUED)
-                .execution_options(synchronize_session=False)
+            # An UPDATE's result is a CursorResult (it has rowcount); Session.execute types every result as Result.
+            changed = cast(
+                CursorResult[Any],
+                session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.state == JobState.RUNNING)
+                    .values(state=JobState.QUEUED)
+                    .execution_options(synchronize_session=False)
+                ),
             ).rowcount
             session.commit()  # also releases the lock
             if changed:

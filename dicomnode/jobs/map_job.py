@@ -228,10 +228,12 @@ def warm_up() -> float:
     source.BitsAllocated, source.BitsStored, source.HighBit, source.PixelRepresentation = 16, 16, 15, 0
     source.PixelData = np.zeros((4, 4), dtype="<u2").tobytes()
     map_ms = np.full((4, 4), 1000.0, dtype=np.float32)
-    for build in (build_mr_map, build_parametric_map):
-        build(map_ms, source if build is build_mr_map else [source], MapKind.T1,
-              series_instance_uid=output_uid("warm-up", build.__name__, "series"),
-              sop_instance_uid=output_uid("warm-up", build.__name__), series_number=1)
+    build_mr_map(map_ms, source, MapKind.T1,
+                 series_instance_uid=output_uid("warm-up", build_mr_map.__name__, "series"),
+                 sop_instance_uid=output_uid("warm-up", build_mr_map.__name__), series_number=1)
+    build_parametric_map(map_ms, [source], MapKind.T1,
+                         series_instance_uid=output_uid("warm-up", build_parametric_map.__name__, "series"),
+                         sop_instance_uid=output_uid("warm-up", build_parametric_map.__name__), series_number=1)
     return time.perf_counter() - started
 
 

@@ -78,6 +78,10 @@ class _WakeableWorker(Worker):
     """A Huey worker whose idle wait ends early when :meth:`NodeQueue.notify` is called."""
 
     wake: threading.Condition
+    # Set by Huey's Worker.__init__ (huey ships no types): the idle wait in seconds, its cap and growth factor.
+    delay: float
+    max_delay: float
+    backoff: float
 
     def sleep(self) -> None:
         self.delay = min(self.delay, self.max_delay)

@@ -197,9 +197,8 @@ def run_reader_job(
     Contours on no map the study holds yet leave the job WAITING with the reason (the series' state unchanged);
     where a map arrived while the job ran, it runs again at once, here, under the same lease.
     """
-    options = {"settings": settings, "session_factory": session_factory, "enqueue_delivery": enqueue_delivery,
-               "models": models}
-    while (outcome := _run_once(job_id, **options)) is None:
+    while (outcome := _run_once(job_id, settings=settings, session_factory=session_factory,
+                                enqueue_delivery=enqueue_delivery, models=models)) is None:
         LOGGER.info("job %d: a map of its study arrived while it ran; running it again", job_id)
     return outcome
 
@@ -299,7 +298,7 @@ def _node_map_paths(session: Session, series: Series, storage_root: Path) -> tup
         .where(Series.study_id == series.study_id, Job.kind.in_(_MAP_JOB_KINDS), Job.state == JobState.DONE)
         .order_by(Result.id)
     ).all()
-    paths = []
+    paths: list[Path] = []
     for result in results:
         try:
             summary = read_summary(result.kind, result.summary)
@@ -388,7 +387,10 @@ def _compare_slice(slice_result: SliceResult, reader_result: ReaderResult, sourc
     own = readers[reader_result.reader]
     map_ms = map_values_ms(source)
     spacing = geometry.pixel_spacing_mm
-    myocardium = own.mask(Structure.MYOCARDIUM, uid).astype(bool)
+    drawn = own.mask(Structure.MYOCARDIUM, uid)
+    if drawn is None:  # the analysis found it in the same files; placed again, it must be there too
+        raise ReaderJobError(f"reader {reader_result.reader!r}'s contour on {uid} cannot be read again")
+    myocardium = drawn.astype(bool)
     cavity = cavity_mask(own, uid, myocardium)
     notes = [*slice_result.notes, *reader_result.notes]
     score, reference_readers, reference = reader_result.score, slice_result.reference_readers, None
@@ -431,7 +433,7 @@ def _reader_of(path: Path) -> str:
 
 
 def _read_datasets(paths: Sequence[Path]) -> list[Dataset]:
-    datasets = []
+    datasets: list[Dataset] = []
     for path in paths:
         try:
             datasets.append(pydicom.dcmread(path))
@@ -590,26 +592,26 @@ def summarise(comparison: ReaderComparison, *, source_revision: int) -> ReaderRe
     """Figures of a reader comparison without patient data (the reader is named by its label)."""
     slices = []
     for item in comparison.slices:
+        uid, kind, level = item.slice.sop_instance_uid, item.slice.map_kind.value, item.slice.level.value
         score = item.score
-        scored = {} if score is None else {
-            "dice_myocardium": rounded(score.dice_myocardium, 3),
-            "iou_myocardium": rounded(score.iou_myocardium, 3),
-            "dice_cavity": rounded(score.dice_cavity, 3),
-            "hausdorff_mm": rounded(score.hausdorff_mm, 2),
-            "mean_surface_distance_mm": rounded(score.mean_surface_distance_mm, 2),
-            "map_difference_ms": rounded(score.map_difference_ms, 1),
-            "wall_thickness_difference_mm": rounded(score.wall_thickness_difference_mm, 2),
-            "error_mode": score.error_mode,
-        }
+        if score is None:
+            # The score's fields are left unset, not set to None, so that figures() leaves them out.
+            slices.append(ReaderSliceFigures(
+                map_sop_instance_uid=uid, map_kind=kind, level=level, status="not scored", reference=None,
+                reference_readers=list(item.reference_readers), notes=list(item.notes),
+            ))
+            continue
         slices.append(ReaderSliceFigures(
-            map_sop_instance_uid=item.slice.sop_instance_uid,
-            map_kind=item.slice.map_kind.value,
-            level=item.slice.level.value,
-            status="scored" if score is not None else "not scored",
-            reference=score.reference if score is not None else None,
-            reference_readers=list(item.reference_readers),
-            notes=list(item.notes),
-            **scored,
+            map_sop_instance_uid=uid, map_kind=kind, level=level, status="scored", reference=score.reference,
+            reference_readers=list(item.reference_readers), notes=list(item.notes),
+            dice_myocardium=rounded(score.dice_myocardium, 3),
+            iou_myocardium=rounded(score.iou_myocardium, 3),
+            dice_cavity=rounded(score.dice_cavity, 3),
+            hausdorff_mm=rounded(score.hausdorff_mm, 2),
+            mean_surface_distance_mm=rounded(score.mean_surface_distance_mm, 2),
+            map_difference_ms=rounded(score.map_difference_ms, 1),
+            wall_thickness_difference_mm=rounded(score.wall_thickness_difference_mm, 2),
+            error_mode=score.error_mode,
         ))
     return ReaderResultSummary(
         reader=comparison.reader,

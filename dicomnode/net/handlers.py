@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import cast
 
 from pydicom import Dataset
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
+from pynetdicom.pdu_primitives import A_ASSOCIATE
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
@@ -77,7 +80,9 @@ def check_peer(settings: Settings, calling_ae: str, calling_host: str) -> None:
 def handle_association_request(event: Event, settings: Settings) -> None:
     """EVT_REQUESTED: reject unknown peers, and storage associations while the disk is below the watermark."""
     assoc = event.assoc
-    request = assoc.requestor.primitive
+    # EVT_REQUESTED fires on a received A-ASSOCIATE-RQ, which pynetdicom has stored as the requestor's primitive
+    # (its own ACSE casts it the same way).
+    request = cast(A_ASSOCIATE, assoc.requestor.primitive)
     calling_ae = str(request.calling_ae_title).strip()
     calling_host = assoc.requestor.address
     try:
@@ -117,7 +122,7 @@ def handle_store(event: Event, context: StoreContext) -> int | Dataset:
     assoc = event.assoc
     calling_ae = assoc.requestor.ae_title.strip()
     calling_host = assoc.requestor.address
-    request = event.request
+    request = cast(C_STORE, event.request)  # the EVT_C_STORE handler always gets a C-STORE request
     sop_instance_uid = str(request.AffectedSOPInstanceUID)
     peer = context.settings.peer(calling_ae)
     if peer is not None and not peer.may_store:

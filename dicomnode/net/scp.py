@@ -6,9 +6,11 @@ import logging
 import socket
 import ssl
 import threading
+from collections.abc import Callable
+from typing import Any, cast
 
 from pynetdicom import AE, evt
-from pynetdicom.events import Event
+from pynetdicom.events import Event, EventHandlerType
 from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -69,7 +71,10 @@ def tune_association(event: Event) -> None:
     if logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
         return
     for event_type in STANDARD_LOG_EVENTS:
-        for handler, _args in list(assoc.get_handlers(event_type)):
+        # Notification events (all of STANDARD_LOG_EVENTS) keep a list of (handler, args); get_handlers is typed
+        # for intervention events too, whose single pair is not a list.
+        bound = cast(list[tuple[Callable[..., Any], list[Any] | None]], assoc.get_handlers(event_type))
+        for handler, _args in list(bound):
             if getattr(handler, "__module__", "") == PYNETDICOM_HANDLERS_MODULE:
                 assoc.unbind(event_type, handler)
 
@@ -173,15 +178,17 @@ class StorageSCP:
             return
         dicom = self._settings.dicom
         tls_context = server_context(self._settings) if dicom.tls_port else None
-        handlers = [
+        handlers: list[EventHandlerType] = [
             (evt.EVT_CONN_OPEN, tune_association),
             (evt.EVT_REQUESTED, handle_association_request, [self._settings]),
             (evt.EVT_C_ECHO, handle_echo),
             (evt.EVT_C_STORE, handle_store, [self._context]),
         ]
         address = (dicom.bind, dicom.port)
-        self._server = self._ae.start_server(address, block=False, evt_handlers=handlers)
-        self.port = int(self._server.server_address[1])
+        server = self._ae.start_server(address, block=False, evt_handlers=handlers)
+        assert server is not None  # start_server returns None only when it blocks (block=True)
+        self._server = server
+        self.port = int(server.server_address[1])
         LOGGER.info("Storage SCP %s listening on %s:%d", dicom.ae_title, address[0], self.port)
         if tls_context is not None:
             try:
@@ -196,12 +203,16 @@ class StorageSCP:
             )
 
     def _start_tls_server(
-        self, address: tuple[str, int], context: ssl.SSLContext, handlers: list
+        self, address: tuple[str, int], context: ssl.SSLContext, handlers: list[EventHandlerType]
     ) -> TLSAssociationServer:
         # As AE.start_server(block=False) does, with the server class that moves the handshake off the
-        # accepting thread.
-        server = self._ae.make_server(
-            address, ssl_context=context, evt_handlers=handlers, server_class=TLSAssociationServer
+        # accepting thread. make_server builds the server_class it is given; its return type also allows
+        # its default class.
+        server = cast(
+            TLSAssociationServer,
+            self._ae.make_server(
+                address, ssl_context=context, evt_handlers=handlers, server_class=TLSAssociationServer
+            ),
         )
         server.handshake_timeout_s = self._settings.dicom.acse_timeout_s
         thread = threading.Thread(target=server.serve_forever, name="TLSAcceptorServer", daemon=True)

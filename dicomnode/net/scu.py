@@ -20,13 +20,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, cast
 
 from pydicom import dcmread
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Output, Settings
@@ -249,7 +250,7 @@ def send_files(
         An outcome for every path; network failures are outcomes, not exceptions.
     """
     outcomes: dict[Path, StoreOutcome] = {}
-    datasets: dict[Path, Dataset] = {}
+    datasets: dict[Path, FileDataset] = {}
     for path in map(Path, paths):
         try:
             dataset = dcmread(path)
@@ -359,15 +360,19 @@ def _claim(
         if only_if_due and _utc(transfer.next_attempt_at) > now:
             continue
         # Conditional on the state and time read above: a concurrent claimer updates no row and skips it.
-        taken = session.execute(
-            update(Transfer)
-            .where(
-                Transfer.id == transfer.id,
-                Transfer.state == TransferState.PENDING,
-                Transfer.next_attempt_at == transfer.next_attempt_at,
-            )
-            .values(next_attempt_at=now + lease)
-            .execution_options(synchronize_session=False)
+        # An UPDATE's result is a CursorResult (it has rowcount); Session.execute types every result as Result.
+        taken = cast(
+            CursorResult[Any],
+            session.execute(
+                update(Transfer)
+                .where(
+                    Transfer.id == transfer.id,
+                    Transfer.state == TransferState.PENDING,
+                    Transfer.next_attempt_at == transfer.next_attempt_at,
+                )
+                .values(next_attempt_at=now + lease)
+                .execution_options(synchronize_session=False)
+            ),
         ).rowcount
         if taken:
             claimed.append(

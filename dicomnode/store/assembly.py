@@ -39,7 +39,7 @@ RAW_ROLES = frozenset(
 )
 DERIVED_ROLES = frozenset({SeriesRole.MOCO, SeriesRole.T1_MAP, SeriesRole.T2_MAP, SeriesRole.FIT_QUALITY})
 
-OnComplete = Callable[[int, int], None]
+OnComplete = Callable[[int, int], object]  # (series id, revision); what it returns is not used
 
 
 class Assembler:

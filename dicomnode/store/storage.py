@@ -467,18 +467,10 @@ def _record(
 ) -> RecordedIds:
     if about_series is None and (series is None or not _knows_all(series)):
         raise StaleSeriesError(f"series {facts.series_instance_uid} left the cache; classify the instance")
-    fields = {
-        "sop_class_uid": facts.sop_class_uid,
-        "transfer_syntax_uid": facts.transfer_syntax_uid,
-        "instance_number": facts.instance_number,
-        "path": path,
-        "sha256": sha256,
-        "size_bytes": size_bytes,
-        "version": version,
-    }
     try:
         with engine.begin() as connection:
             if series is None:
+                assert about_series is not None  # the check above raised StaleSeriesError when both are None
                 series = _find_or_create_series(connection, facts, about_series)
             elif about_series is not None and _learns(series, about_series):
                 repository.learn_series_facts(
@@ -499,11 +491,31 @@ def _record(
                 raise StaleSeriesError(f"series {facts.series_instance_uid} is not id {series.id}")
             if existing is None:
                 instance_id = repository.insert_instance_row(
-                    connection, series_id=series.id, sop_instance_uid=facts.sop_instance_uid, **fields
+                    connection,
+                    series_id=series.id,
+                    sop_instance_uid=facts.sop_instance_uid,
+                    sop_class_uid=facts.sop_class_uid,
+                    transfer_syntax_uid=facts.transfer_syntax_uid,
+                    instance_number=facts.instance_number,
+                    path=path,
+                    sha256=sha256,
+                    size_bytes=size_bytes,
+                    version=version,
                 )
             else:
                 instance_id = existing.id
-                repository.update_instance_row(connection, instance_id=instance_id, series_id=series.id, **fields)
+                repository.update_instance_row(
+                    connection,
+                    instance_id=instance_id,
+                    series_id=series.id,
+                    sop_class_uid=facts.sop_class_uid,
+                    transfer_syntax_uid=facts.transfer_syntax_uid,
+                    instance_number=facts.instance_number,
+                    path=path,
+                    sha256=sha256,
+                    size_bytes=size_bytes,
+                    version=version,
+                )
                 if existing.series_id != series.id:
                     repository.recount_series_row(connection, series_id=series.id)
                     repository.recount_series_row(connection, series_id=existing.series_id)
@@ -579,6 +591,7 @@ def _text(dataset: Dataset, keyword: str, max_length: int) -> str:
 
 def _int_or_none(value: object) -> int | None:
     try:
-        return int(value)  # type: ignore[arg-type]
+        # Any value is tried on purpose: int() raises TypeError for those it cannot take, answered with None.
+        return int(value)  # type: ignore[call-overload]
     except (TypeError, ValueError):
         return None

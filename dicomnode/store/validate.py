@@ -7,9 +7,11 @@ import re
 import struct
 from dataclasses import dataclass
 from io import BytesIO
+from typing import cast
 
 from pydicom import Dataset, dcmread
 from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import FileMetaDataset, validate_file_meta
 from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO
@@ -330,10 +332,12 @@ def _read_header(data: bytes, implicit_vr: bool) -> tuple[Dataset, int]:
     tags = list(header.keys())
     if tags:
         # Only the last element read can have been cut short by the end of the data.
-        raw = header.get_item(tags[-1])
+        # pydicom's get_item overload says DataElement, but a value never accessed comes back as the
+        # RawDataElement read from the stream (its is_raw is True; a DataElement's is False).
+        raw = cast(DataElement | RawDataElement, header.get_item(tags[-1]))
         value = getattr(raw, "value", None)
         if (
-            getattr(raw, "is_raw", False)
+            isinstance(raw, RawDataElement)
             and raw.length != UNDEFINED_LENGTH
             and value is not None
             and len(value) < raw.length

@@ -43,7 +43,10 @@ def _leaves(name: str, value: Any) -> Iterator[tuple[str, str, Any]]:
     if isinstance(value, np.recarray | np.record) or (
             isinstance(value, np.ndarray) and value.dtype.names is not None):
         record = value.ravel()[0] if isinstance(value, np.ndarray) else value
-        for field in record.dtype.names:
+        fields = record.dtype.names
+        if fields is None:  # a record array of a plain dtype (readsav makes none): say so, not fail on None
+            raise ContourFormatError(f"structure {name} has no fields; expected named fields")
+        for field in fields:
             for _, own, leaf in _leaves(field.lower(), record[field]):
                 yield (name if own == field.lower() else field.lower()), own, leaf
         return
@@ -105,7 +108,9 @@ def read_idl_sav(path: Path | str, geometry: ImageGeometry, *, reader: str) -> C
         variables = readsav(str(path), verbose=False)
     except Exception as error:  # scipy raises bare Exception for a bad signature or record
         raise ContourFormatError(f"{Path(path).name} is not a readable IDL SAVE file: {error}") from error
-    contours = {label: {geometry.sop_instance_uid: (points,)} for label, points in sav_contours(variables).items()}
+    contours: dict[str, dict[str, tuple[np.ndarray, ...]]] = {
+        label: {geometry.sop_instance_uid: (points,)} for label, points in sav_contours(variables).items()
+    }
     LOGGER.debug("IDL SAVE %s: borders %s", Path(path).name, sorted(contours))
     return ContourSet(reader=reader, contours=contours, source_format="IDL SAVE",
                       shapes={geometry.sop_instance_uid: geometry.shape})

@@ -198,7 +198,7 @@ def read_seg(
             if number not in segments:
                 raise ContourFormatError(f"frame {frame.index + 1} references segment {number}; expected one of "
                                          f"{sorted(segments)}")
-            mask = _frame_mask(pixels[frame.index], segmentation_type, maximum_fractional, number)  # type: ignore[arg-type]
+            mask = _frame_mask(pixels[frame.index], segmentation_type, maximum_fractional, number)
             by_image = masks.setdefault(segments[number], {})
             by_image[target] = by_image[target] | mask if target in by_image else mask
     if missing or unplaced:

@@ -15,6 +15,7 @@ from db.migrate import upgrade
 from db.models import Instance, Series, SeriesRole, SeriesState, Study
 from db.session import make_engine, make_session_factory, session_scope
 from dicomnode.store import reconcile
+from dicomnode.store.durable import OUTPUTS_FOLDER
 from dicomnode.store.reconcile import reconcile_storage
 from dicomnode.store.storage import store_instance
 from tests.dicom_builders import molli_series, mr_image
@@ -119,6 +120,22 @@ def test_temporary_files_of_interrupted_writes_are_removed(
 
     assert report.temporary_removed == 1 and not leftover.exists()
     assert stored.path.is_file() and report.instances_recorded == 0
+
+
+def test_temporary_files_of_interrupted_output_writes_are_removed(
+    settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    series_folder = settings.storage_root / OUTPUTS_FOLDER / "1.2.3" / "4.5.6"
+    series_folder.mkdir(parents=True)
+    written = series_folder / "7.8.dcm"
+    written.write_bytes(b"a finished output")
+    leftover = series_folder / ".7.9.dcm.a1b2c3.part"  # a job killed while writing its next output
+    leftover.write_bytes(b"half")
+
+    report = reconcile_storage(settings, session_factory)
+
+    assert report.temporary_removed == 1 and not leftover.exists()
+    assert written.read_bytes() == b"a finished output" and report.files_on_disk == 0
 
 
 def test_newer_version_on_disk_updates_the_row(
