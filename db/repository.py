@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, TypedDict, cast
 
 from sqlalchemy import Connection, CursorResult, Integer, Table, bindparam, case, func, insert, null, select, update
 from sqlalchemy.orm import Session
@@ -405,6 +405,18 @@ def count_arrival(
         },
     )
     return result.rowcount == 1
+
+
+class InstanceFileColumns(TypedDict):
+    """The columns of an instance row that describe its stored file: inserted and updated alike."""
+
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    instance_number: int | None
+    path: str
+    sha256: str
+    size_bytes: int
+    version: int
 
 
 def insert_instance_row(

@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,48 +162,46 @@ def reconcile_storage(settings: Settings, session_factory: sessionmaker[Session]
 
 
 def _walk(root: Path) -> tuple[list[_StoredFile], int]:
-    """Stored files under ``root`` (two levels of UID-named folders), after removing temporary files."""
+    """Stored files under ``root`` (two levels of UID-named folders), after removing temporary files there and in
+    the node's outputs folder."""
     stored: list[_StoredFile] = []
     removed = 0
+    for where, entry in _series_entries(root):
+        if is_temporary(entry.name):
+            removed += _remove_temporary(where, entry)
+            continue
+        match = STORED_FILE.fullmatch(entry.name)
+        if match is None or not entry.is_file(follow_symlinks=False):
+            continue
+        stored.append(
+            _StoredFile(
+                relative=f"{where}/{entry.name}",
+                sop_instance_uid=match["uid"],
+                version=int(match["version"] or 1),
+            )
+        )
+    removed += sum(_remove_temporary(f"{OUTPUTS_FOLDER}/{where}", entry)
+                   for where, entry in _series_entries(root / OUTPUTS_FOLDER) if is_temporary(entry.name))
+    return stored, removed
+
+
+def _series_entries(root: Path) -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """(``<study>/<series>``, entry) for every entry of the series folders under ``root``."""
     for study in _uid_folders(root):
         for series in _uid_folders(Path(study.path)):
             with os.scandir(series.path) as entries:
                 for entry in entries:
-                    name = entry.name
-                    if is_temporary(name):
-                        try:
-                            os.unlink(entry.path)
-                        except FileNotFoundError:
-                            continue
-                        LOGGER.info("removed %s/%s/%s of an interrupted write", study.name, series.name, name)
-                        removed += 1
-                        continue
-                    match = STORED_FILE.fullmatch(name)
-                    if match is None or not entry.is_file(follow_symlinks=False):
-                        continue
-                    stored.append(
-                        _StoredFile(
-                            relative=f"{study.name}/{series.name}/{name}",
-                            sop_instance_uid=match["uid"],
-                            version=int(match["version"] or 1),
-                        )
-                    )
-    return stored, removed + _remove_temporary_outputs(root / OUTPUTS_FOLDER)
+                    yield f"{study.name}/{series.name}", entry
 
 
-def _remove_temporary_outputs(outputs: Path) -> int:
-    """Remove the temporary files of interrupted output writes (``outputs/<study>/<series>/``); returns how many."""
-    removed = 0
-    for study in _uid_folders(outputs):
-        for series in _uid_folders(Path(study.path)):
-            with os.scandir(series.path) as entries:
-                for entry in entries:
-                    if is_temporary(entry.name):
-                        Path(entry.path).unlink(missing_ok=True)
-                        LOGGER.info("removed output %s/%s/%s of an interrupted write", study.name, series.name,
-                                    entry.name)
-                        removed += 1
-    return removed
+def _remove_temporary(where: str, entry: os.DirEntry[str]) -> int:
+    """Remove a temporary file of an interrupted write; 1 when this call removed it, 0 when it was gone already."""
+    try:
+        os.unlink(entry.path)
+    except FileNotFoundError:
+        return 0
+    LOGGER.info("removed %s/%s of an interrupted write", where, entry.name)
+    return 1
 
 
 def _uid_folders(folder: Path) -> list[os.DirEntry[str]]:

@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from config.settings import Settings
 from db import repository
 from db.models import SeriesRole
-from db.repository import InstanceRow, SeriesRow
+from db.repository import InstanceFileColumns, InstanceRow, SeriesRow
 from dicomnode.errors import CannotUnderstandError, MyomapError, StorageFullError
 from dicomnode.io.classify import classify, expected_instances
 from dicomnode.store.durable import write_durably
@@ -467,6 +467,15 @@ def _record(
 ) -> RecordedIds:
     if about_series is None and (series is None or not _knows_all(series)):
         raise StaleSeriesError(f"series {facts.series_instance_uid} left the cache; classify the instance")
+    columns = InstanceFileColumns(
+        sop_class_uid=facts.sop_class_uid,
+        transfer_syntax_uid=facts.transfer_syntax_uid,
+        instance_number=facts.instance_number,
+        path=path,
+        sha256=sha256,
+        size_bytes=size_bytes,
+        version=version,
+    )
     try:
         with engine.begin() as connection:
             if series is None:
@@ -491,31 +500,11 @@ def _record(
                 raise StaleSeriesError(f"series {facts.series_instance_uid} is not id {series.id}")
             if existing is None:
                 instance_id = repository.insert_instance_row(
-                    connection,
-                    series_id=series.id,
-                    sop_instance_uid=facts.sop_instance_uid,
-                    sop_class_uid=facts.sop_class_uid,
-                    transfer_syntax_uid=facts.transfer_syntax_uid,
-                    instance_number=facts.instance_number,
-                    path=path,
-                    sha256=sha256,
-                    size_bytes=size_bytes,
-                    version=version,
+                    connection, series_id=series.id, sop_instance_uid=facts.sop_instance_uid, **columns
                 )
             else:
                 instance_id = existing.id
-                repository.update_instance_row(
-                    connection,
-                    instance_id=instance_id,
-                    series_id=series.id,
-                    sop_class_uid=facts.sop_class_uid,
-                    transfer_syntax_uid=facts.transfer_syntax_uid,
-                    instance_number=facts.instance_number,
-                    path=path,
-                    sha256=sha256,
-                    size_bytes=size_bytes,
-                    version=version,
-                )
+                repository.update_instance_row(connection, instance_id=instance_id, series_id=series.id, **columns)
                 if existing.series_id != series.id:
                     repository.recount_series_row(connection, series_id=series.id)
                     repository.recount_series_row(connection, series_id=existing.series_id)
