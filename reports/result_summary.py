@@ -79,6 +79,7 @@ class SliceFigures(_Part):
         return cls(
             index=index,
             status="analysed",
+            reason=None,
             banner=banner,
             map_kind=analysis.map_kind.value,
             level=analysis.level.value,
@@ -201,8 +202,10 @@ ResultSummary = MapResultSummary | ReaderResultSummary
 
 
 def summary_json(summary: ResultSummary) -> dict[str, Any]:
-    """What the job stores in ``Result.summary``."""
-    return summary.model_dump(mode="json")
+    """What the job stores in ``Result.summary``: the fields the job set, so that a part that does not apply (the
+    score of an unscored slice, the figures of a failed one, ``reports_error`` of a job without error) is absent
+    rather than null, in the record and in the figures read back from it."""
+    return summary.model_dump(mode="json", exclude_unset=True)
 
 
 def read_summary(kind: str, stored: dict[str, Any] | None) -> ResultSummary | None:

@@ -34,7 +34,7 @@ from dicomnode.sop_classes import PARAMETRIC_MAP
 from inference.aha import AhaLevel, aha_segments, rv_insertion_points
 from inference.consensus import consensus
 from inference.errors import AnalysisError
-from inference.mapping import MapKind, MappingResult
+from inference.mapping import MapKind
 from inference.model_set import ModelSet
 from inference.myocardium_values import RegionValues, region_values, segment_values
 from inference.slice_analysis import RawImages, analyse_slice
@@ -317,7 +317,7 @@ def _reconstructed_maps(instances: list[Dataset], kind: MapKind, timing: TimingK
     loaded: LoadedSeries = load_series(instances, timing)
     maps = []
     for stack in loaded.slices:
-        result = _fit(loaded, stack, correction="bloch")
+        result = fit_slice(loaded, stack, correction="bloch")
         map_ms = np.where(result.valid, result.map_ms, 0.0)
         geometry = ImageGeometry.from_dataset(stack.sources[0], stack.frame_numbers[0] - 1)
         raw = RawImages(stack.images, stack.times_ms, np.nan_to_num(result.r2).astype(np.float32)) \
@@ -325,11 +325,6 @@ def _reconstructed_maps(instances: list[Dataset], kind: MapKind, timing: TimingK
         maps.append(_MapSlice(kind, f"reconstructed: {result.method}", map_ms, geometry,
                               loaded.series_instance_uid, loaded.series_description, raw))
     return maps
-
-
-def _fit(loaded: LoadedSeries, stack: SliceStack, *, correction: str) -> MappingResult:
-    """The map job's fit of one slice (same scheme, RR and protocol inference)."""
-    return fit_slice(loaded, stack, correction=correction)
 
 
 def _attach_raw(map_slices: list[_MapSlice], series: dict[str, list[Dataset]], roles: dict[str, SeriesRole],
@@ -360,7 +355,7 @@ def _attach_raw(map_slices: list[_MapSlice], series: dict[str, list[Dataset]], r
             out.append(map_slice)
             continue
         loaded, stack = found
-        fit = _fit(loaded, stack, correction="none")
+        fit = fit_slice(loaded, stack, correction="none")
         raw = RawImages(stack.images, stack.times_ms, np.nan_to_num(fit.r2).astype(np.float32))
         out.append(replace(map_slice, raw=raw))
     return out

@@ -100,7 +100,7 @@ def run_job(
         sc_paths = write_console_images(outcomes, inputs, writer)
         outputs = {Output.SC: sc_paths, Output.MAPS: [*(m.mr_map_path for m in slice_maps),
                                                        *(m.parametric_map_path for m in slice_maps)]}
-        summary = summarise(slice_maps, job_key=claimed.key, source_revision=claimed.series_revision)
+        summary = summarise(slice_maps, writer=writer, source_revision=claimed.series_revision)
         summary.analysis = analysis_summary(outcomes, versions)
         transfer_ids = _record_result(claimed, summary, outputs, done=False, settings=settings,
                                       session_factory=session_factory)
@@ -237,7 +237,7 @@ def warm_up() -> float:
     return time.perf_counter() - started
 
 
-def summarise(slice_maps: Sequence[SliceMap], *, job_key: str, source_revision: int) -> MapResultSummary:
+def summarise(slice_maps: Sequence[SliceMap], *, writer: OutputWriter, source_revision: int) -> MapResultSummary:
     """Figures of a map result without patient data: method, slices, and global statistics of valid pixels."""
     valid_values = np.concatenate([m.mapping.map_ms[m.mapping.valid].ravel() for m in slice_maps])
     r2_values = np.concatenate([m.mapping.r2[m.mapping.valid].ravel() for m in slice_maps])
@@ -255,8 +255,8 @@ def summarise(slice_maps: Sequence[SliceMap], *, job_key: str, source_revision: 
         p25_ms=rounded(float(np.percentile(valid_values, 25))) if has_values else None,
         p75_ms=rounded(float(np.percentile(valid_values, 75))) if has_values else None,
         median_r2=rounded(float(np.median(r2_values)), 4) if r2_values.size else None,
-        mr_map_series_uid=output_uid(job_key, OutputSeries.MR_MAP.label),
-        parametric_map_series_uid=output_uid(job_key, OutputSeries.PARAMETRIC_MAP.label),
+        mr_map_series_uid=writer.series_uid(OutputSeries.MR_MAP),
+        parametric_map_series_uid=writer.series_uid(OutputSeries.PARAMETRIC_MAP),
         source_revision=source_revision,
     )
 
@@ -287,7 +287,7 @@ def _record_result(
         if result is None:
             result = Result(job_id=job.id, kind=claimed.kind.value)
             session.add(result)
-        result.output_series_uid = output_uid(claimed.key, OutputSeries.MR_MAP.label)
+        result.output_series_uid = summary.mr_map_series_uid
         result.paths = [path for paths in relative.values() for path in paths]
         summary.outputs = ResultOutputs.model_validate({output.value: paths for output, paths in relative.items()})
         result.summary = summary_json(summary)

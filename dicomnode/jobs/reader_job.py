@@ -595,7 +595,7 @@ def summarise(comparison: ReaderComparison, *, source_revision: int) -> ReaderRe
         uid, kind, level = item.slice.sop_instance_uid, item.slice.map_kind.value, item.slice.level.value
         score = item.score
         if score is None:
-            # The score's fields are left unset, not set to None, so that figures() leaves them out.
+            # The score's fields are left unset, not None: the record leaves them out (summary_json).
             slices.append(ReaderSliceFigures(
                 map_sop_instance_uid=uid, map_kind=kind, level=level, status="not scored", reference=None,
                 reference_readers=list(item.reference_readers), notes=list(item.notes),

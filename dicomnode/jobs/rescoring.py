@@ -204,5 +204,5 @@ def _recorded_digest(session: Session, series: Series) -> str | None:
             except ValidationError as error:
                 LOGGER.warning("result %d: summary not readable, reference unknown: %s", result.id, error)
                 return None
-            return summary.reference_digest or None if isinstance(summary, ReaderResultSummary) else None
+            return (summary.reference_digest or None) if isinstance(summary, ReaderResultSummary) else None
     return None

@@ -79,9 +79,9 @@ def read_result_summary(result: Result) -> ResultSummary | None:
         return None
 
 
-def read_outputs(result: Result) -> ResultOutputs:
-    """The output lists of a result's summary; empty lists when absent or unreadable."""
-    summary = read_result_summary(result)
+def read_outputs(result: Result, summary: ResultSummary | None) -> ResultOutputs:
+    """The output lists of a result (``summary``: its typed summary, when readable); empty lists when absent or
+    unreadable."""
     if summary is not None:
         return summary.outputs
     try:
@@ -100,7 +100,8 @@ def file_kind(path: str, outputs: ResultOutputs) -> str:
 
 def result_detail(result: Result, request: Request) -> ResultDetail:
     """What the page and GET /api/results/{id} show of one result (its job, series and study loaded)."""
-    outputs = read_outputs(result)
+    typed = read_result_summary(result)
+    outputs = read_outputs(result, typed)
     paths = list(result.paths or [])
     listed = set(paths)
     files = [
@@ -123,7 +124,6 @@ def result_detail(result: Result, request: Request) -> ResultDetail:
     ]
     series = result.job.series
     summary = result.summary or {}
-    typed = read_result_summary(result)
     analysis = typed.analysis if isinstance(typed, MapResultSummary) else None
     figures = typed.figures() if typed is not None else \
         {key: value for key, value in summary.items() if key not in (ANALYSIS_KEY, OUTPUTS_KEY)}
@@ -237,7 +237,7 @@ def api_get_result(result_id: ResultId, request: Request, session: SessionDep) -
 def result_image(result_id: ResultId, n: Position, session: SessionDep, settings: SettingsDep) -> Response:
     """Secondary Capture ``n`` of the result (its position in ``outputs.sc``) as PNG."""
     result = _result_or_404(session, result_id)
-    images = read_outputs(result).sc
+    images = read_outputs(result, read_result_summary(result)).sc
     if n >= len(images):
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, detail=f"result {result_id} has {len(images)} images, no image {n}"
