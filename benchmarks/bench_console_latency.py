@@ -11,7 +11,11 @@ their medians, and the ratio of the median to the design's 1 s target, next to t
 without protocol-based completion would wait before even starting; and the node's peak RSS with every model
 loaded (VmHWM), against the 1 GiB target. Exit status 1 when the median exceeds the target.
 
-Usage: ``python benchmarks/bench_console_latency.py [--runs 7]``
+The node waits ``[series] pairing_seconds`` after a study's last mapping image before it analyses, so that a
+scanner's map sent after its raw images is analysed with them once; that wait is part of the latency. The
+default is the embedded default; ``--pairing-seconds 0`` measures a site whose scanners never send maps.
+
+Usage: ``python benchmarks/bench_console_latency.py [--runs 7] [--pairing-seconds S]``
 """
 
 from __future__ import annotations
@@ -93,8 +97,9 @@ def _start_console(port: int, arrivals: queue.Queue[Arrival]) -> object:
     return ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
 
 
-def _start_node(folder: Path, dicom_port: int, console_port: int) -> subprocess.Popen:
+def _start_node(folder: Path, dicom_port: int, console_port: int, pairing_s: float) -> subprocess.Popen:
     config = {
+        "series": {"pairing_seconds": pairing_s},
         "dicom": {"ae_title": NODE_AE, "bind": "127.0.0.1", "port": dicom_port},
         "web": {"bind": "127.0.0.1", "port": _free_port()},
         "storage": {"path": str(folder / "data"), "min_free_mb": 1},
@@ -186,6 +191,7 @@ def peak_rss_mib(pid: int) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--pairing-seconds", type=float, default=load_settings().series.pairing_seconds)
     args = parser.parse_args()
     arrivals: queue.Queue[Arrival] = queue.Queue()
     with tempfile.TemporaryDirectory(prefix="myomap-latency-") as temporary:
@@ -193,7 +199,7 @@ def main() -> int:
         images = _phantom_slice(folder / "phantom")
         console_port, dicom_port = _free_port(), _free_port()
         console = _start_console(console_port, arrivals)
-        node = _start_node(folder, dicom_port, console_port)
+        node = _start_node(folder, dicom_port, console_port, args.pairing_seconds)
         try:
             expected = _count_objects(images, dicom_port, arrivals)  # first series also warms the caches
             results = [_run_once(images, dicom_port, arrivals, expected) for _ in range(args.runs)]
@@ -214,7 +220,8 @@ def main() -> int:
     median_s = statistics.median(to_sc)
     print(f"median to Secondary Capture {median_s:.3f} s, to MR map {statistics.median(to_mr):.3f} s, to every "
           f"object {statistics.median(to_all):.3f} s; target {TARGET_S:.1f} s: ratio {median_s / TARGET_S:.2f}; "
-          f"a quiet-period assembler would wait {quiet_s:.1f} s before starting")
+          f"a quiet-period assembler would wait {quiet_s:.1f} s before starting; of it, the pairing wait for a "
+          f"scanner map is {args.pairing_seconds:.1f} s, the work {median_s - args.pairing_seconds:.3f} s")
     print(f"node peak RSS with every model loaded: {rss_mib:.0f} MiB; target 1024 MiB: ratio {rss_mib / 1024:.2f}")
     return 0 if median_s <= TARGET_S else 1
 

@@ -7,7 +7,7 @@ import ssl
 from enum import Enum
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
@@ -150,6 +150,9 @@ class QueueSettings(BaseModel):
 
 class SeriesSettings(BaseModel):
     quiet_seconds: float = Field(default=3.0, gt=0)
+    # A mapping series is analysed once its study has received no mapping image for this long, so that the raw
+    # images and the scanner's map of one slice, sent one after the other, are analysed together.
+    pairing_seconds: float = Field(default=2.0, ge=0)
 
 
 class RoutingSettings(BaseModel):
@@ -174,6 +177,14 @@ class ModelsSettings(BaseModel):
     motion: str = ""
     qc_encoder: str = ""
     qc_decoder: str = ""
+
+
+class MappingSettings(BaseModel):
+    """How the node reports the maps it reconstructs."""
+
+    # "scanner": the plain fit, as the vendor's own MOLLI/ShMOLLI map (what sites' normal ranges are built on);
+    # "corrected": the Bloch-corrected estimate. The other one is reported as a second, labelled measurement.
+    report_t1: Literal["scanner", "corrected"] = "scanner"
 
 
 class ScoringSettings(BaseModel):
@@ -222,6 +233,7 @@ class Settings(BaseSettings):
     routing: RoutingSettings = RoutingSettings()
     scu: ScuSettings = ScuSettings()
     models: ModelsSettings = ModelsSettings()
+    mapping: MappingSettings = MappingSettings()
     scoring: ScoringSettings = ScoringSettings()
     logging: LoggingSettings = LoggingSettings()
     peers: list[Peer] = []

@@ -163,6 +163,26 @@ class Result(Base):
     transfers: Mapped[list[Transfer]] = relationship(back_populates="result")
 
 
+class AnalysisUnit(Base):
+    """The series of one study and map kind that show the same slices (raw images, the scanner's maps), analysed
+    together once: the first job to insert the unit's key analyses it, the others find it taken.
+
+    A unit that shares a series with an earlier one (the raw images came after the map was analysed, more images
+    arrived) supersedes it: its outputs say so and the page shows the newest.
+    """
+
+    __tablename__ = "analysis_unit"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(8))  # "T1" or "T2"
+    job_id: Mapped[int] = mapped_column(ForeignKey("job.id"), index=True)  # the job that analyses it
+    members: Mapped[list[dict]] = mapped_column(JSON, default=list)  # [{"series_id", "revision", "role"}]
+    supersedes_unit_id: Mapped[int | None] = mapped_column(ForeignKey("analysis_unit.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Transfer(Base):
     """One file to one peer; kept until delivered or given up."""
 

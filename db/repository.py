@@ -7,7 +7,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypedDict, cast
 
-from sqlalchemy import Connection, CursorResult, Integer, Table, bindparam, case, func, insert, null, select, update
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Integer,
+    Table,
+    bindparam,
+    case,
+    func,
+    insert,
+    null,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from db.models import Instance, Series, SeriesRole, SeriesState, Study, Transfer, TransferState, utcnow
@@ -198,18 +211,20 @@ def series_in_states(session: Session, *, states: Iterable[SeriesState]) -> list
     return list(session.scalars(select(Series).where(Series.state.in_(list(states))).order_by(Series.id)))
 
 
-def receiving_series_in_study(
-    session: Session, *, study_id: int, roles: Iterable[SeriesRole], received_before: datetime
+def settled_series(
+    session: Session, *, roles: Iterable[SeriesRole], settled_before: datetime
 ) -> list[tuple[int, int]]:
-    """(series id, revision) of RECEIVING series of a study with one of ``roles`` whose last instance arrived
-    before ``received_before``."""
+    """(series id, revision) of COMPLETE series with one of ``roles`` whose study holds no series of those roles
+    that is still RECEIVING or received an instance at or after ``settled_before``."""
+    roles = list(roles)
+    busy_studies = select(Series.study_id).where(
+        Series.role.in_(roles),
+        or_(Series.state == SeriesState.RECEIVING, Series.last_received_at >= settled_before),
+    )
     rows = session.execute(
         select(Series.id, Series.revision).where(
-            Series.study_id == study_id,
-            Series.state == SeriesState.RECEIVING,
-            Series.role.in_(list(roles)),
-            Series.last_received_at < received_before,
-        )
+            Series.state == SeriesState.COMPLETE, Series.role.in_(roles), Series.study_id.not_in(busy_studies)
+        ).order_by(Series.id)
     )
     return [(row.id, row.revision) for row in rows]
 
@@ -370,10 +385,19 @@ def insert_series_row(
 def learn_series_facts(
     connection: Connection, *, series_id: int, role: SeriesRole, expected_instances: int | None
 ) -> None:
-    """Give a series a role or expected count it lacked (as :func:`get_or_create_series` does)."""
+    """Give a series a role or expected count it lacked (as :func:`get_or_create_series` does).
+
+    A series whose first instance was a phase image learns the raw role from a magnitude image: vendors keep the
+    components of one acquisition in one series (Philips M/P, GE M/P/R/I) in any order.
+    """
     if role != SeriesRole.OTHER:
         connection.execute(
             update(_SERIES).where(_SERIES.c.id == series_id, _SERIES.c.role == SeriesRole.OTHER).values(role=role)
+        )
+    raw_of_phase = {SeriesRole.RAW_IR: SeriesRole.RAW_IR_PHASE, SeriesRole.T2_PREP: SeriesRole.T2_PREP_PHASE}
+    if role in raw_of_phase:
+        connection.execute(
+            update(_SERIES).where(_SERIES.c.id == series_id, _SERIES.c.role == raw_of_phase[role]).values(role=role)
         )
     if expected_instances is not None:
         connection.execute(

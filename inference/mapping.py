@@ -74,6 +74,9 @@ class MappingResult:
         The acquisition scheme the images were fitted as.
     correction
         The bias correction that ran (``NONE`` for T2 maps and uncorrected T1 maps).
+    plain_map_ms
+        T1 only: the plain fit before any correction, what the vendor's own MOLLI/ShMOLLI map shows (the same
+        array as ``map_ms`` when no correction ran); None for T2 maps.
     """
 
     kind: MapKind
@@ -83,6 +86,7 @@ class MappingResult:
     method: str
     scheme: MappingScheme
     correction: T1Correction = T1Correction.NONE
+    plain_map_ms: np.ndarray | None = None
 
 
 def reconstruct_map(
@@ -143,6 +147,7 @@ def reconstruct_map(
 
     applied = T1Correction.NONE
     method = _METHODS[scheme]
+    plain_ms = None
     if scheme is MappingScheme.T2PREP:
         t2 = fit_t2_prep(magnitude, times_ms)
         kind, map_ms, r2, valid = MapKind.T2, t2.t2_ms, t2.r2, t2.valid
@@ -157,6 +162,7 @@ def reconstruct_map(
         else:
             t1 = fit_t1_molli(magnitude, times_ms)
         kind, map_ms, r2, valid = MapKind.T1, t1.t1_ms, t1.r2, t1.valid
+        plain_ms = t1.t1_ms
         if correction is T1Correction.BLOCH and protocol is not None:
             map_ms = correct_t1(t1.t1_ms, protocol, t2_ms=t2_map_ms, samples_used=t1.samples_used)
             applied, method = T1Correction.BLOCH, method + _BLOCH_SUFFIX
@@ -167,7 +173,8 @@ def reconstruct_map(
         kind.value, scheme.value, applied.value, int(np.sum(valid)),
     )
     return MappingResult(
-        kind=kind, map_ms=map_ms, r2=r2, valid=valid, method=method, scheme=scheme, correction=applied
+        kind=kind, map_ms=map_ms, r2=r2, valid=valid, method=method, scheme=scheme, correction=applied,
+        plain_map_ms=plain_ms,
     )
 
 

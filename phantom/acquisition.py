@@ -114,6 +114,7 @@ def acquire(
     motion: Sequence[FrameMotion] | None = None,
     b1_scale: float = 1.0,
     coil: CoilField | None = None,
+    snr_reference_mask: np.ndarray | None = None,
 ) -> AcquiredSeries:
     """Form the images of one slice acquired with ``scheme``.
 
@@ -133,11 +134,14 @@ def acquire(
         Relative transmit field of the slice (scales the readout flip angle).
     coil
         Coil field shared by the series of one slice; drawn when not given.
+    snr_reference_mask
+        (rows, columns) bool: the pixels whose mean noise-free signal ``snr`` refers to; the true myocardium when
+        None (a phantom without a heart names its own, e.g. the vials).
 
     Raises
     ------
     AcquisitionError
-        If ``snr`` is out of range or ``motion`` does not have one entry per image.
+        If ``snr`` is out of range, ``motion`` does not have one entry per image, or the SNR reference is empty.
     """
     if not 1.0 <= snr <= 1000.0:
         raise AcquisitionError(f"snr must be in [1, 1000], got {snr}")
@@ -164,7 +168,9 @@ def acquire(
     else:
         reference = int(np.argmin(scheme.t2_prep_ms))  # type: ignore[arg-type]
     gain = RECEIVER_GAIN * coil.sensitivity
-    myocardium = anatomy.myocardium_mask
+    myocardium = anatomy.myocardium_mask if snr_reference_mask is None else np.asarray(snr_reference_mask, bool)
+    if not myocardium.any():
+        raise AcquisitionError("the SNR reference (myocardium or snr_reference_mask) holds no pixel")
     reference_level = float(np.abs(clean[reference][myocardium] * gain[myocardium]).mean())
     noise_sigma = reference_level / snr
 

@@ -51,27 +51,48 @@ def register(app: typer.Typer) -> None:
         workers: Annotated[
             int | None, typer.Option("--workers", min=1, help="worker processes (default: CPU count)")
         ] = None,
+        vendor_quirks: Annotated[
+            str,
+            typer.Option(
+                "--vendor-quirks",
+                help="comma-separated scanner conventions, each for the vendors that have it: ge-mixed (GE), "
+                "per-ti (GE, Philips), display-copy (Siemens), no-field-strength (all but enhanced)",
+            ),
+        ] = "",
+        vials: Annotated[
+            bool, typer.Option("--vials", help="a T1 phantom of 9 vials in a water bath (MOLLI, ShMOLLI), no heart")
+        ] = False,
     ) -> None:
         """Generate synthetic CMR mapping studies as DICOM files with JSON sidecars."""
         from phantom.study import SequenceChoice, StudyRequest, generate_studies
+        from phantom.vendors import parse_quirks
 
         with_experts, with_trainees = _parse_readers(readers)
+        try:
+            quirks = parse_quirks(vendor_quirks)
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint="--vendor-quirks") from error
         try:
             sequence_choice = SequenceChoice(sequence.lower())
         except ValueError as error:
             choices = ", ".join(choice.value for choice in SequenceChoice)
             raise typer.BadParameter(f"--sequence takes one of {choices}, got {sequence!r}") from error
-        request = StudyRequest(
-            seed=seed,
-            field=field,
-            vendor=vendor,
-            sequence=sequence_choice,
-            motion_rate=motion_rate,
-            with_experts=with_experts,
-            with_trainees=with_trainees,
-            snr=snr,
-            n_slices=slices,
-        )
+        try:
+            request = StudyRequest(
+                seed=seed,
+                field=field,
+                vendor=vendor,
+                sequence=sequence_choice,
+                motion_rate=motion_rate,
+                with_experts=with_experts,
+                with_trainees=with_trainees,
+                snr=snr,
+                n_slices=slices,
+                vendor_quirks=quirks,
+                vials=vials,
+            )
+        except ValueError as error:  # a quirk the chosen vendor lacks, or --vials with t2prep
+            raise typer.BadParameter(str(error)) from error
         n_workers = workers if workers is not None else (os.cpu_count() or 1)
         generate_studies(request, out, n_studies=studies, workers=n_workers, progress=True)
 

@@ -14,7 +14,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, IntEnum
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -44,6 +44,24 @@ class ImagePart(str, Enum):
 
     MAGNITUDE = "M"
     PHASE = "P"
+
+
+class GeComponent(IntEnum):
+    """GE's private image type (0043,102F): which component of the complex image an image holds."""
+
+    MAGNITUDE = 0
+    PHASE = 1
+    REAL = 2
+    IMAGINARY = 3
+
+
+#: The order of the components of one TI in a GE mixed series.
+GE_COMPONENTS = (GeComponent.MAGNITUDE, GeComponent.PHASE, GeComponent.REAL, GeComponent.IMAGINARY)
+GE_PRIVATE_CREATOR = "GEMS_PARM_01"
+GE_PRIVATE_CREATOR_TAG = (0x0043, 0x0010)
+GE_IMAGE_TYPE_TAG = (0x0043, 0x102F)
+#: Real and imaginary images: the largest magnitude of the series is stored as this (int16).
+GE_SIGNED_FULL_SCALE = 32767.0
 
 
 @dataclass(frozen=True)
@@ -122,7 +140,7 @@ def apply_patient_study(ds: Dataset, context: StudyContext) -> None:
     ds.ReferringPhysicianName = ""
     ds.StudyID = patient.study_id
     ds.AccessionNumber = patient.accession_number
-    ds.StudyDescription = "Cardiac^Mapping"
+    ds.StudyDescription = context.study_description
     ds.Manufacturer = context.flavour.manufacturer
     ds.ManufacturerModelName = context.flavour.model_name(context.field)
     ds.DeviceSerialNumber = context.device_serial_number
@@ -140,7 +158,10 @@ def apply_series(ds: Dataset, context: StudyContext, series: SeriesInfo) -> None
     ds.ProtocolName = series.protocol_name
     ds.SeriesDate = context.patient.study_date
     ds.SeriesTime = dicom_time(context.patient.study_time, series.start_offset_s)
-    ds.BodyPartExamined = "HEART"
+    if context.body_part:
+        ds.BodyPartExamined = context.body_part
+    elif ds.get("SOPClassUID") != EnhancedMRImageStorage:  # Enhanced MR says it per frame (FrameLaterality)
+        ds.Laterality = None  # Type 2C: without a body part, the series must say (empty: not paired)
     ds.PatientPosition = "HFS"
     ds.FrameOfReferenceUID = context.frame_of_reference_uid
     ds.PositionReferenceIndicator = ""
@@ -203,7 +224,10 @@ def _apply_mr_acquisition(ds: Dataset, acquired: AcquiredSeries, context: StudyC
     ds.NumberOfAverages = 1
     ds.ImagingFrequency = f"{_LARMOR_MHZ_PER_T * context.field.tesla:.6f}"
     ds.ImagedNucleus = "1H"
-    ds.MagneticFieldStrength = context.field.value
+    if context.writes_field_strength:
+        ds.MagneticFieldStrength = context.field.value
+    else:  # the header says nothing of the field, not even through the Larmor frequency
+        del ds.ImagingFrequency
     ds.FlipAngle = f"{acquired.flip_angle_deg:.4g}"
     ds.NominalInterval = f"{acquired.rr_ms:.0f}"
     ds.HeartRate = f"{60000.0 / acquired.rr_ms:.0f}"
@@ -223,6 +247,8 @@ def build_classic_series(
     series: SeriesInfo,
     part: ImagePart,
     sop_instance_uids: Sequence[str],
+    *,
+    image_indices: Sequence[int] | None = None,
 ) -> list[Dataset]:
     """Single-frame MR Image instances of one raw series, InstanceNumber in acquisition order.
 
@@ -239,46 +265,27 @@ def build_classic_series(
     part
         Magnitude or phase.
     sop_instance_uids
-        One UID per image.
+        One UID per image of the series.
+    image_indices
+        The images (acquisition-order indices) this series holds; all when None. Pixels are scaled over all
+        images of ``acquired`` either way, so series that split one acquisition (one series per TI) keep the
+        ratios between their images.
 
     Raises
     ------
     ValueError
         If the number of UIDs does not match the number of images.
     """
-    n_images = int(acquired.magnitude.shape[0])
-    if len(sop_instance_uids) != n_images:
-        raise ValueError(f"need {n_images} SOP Instance UIDs, got {len(sop_instance_uids)}")
+    indices = _indices(acquired, image_indices)
+    if len(sop_instance_uids) != len(indices):
+        raise ValueError(f"need {len(indices)} SOP Instance UIDs, got {len(sop_instance_uids)}")
     stored = encode_magnitude(acquired.magnitude) if part is ImagePart.MAGNITUDE else encode_phase(acquired.phase_rad)
     center, width = window_for(stored) if part is ImagePart.MAGNITUDE else (32768.0, 65536.0)
-    flavour = context.flavour
     datasets = []
-    for index in range(n_images):
-        ds = new_dataset(MRImageStorage, sop_instance_uids[index], context)
-        apply_series(ds, context, series)
+    for number, index in enumerate(indices, start=1):
+        ds = _classic_image(acquired, geometry, context, series, index, sop_instance_uids[number - 1], number,
+                            len(indices))
         ds.ImageType = ["ORIGINAL", "PRIMARY", part.value, "ND"]
-        acquisition_time = dicom_time(
-            context.patient.study_time, series.start_offset_s + float(acquired.acquisition_times_s[index])
-        )
-        ds.InstanceCreationDate = context.patient.study_date
-        ds.InstanceCreationTime = dicom_time(context.patient.study_time, series.start_offset_s + 20.0)
-        ds.AcquisitionDate = context.patient.study_date
-        ds.AcquisitionTime = acquisition_time
-        ds.ContentDate = context.patient.study_date
-        ds.ContentTime = acquisition_time
-        ds.InstanceNumber = index + 1
-        ds.AcquisitionNumber = 1
-        ds.TemporalPositionIdentifier = index + 1
-        _apply_mr_acquisition(ds, acquired, context, geometry.columns)
-        if acquired.inversion_times_ms is not None:
-            ds.InversionTime = (
-                f"{float(acquired.inversion_times_ms[index]):.4g}" if flavour.writes_inversion_time else None
-            )
-        ds.TriggerTime = f"{float(acquired.trigger_times_ms[index]):.4g}"
-        comment = image_comment(acquired, index, flavour.writes_inversion_time)
-        if comment is not None:
-            ds.ImageComments = comment
-        apply_plane(ds, geometry)
         apply_pixels(ds, stored[index])
         ds.WindowCenter = f"{center:.0f}"
         ds.WindowWidth = f"{width:.0f}"
@@ -287,8 +294,126 @@ def build_classic_series(
             ds.RescaleSlope = f"{PHASE_RESCALE_SLOPE:.10e}"
             ds.RescaleType = "RAD"
         datasets.append(ds)
-    LOGGER.debug("classic %s series %s: %d images", part.name.lower(), series.series_instance_uid, n_images)
+    LOGGER.debug("classic %s series %s: %d images", part.name.lower(), series.series_instance_uid, len(indices))
     return datasets
+
+
+def build_ge_mixed_series(
+    acquired: AcquiredSeries,
+    geometry: SliceGeometry,
+    context: StudyContext,
+    series: SeriesInfo,
+    sop_instance_uids: Sequence[str],
+    *,
+    image_indices: Sequence[int] | None = None,
+) -> list[Dataset]:
+    """A GE raw series that holds the magnitude, phase, real and imaginary image of every TI (or T2-prep time).
+
+    The component is marked only by GE's private image type (0043,102F) in block ``GEMS_PARM_01`` (0 magnitude,
+    1 phase, 2 real, 3 imaginary); ImageType is ``ORIGINAL\\PRIMARY\\OTHER`` for all. Magnitude is uint16 as in
+    :func:`build_classic_series`; phase int16 in milliradians; real and imaginary int16 with one scale over the
+    series (the largest magnitude is 32767), so they hold negative values. No rescale. Instances follow
+    acquisition order, each TI's four components together (magnitude, phase, real, imaginary).
+
+    Parameters
+    ----------
+    sop_instance_uids
+        Four UIDs per image (its magnitude, phase, real and imaginary instance).
+    image_indices
+        As :func:`build_classic_series`.
+
+    Raises
+    ------
+    ValueError
+        If the number of UIDs is not four per image.
+    """
+    indices = _indices(acquired, image_indices)
+    if len(sop_instance_uids) != len(GE_COMPONENTS) * len(indices):
+        raise ValueError(f"need {len(GE_COMPONENTS) * len(indices)} SOP Instance UIDs, got {len(sop_instance_uids)}")
+    magnitude = encode_magnitude(acquired.magnitude)
+    center, width = window_for(magnitude)
+    values = np.asarray(acquired.magnitude, dtype=np.float64)
+    phase = np.asarray(acquired.phase_rad, dtype=np.float64)
+    scale = GE_SIGNED_FULL_SCALE / float(values.max())
+    signed = {
+        GeComponent.PHASE: np.rint(phase * 1000.0),
+        GeComponent.REAL: np.rint(values * np.cos(phase) * scale),
+        GeComponent.IMAGINARY: np.rint(values * np.sin(phase) * scale),
+    }
+    datasets = []
+    n_instances = len(sop_instance_uids)
+    for position, index in enumerate(indices):
+        for offset, component in enumerate(GE_COMPONENTS):
+            number = position * len(GE_COMPONENTS) + offset + 1
+            ds = _classic_image(acquired, geometry, context, series, index, sop_instance_uids[number - 1], number,
+                                n_instances)
+            ds.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
+            ds.add_new(GE_PRIVATE_CREATOR_TAG, "LO", GE_PRIVATE_CREATOR)
+            ds.add_new(GE_IMAGE_TYPE_TAG, "SS", int(component))
+            if component is GeComponent.MAGNITUDE:
+                apply_pixels(ds, magnitude[index])
+                ds.WindowCenter, ds.WindowWidth = f"{center:.0f}", f"{width:.0f}"
+            else:
+                apply_signed_pixels(ds, signed[component][index])
+                low, high = (-3142.0, 3142.0) if component is GeComponent.PHASE else (-GE_SIGNED_FULL_SCALE,
+                                                                                        GE_SIGNED_FULL_SCALE)
+                ds.WindowCenter, ds.WindowWidth = f"{(low + high) / 2:.0f}", f"{high - low:.0f}"
+            datasets.append(ds)
+    LOGGER.debug("GE mixed series %s: %d instances", series.series_instance_uid, len(datasets))
+    return datasets
+
+
+def _indices(acquired: AcquiredSeries, image_indices: Sequence[int] | None) -> list[int]:
+    n_images = int(acquired.magnitude.shape[0])
+    indices = list(range(n_images)) if image_indices is None else [int(i) for i in image_indices]
+    if not indices or any(not 0 <= index < n_images for index in indices):
+        raise ValueError(f"image_indices must be non-empty and within 0-{n_images - 1}, got {image_indices}")
+    return indices
+
+
+def _classic_image(acquired: AcquiredSeries, geometry: SliceGeometry, context: StudyContext, series: SeriesInfo,
+                   index: int, sop_instance_uid: str, instance_number: int, instances_in_series: int) -> Dataset:
+    """One classic raw image without its pixels and ImageType: identity, timing and acquisition attributes."""
+    flavour = context.flavour
+    ds = new_dataset(MRImageStorage, sop_instance_uid, context)
+    apply_series(ds, context, series)
+    acquisition_time = dicom_time(
+        context.patient.study_time, series.start_offset_s + float(acquired.acquisition_times_s[index])
+    )
+    ds.InstanceCreationDate = context.patient.study_date
+    ds.InstanceCreationTime = dicom_time(context.patient.study_time, series.start_offset_s + 20.0)
+    ds.AcquisitionDate = context.patient.study_date
+    ds.AcquisitionTime = acquisition_time
+    ds.ContentDate = context.patient.study_date
+    ds.ContentTime = acquisition_time
+    ds.InstanceNumber = instance_number
+    ds.AcquisitionNumber = 1
+    ds.TemporalPositionIdentifier = index + 1
+    _apply_mr_acquisition(ds, acquired, context, geometry.columns)
+    ds.ImagesInAcquisition = instances_in_series
+    if acquired.inversion_times_ms is not None:
+        ds.InversionTime = (
+            f"{float(acquired.inversion_times_ms[index]):.4g}" if flavour.writes_inversion_time else None
+        )
+    ds.TriggerTime = f"{float(acquired.trigger_times_ms[index]):.4g}"
+    comment = image_comment(acquired, index, flavour.writes_inversion_time)
+    if comment is not None:
+        ds.ImageComments = comment
+    apply_plane(ds, geometry)
+    return ds
+
+
+def apply_signed_pixels(ds: Dataset, pixels: np.ndarray) -> None:
+    """Image Pixel attributes for int16 monochrome pixels (PixelRepresentation 1); values clipped to int16."""
+    array = np.ascontiguousarray(np.clip(pixels, -32768, 32767), dtype=np.int16)
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = int(array.shape[-2]), int(array.shape[-1])
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
+    ds.PixelData = array.astype("<i2").tobytes()
 
 
 def _code_item(value: str, scheme: str, meaning: str) -> Dataset:

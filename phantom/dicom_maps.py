@@ -9,6 +9,8 @@ Encodings (also in docs/phantom.md, "File layout"):
 - Philips R2 map: MR Image, uint16, value = R2 x 1000, RescaleSlope 0.001 gives R2.
 - GE and Enhanced R2: Parametric Map Storage, float32 R2 (UCUM ``1``).
 - Pixels where the fit failed or that are background are 0 in every map.
+- Siemens display copy (vendor quirk ``display-copy``): an RGB colour rendering of the map in the map's series,
+  stored as Secondary Capture (MR Image allows only monochrome pixels) with the map's plane attributes.
 """
 
 from __future__ import annotations
@@ -23,10 +25,17 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.sr.codedict import codes
-from pydicom.uid import UID
+from pydicom.uid import UID, SecondaryCaptureImageStorage
 from scipy import ndimage
 
-from phantom.dicom_images import SeriesInfo, apply_pixels, apply_series, pin_generated_values, window_for
+from phantom.dicom_images import (
+    SeriesInfo,
+    apply_pixels,
+    apply_series,
+    new_dataset,
+    pin_generated_values,
+    window_for,
+)
 from phantom.identity import StudyContext, dicom_time
 from phantom.model import FrameMotion, SliceGeometry
 
@@ -145,6 +154,106 @@ def build_classic_map(
     apply_pixels(ds, stored)
     ds.WindowCenter = f"{center:.0f}"
     ds.WindowWidth = f"{width:.0f}"
+    return ds
+
+
+#: Colour scale of the display copy: (fraction of the window, (red, green, blue)), blue for short, red for long.
+DISPLAY_COLOUR_STOPS = (
+    (0.0, (0.0, 0.0, 0.5)),
+    (0.125, (0.0, 0.0, 1.0)),
+    (0.375, (0.0, 1.0, 1.0)),
+    (0.625, (1.0, 1.0, 0.0)),
+    (0.875, (1.0, 0.0, 0.0)),
+    (1.0, (0.5, 0.0, 0.0)),
+)
+_PATIENT_DIRECTIONS = (("L", "R"), ("P", "A"), ("H", "F"))
+
+
+def colour_rendering(values: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """(rows, columns, 3) uint8 RGB of ``values`` on :data:`DISPLAY_COLOUR_STOPS` over ``window`` (low, high);
+    pixels that are 0 or not finite (background, failed fits) are black."""
+    low, high = window
+    array = np.asarray(values, dtype=np.float64)
+    valid = np.isfinite(array) & (array > 0)
+    fraction = np.clip((np.where(valid, array, low) - low) / max(high - low, 1e-9), 0.0, 1.0)
+    positions = [stop for stop, _ in DISPLAY_COLOUR_STOPS]
+    channels = [[colour[channel] for _, colour in DISPLAY_COLOUR_STOPS] for channel in range(3)]
+    rgb = np.stack([np.interp(fraction, positions, channel) for channel in channels], axis=-1)
+    rgb[~valid] = 0.0
+    return np.rint(rgb * 255.0).astype(np.uint8)
+
+
+def patient_orientation(image_orientation_patient: Sequence[float]) -> list[str]:
+    """PatientOrientation (row direction, column direction) as letters from ImageOrientationPatient."""
+    letters = []
+    for vector in (image_orientation_patient[:3], image_orientation_patient[3:]):
+        order = np.argsort(-np.abs(np.asarray(vector, dtype=np.float64)))
+        text = "".join(
+            _PATIENT_DIRECTIONS[axis][0 if vector[axis] > 0 else 1] for axis in order if abs(vector[axis]) > 0.2
+        )
+        letters.append(text)
+    return letters
+
+
+def build_display_copy(
+    grey_map: Dataset,
+    values: np.ndarray,
+    quantity: MapQuantity,
+    context: StudyContext,
+    series: SeriesInfo,
+    sop_instance_uid: str,
+) -> Dataset:
+    """The colour display copy Siemens writes next to a T1/T2 map, in the map's series.
+
+    RGB (SamplesPerPixel 3, 8 bits), ImageType ``DERIVED\\PRIMARY\\T1 MAP\\ND\\COLOR`` (T2 MAP for T2), the
+    map's position, orientation and spacing, InstanceNumber one after the map, SourceImageSequence naming the map.
+    Stored as Secondary Capture Image Storage because MR Image Storage allows only monochrome pixels.
+
+    Parameters
+    ----------
+    grey_map
+        The classic MR Image map the copy shows.
+    values
+        (rows, columns) map in ms, as the grey map holds it.
+    quantity
+        T1 or T2.
+    context, series, sop_instance_uid
+        Identification (``series`` is the map's).
+
+    Raises
+    ------
+    ValueError
+        If ``quantity`` is R2 (no display copy of the fit quality).
+    """
+    if quantity is MapQuantity.R2:
+        raise ValueError("display copies are made of T1 and T2 maps, not of R2")
+    ds = new_dataset(SecondaryCaptureImageStorage, sop_instance_uid, context)
+    apply_series(ds, context, series)
+    for keyword in ("PixelSpacing", "SliceThickness", "ImageOrientationPatient", "ImagePositionPatient",
+                    "SliceLocation", "ContentDate", "ContentTime", "AcquisitionDate", "AcquisitionTime",
+                    "InstanceCreationDate", "InstanceCreationTime"):
+        if keyword in grey_map:
+            setattr(ds, keyword, grey_map[keyword].value)
+    ds.ImageType = ["DERIVED", "PRIMARY", quantity.image_type_value, "ND", "COLOR"]
+    ds.ConversionType = "WSD"
+    ds.InstanceNumber = int(grey_map.InstanceNumber) + 1
+    ds.PatientOrientation = patient_orientation([float(v) for v in grey_map.ImageOrientationPatient])
+    ds.BurnedInAnnotation = "NO"
+    ds.DerivationDescription = f"colour display copy of the {quantity.value} map"
+    ds.SourceImageSequence = DicomSequence([_source_reference(grey_map)])
+    positive = np.asarray(values, dtype=np.float64)
+    positive = positive[np.isfinite(positive) & (positive > 0)]
+    center, width = window_for(positive) if positive.size else (0.5, 1.0)
+    rgb = colour_rendering(values, (max(center - width, 0.0), center + width))
+    ds.SamplesPerPixel = 3
+    ds.PhotometricInterpretation = "RGB"
+    ds.PlanarConfiguration = 0
+    ds.Rows, ds.Columns = int(rgb.shape[0]), int(rgb.shape[1])
+    ds.BitsAllocated = 8
+    ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.PixelData = rgb.tobytes()
     return ds
 
 

@@ -127,3 +127,6 @@ class StudyContext:
     field: FieldStrength
     device_serial_number: str
     uids: UidFactory
+    writes_field_strength: bool = True  # False: no MagneticFieldStrength (nor ImagingFrequency) in raw headers
+    body_part: str = "HEART"  # BodyPartExamined; empty leaves it out
+    study_description: str = "Cardiac^Mapping"

@@ -36,9 +36,14 @@ class SeriesRecord:
     series_description: str
     sop_instance_uids: tuple[str, ...]
     paths: tuple[str, ...]  # relative to the study folder, one per instance
+    # Vendor quirks only (absent from the JSON otherwise): the component of each instance (ge-mixed), the SOP
+    # Class of each instance when they differ (display-copy), the inversion or T2-prep times the series holds (per-ti).
+    image_components: tuple[str, ...] | None = None
+    sop_class_uids: tuple[str, ...] | None = None
+    times_ms: tuple[float, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "role": self.role,
             "sop_class_uid": self.sop_class_uid,
             "series_instance_uid": self.series_instance_uid,
@@ -47,6 +52,13 @@ class SeriesRecord:
             "sop_instance_uids": list(self.sop_instance_uids),
             "paths": list(self.paths),
         }
+        if self.image_components is not None:
+            data["image_components"] = list(self.image_components)
+        if self.sop_class_uids is not None:
+            data["sop_class_uids"] = list(self.sop_class_uids)
+        if self.times_ms is not None:
+            data["times_ms"] = list(self.times_ms)
+        return data
 
 
 def rounded(value: Any) -> Any:

@@ -104,8 +104,12 @@ def collect_reader_stats(directory: Path) -> ReaderStats:
     expert_truth: list[float] = []
     trainee_truth: dict[str, list[float]] = {}
     studies = set()
+    n_slices = 0
     for sidecar_path in sidecars:
         sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
+        if sidecar.get("study_kind") == "t1_vials":
+            continue  # a vial phantom has no myocardium and no readers
+        n_slices += 1
         study_folder = sidecar_path.parent.parent  # <study>/<level>/sidecar.json
         if not (study_folder / MANIFEST_NAME).is_file():
             raise PhantomStatsError(f"{sidecar_path} is not inside a study folder with a {MANIFEST_NAME}")
@@ -123,10 +127,10 @@ def collect_reader_stats(directory: Path) -> ReaderStats:
         for entry, mask in masks.values():
             if entry["role"] == "trainee":
                 trainee_truth.setdefault(str(entry["error_mode"]), []).append(dice(mask, truth))
-    LOGGER.info("reader statistics over %d slices of %d studies", len(sidecars), len(studies))
+    LOGGER.info("reader statistics over %d slices of %d studies", n_slices, len(studies))
     return ReaderStats(
         n_studies=len(studies),
-        n_slices=len(sidecars),
+        n_slices=n_slices,
         expert_pairwise=DiceSummary.of(expert_pairs),
         expert_vs_truth=DiceSummary.of(expert_truth),
         trainee_vs_truth={mode: DiceSummary.of(values) for mode, values in trainee_truth.items()},

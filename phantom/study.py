@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from enum import Enum
@@ -25,13 +25,22 @@ from phantom.acquisition import CoilField, acquire, make_coil_field
 from phantom.anatomy import choose_matrix, make_heart_geometry, make_slice_anatomy
 from phantom.dicom_contours import build_reader_rtstruct, build_reader_seg
 from phantom.dicom_images import (
+    GE_COMPONENTS,
+    GeComponent,
     ImagePart,
     SeriesInfo,
     build_classic_series,
     build_enhanced_series,
+    build_ge_mixed_series,
     encode_magnitude,
 )
-from phantom.dicom_maps import MapQuantity, build_classic_map, build_parametric_map, rigid_correct
+from phantom.dicom_maps import (
+    MapQuantity,
+    build_classic_map,
+    build_display_copy,
+    build_parametric_map,
+    rigid_correct,
+)
 from phantom.identity import StudyContext, UidFactory, make_patient
 from phantom.model import (
     AcquiredSeries,
@@ -60,7 +69,8 @@ from phantom.sidecar import (
     write_json,
 )
 from phantom.tissue import TissueProperties, sample_pathology, sample_tissue_properties
-from phantom.vendors import MapEncoding, flavour_for
+from phantom.vendors import QUIRK_VENDORS, MapEncoding, VendorQuirk, flavour_for, quirks_for
+from phantom.vials import BATH_PROTON_DENSITY, BATH_T1_MS, BATH_T2_MS, ROI_RADIUS_FRACTION, make_vial_phantom
 
 LOGGER = logging.getLogger(__name__)
 
@@ -122,6 +132,9 @@ class StudyRequest:
     matrix: tuple[int, int] | None = None  # (rows, columns); drawn per study when None
     pixel_spacing_mm: float | None = None
     rr_ms: float | None = None
+    # Vendor conventions to imitate (docs/phantom.md); each applies to the studies whose vendor has it.
+    vendor_quirks: Iterable[VendorQuirk | str] = frozenset()
+    vials: bool = False  # a T1 phantom of vials in a water bath instead of a heart (MOLLI and ShMOLLI)
 
     def __post_init__(self) -> None:
         if not 1 <= self.n_slices <= len(LEVEL_ORDER):
@@ -130,6 +143,18 @@ class StudyRequest:
             raise ValueError(f"motion_rate must be in [0, 1], got {self.motion_rate}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
+        quirks = frozenset(VendorQuirk(quirk) for quirk in self.vendor_quirks)
+        object.__setattr__(self, "vendor_quirks", quirks)  # frozen: normalised once, here
+        if self.vendor is not None:
+            for quirk in sorted(quirks, key=lambda q: q.value):
+                vendors = QUIRK_VENDORS[quirk]
+                if Vendor(self.vendor) not in vendors:
+                    raise ValueError(
+                        f"vendor quirk {quirk.value} belongs to {sorted(v.value for v in vendors)}, got vendor "
+                        f"{Vendor(self.vendor).value}"
+                    )
+        if self.vials and SequenceChoice(self.sequence) is SequenceChoice.T2PREP:
+            raise ValueError("the vial phantom is a T1 phantom: sequence must be molli, shmolli or all, got t2prep")
 
 
 @dataclass(frozen=True)
@@ -150,6 +175,8 @@ class StudyPlan:
     matrix: tuple[int, int] | None
     pixel_spacing_mm: float | None
     trainee_skill: float  # 0 novice .. 1 expert level, shared by the study's trainees
+    vendor_quirks: frozenset[VendorQuirk] = frozenset()  # those of the request that the vendor has
+    vials: bool = False
 
     @property
     def folder_name(self) -> str:
@@ -188,6 +215,9 @@ def plan_study(request: StudyRequest, study_index: int) -> StudyPlan:
     snr = request.snr if request.snr is not None else round(float(rng.uniform(*SNR_RANGE)), 2)
     # One slice is mid; two are mid and basal; three cover base to apex.
     levels = {1: (SliceLevel.MID,), 2: (SliceLevel.BASAL, SliceLevel.MID), 3: LEVEL_ORDER}[request.n_slices]
+    if request.vials:  # one transverse slice through the vials, T1 sequences only
+        levels = (SliceLevel.MID,)
+        sequences = tuple(kind for kind in sequences if kind is not SequenceKind.T2PREP)
     return StudyPlan(
         seed=request.seed,
         study_index=study_index,
@@ -203,6 +233,8 @@ def plan_study(request: StudyRequest, study_index: int) -> StudyPlan:
         matrix=request.matrix,
         pixel_spacing_mm=request.pixel_spacing_mm,
         trainee_skill=round(float(rng.uniform(*TRAINEE_SKILL_RANGE)), 3),
+        vendor_quirks=quirks_for(vendor, frozenset(VendorQuirk(quirk) for quirk in request.vendor_quirks)),
+        vials=request.vials,
     )
 
 
@@ -219,7 +251,9 @@ class _Writer:
         self.next_series_number += 1
         return number
 
-    def save(self, role: str, datasets: Sequence[Dataset], relative_dir: str, description: str) -> SeriesRecord:
+    def save(self, role: str, datasets: Sequence[Dataset], relative_dir: str, description: str, *,
+             image_components: Sequence[str] | None = None,
+             times_ms: Sequence[float] | None = None) -> SeriesRecord:
         directory = self.folder / relative_dir
         directory.mkdir(parents=True, exist_ok=True)
         paths = []
@@ -229,6 +263,7 @@ class _Writer:
             paths.append(relative)
         self.n_files += len(datasets)
         first = datasets[0]
+        sop_classes = tuple(str(ds.SOPClassUID) for ds in datasets)
         return SeriesRecord(
             role=role,
             sop_class_uid=str(first.SOPClassUID),
@@ -237,6 +272,9 @@ class _Writer:
             series_description=description,
             sop_instance_uids=tuple(str(ds.SOPInstanceUID) for ds in datasets),
             paths=tuple(paths),
+            image_components=tuple(image_components) if image_components is not None else None,
+            sop_class_uids=sop_classes if len(set(sop_classes)) > 1 else None,
+            times_ms=tuple(float(t) for t in times_ms) if times_ms is not None else None,
         )
 
 
@@ -277,6 +315,7 @@ class _SequenceProducts:
     acquired: AcquiredSeries
     scheme: Scheme
     end_offset_s: float
+    per_ti: tuple[SeriesRecord, ...] = ()  # vendor quirk per-ti: one magnitude series per time, in series order
 
 
 def _acquire_and_write(
@@ -289,25 +328,58 @@ def _acquire_and_write(
     kind: SequenceKind,
     coil: CoilField,
     b1_scale: float,
+    *,
+    label: str | None = None,
+    still: bool = False,
+    snr_reference_mask: np.ndarray | None = None,
 ) -> _SequenceProducts:
+    """Acquire one sequence of one slice and write its raw series, MOCO, map and fit quality.
+
+    ``label`` names the slice's folder and series (the level when None); ``still`` skips the breathing motion;
+    ``snr_reference_mask`` is handed to :func:`acquire` (the vial phantom has no myocardium).
+    """
     rng = _rng(plan.seed, plan.study_index, _Purpose.ACQUISITION, level_index, sequence_index)
     scheme = make_scheme(kind, plan.rr_ms, rng)
-    motion = sample_breathing(rng, scheme.n_images, motion_probability=plan.motion_rate)
-    acquired = acquire(anatomy, scheme, rng, snr=plan.snr, motion=motion, b1_scale=b1_scale, coil=coil)
+    motion = None if still else sample_breathing(rng, scheme.n_images, motion_probability=plan.motion_rate)
+    acquired = acquire(anatomy, scheme, rng, snr=plan.snr, motion=motion, b1_scale=b1_scale, coil=coil,
+                       snr_reference_mask=snr_reference_mask)
     flavour = context.flavour
     level = anatomy.geometry.level
+    folder = label if label is not None else level.value
     slug = _SEQUENCE_SLUG[kind]
-    base = flavour.series_base(kind, level.value)
-    key = (level.value, slug)
+    base = flavour.series_base(kind, folder)
+    key = (folder, slug)
     start_s = 60.0 + (level_index * len(plan.sequences) + sequence_index) * BREATH_HOLD_SPACING_S
     records: dict[str, SeriesRecord] = {}
-    raw_by_part: dict[ImagePart, list[Dataset]] = {}
-    for part in ImagePart:
-        info = _series_info(context, writer, (*key, part.value), base, base, start_s)
-        datasets = _raw_datasets(acquired, anatomy, context, info, part, key)
-        raw_by_part[part] = datasets
-        role = "magnitude" if part is ImagePart.MAGNITUDE else "phase"
-        records[role] = writer.save(role, datasets, f"{level.value}/{info.series_number:03d}_{slug}_{role}", base)
+    per_ti: list[SeriesRecord] = []
+    magnitude_sources: list[Dataset] = []
+    quirks = plan.vendor_quirks
+    if VendorQuirk.PER_TI in quirks:
+        times = _fit_times(acquired)
+        for index in range(acquired.magnitude.shape[0]):  # acquisition order, consecutive series numbers
+            name = "TI" if acquired.inversion_times_ms is not None else "T2prep"
+            description = f"{base} {name}={float(times[index]):.0f}"
+            info = _series_info(context, writer, (*key, "per-ti", index), description, base, start_s)
+            datasets, components = _classic_raw(acquired, anatomy, context, info, key, [index], quirks)
+            magnitude_sources += _magnitude_only(datasets, components)
+            per_ti.append(writer.save("magnitude", datasets, f"{folder}/{info.series_number:03d}_{slug}_magnitude",
+                                      info.series_description, image_components=components,
+                                      times_ms=[float(times[index])]))
+    elif VendorQuirk.GE_MIXED in quirks:
+        info = _series_info(context, writer, (*key, ImagePart.MAGNITUDE.value), base, base, start_s)
+        datasets, components = _classic_raw(acquired, anatomy, context, info, key, None, quirks)
+        magnitude_sources = _magnitude_only(datasets, components)
+        records["magnitude"] = writer.save("magnitude", datasets,
+                                           f"{folder}/{info.series_number:03d}_{slug}_magnitude", base,
+                                           image_components=components)
+    else:
+        for part in ImagePart:
+            info = _series_info(context, writer, (*key, part.value), base, base, start_s)
+            datasets = _raw_datasets(acquired, anatomy, context, info, part, key)
+            if part is ImagePart.MAGNITUDE:
+                magnitude_sources = datasets
+            role = "magnitude" if part is ImagePart.MAGNITUDE else "phase"
+            records[role] = writer.save(role, datasets, f"{folder}/{info.series_number:03d}_{slug}_{role}", base)
     end_s = start_s + float(acquired.acquisition_times_s[-1]) + 2.0
 
     if flavour.writes_moco:
@@ -324,7 +396,7 @@ def _acquire_and_write(
         for ds in moco:
             ds.ImageType = ["DERIVED", "PRIMARY", "M", "ND", "MOCO"]
             ds.DerivationDescription = "rigid motion correction (translation and rotation) of the raw images"
-        records["moco"] = writer.save("moco", moco, f"{level.value}/{info.series_number:03d}_{slug}_moco", description)
+        records["moco"] = writer.save("moco", moco, f"{folder}/{info.series_number:03d}_{slug}_moco", description)
 
     # The scanner fits its own stored (quantised) magnitude images, so misregistration carries into the map.
     stored = encode_magnitude(acquired.magnitude).astype(np.float64)
@@ -338,7 +410,7 @@ def _acquire_and_write(
         correction="none",  # a scanner's MOLLI/ShMOLLI map is the plain fit
     )
     quantity = MapQuantity.T2 if kind is SequenceKind.T2PREP else MapQuantity.T1
-    sources = raw_by_part[ImagePart.MAGNITUDE]
+    sources = magnitude_sources
 
     def write_map(role: str, values: np.ndarray, map_quantity: MapQuantity, suffix: str) -> Dataset:
         description = f"{base}{suffix}"
@@ -349,7 +421,12 @@ def _acquire_and_write(
             ds = build_parametric_map(values, map_quantity, sources, anatomy.geometry, context, info, uid)
         else:
             ds = build_classic_map(values, map_quantity, sources, context, info, uid)
-        records[role] = writer.save(role, [ds], f"{level.value}/{info.series_number:03d}_{slug}_{role}", description)
+        series = [ds]
+        if (role == "map" and VendorQuirk.DISPLAY_COPY in quirks
+                and flavour.map_encoding is not MapEncoding.PARAMETRIC_MAP):
+            colour_uid = context.uids.uid("sop", *key, role, "display-copy")
+            series.append(build_display_copy(ds, values, map_quantity, context, info, colour_uid))
+        records[role] = writer.save(role, series, f"{folder}/{info.series_number:03d}_{slug}_{role}", description)
         return ds
 
     map_dataset = write_map("map", result.map_ms, quantity, flavour.map_suffix(kind))
@@ -362,7 +439,35 @@ def _acquire_and_write(
         acquired=acquired,
         scheme=scheme,
         end_offset_s=end_s,
+        per_ti=tuple(per_ti),
     )
+
+
+def _classic_raw(acquired: AcquiredSeries, anatomy: SliceAnatomy, context: StudyContext, info: SeriesInfo,
+                 key: tuple[Any, ...], image_indices: Sequence[int] | None,
+                 quirks: frozenset[VendorQuirk]) -> tuple[list[Dataset], list[str] | None]:
+    """The instances of a quirky raw series (GE mixed components and/or one series per time) and the component of
+    each instance (None without ge-mixed, where every instance is a magnitude image)."""
+    indices = list(range(acquired.magnitude.shape[0])) if image_indices is None else list(image_indices)
+    if VendorQuirk.GE_MIXED in quirks:
+        uids = [
+            context.uids.uid("sop", *key, ImagePart.MAGNITUDE.value, index) if component is GeComponent.MAGNITUDE
+            else context.uids.uid("sop", *key, component.name.lower(), index)
+            for index in indices
+            for component in GE_COMPONENTS
+        ]
+        datasets = build_ge_mixed_series(acquired, anatomy.geometry, context, info, uids, image_indices=indices)
+        return datasets, [component.name for _ in indices for component in GE_COMPONENTS]
+    uids = [context.uids.uid("sop", *key, ImagePart.MAGNITUDE.value, index) for index in indices]
+    datasets = build_classic_series(acquired, anatomy.geometry, context, info, ImagePart.MAGNITUDE, uids,
+                                    image_indices=indices)
+    return datasets, None
+
+
+def _magnitude_only(datasets: list[Dataset], components: list[str] | None) -> list[Dataset]:
+    if components is None:
+        return list(datasets)
+    return [ds for ds, component in zip(datasets, components, strict=True) if component == GeComponent.MAGNITUDE.name]
 
 
 def draw_readers(anatomy: SliceAnatomy, rng: np.random.Generator, *, with_experts: bool, with_trainees: bool,
@@ -393,6 +498,13 @@ def _scheme_json(products: _SequenceProducts, plan: StudyPlan) -> dict[str, Any]
         "snr": plan.snr,
         "noise_sigma": acquired.noise_sigma,
     }
+
+
+def _series_json(products: _SequenceProducts) -> dict[str, Any]:
+    series: dict[str, Any] = {role: record.to_json() for role, record in sorted(products.records.items())}
+    if products.per_ti:
+        series["magnitude_per_ti"] = [record.to_json() for record in products.per_ti]
+    return series
 
 
 def _masked_mean(values: np.ndarray, mask: np.ndarray) -> float | None:
@@ -486,7 +598,7 @@ def _write_slice(plan: StudyPlan, context: StudyContext, writer: _Writer, level_
         "sequences": [
             {
                 "scheme": _scheme_json(item, plan),
-                "series": {role: record.to_json() for role, record in sorted(item.records.items())},
+                "series": _series_json(item),
                 "motion": {
                     "labels": motion_labels_json(item.acquired.motion_labels),
                     "frames": frame_motion_json(item.acquired.frame_motion),
@@ -498,9 +610,99 @@ def _write_slice(plan: StudyPlan, context: StudyContext, writer: _Writer, level_
         "readers_drawn_on": drawn_on.kind.value,
         "readers": reader_entries,
     }
+    if plan.vendor_quirks:
+        sidecar["vendor_quirks"] = sorted(quirk.value for quirk in plan.vendor_quirks)
     relative = f"{level.value}/{SIDECAR_NAME}"
     write_json(writer.folder / relative, sidecar)
     return {"level": level.value, "sidecar": relative, "sequences": [item.kind.value for item in products]}
+
+
+VIALS_LABEL = "vials"
+_VIALS_SLICE_KEY = 99  # random stream of the vial slice, apart from the heart's levels
+
+
+def _write_vials(plan: StudyPlan, context: StudyContext, writer: _Writer, matrix: tuple[int, int],
+                 spacing_mm: float) -> dict[str, Any]:
+    """The vial phantom's slice: raw series and the scanner's maps of each T1 sequence, and its sidecar."""
+    rng = _rng(plan.seed, plan.study_index, _Purpose.SLICE, _VIALS_SLICE_KEY)
+    phantom = make_vial_phantom(rng, matrix=matrix, pixel_spacing_mm=spacing_mm)
+    anatomy = phantom.anatomy
+    coil = make_coil_field(anatomy, rng)
+    b1_scale = float(rng.uniform(0.8, 1.0) if plan.field is FieldStrength.T3 else rng.uniform(0.95, 1.02))
+    products = [
+        _acquire_and_write(plan, context, writer, anatomy, 0, index, kind, coil, b1_scale, label=VIALS_LABEL,
+                           still=True, snr_reference_mask=phantom.roi_mask)
+        for index, kind in enumerate(plan.sequences)
+    ]
+    geometry = anatomy.geometry
+    spacing = geometry.pixel_spacing_mm[0]
+
+    def per_vial(values: np.ndarray) -> list[dict[str, Any]]:
+        out = []
+        for vial in phantom.vials:
+            selected = values[(phantom.roi_labels == vial.number) & np.isfinite(values)]
+            out.append({
+                "vial": vial.number,
+                "mean_ms": float(selected.mean()) if selected.size else None,
+                "sd_ms": float(selected.std()) if selected.size else None,
+                "fitted_pixels": int(selected.size),  # of the ROI's roi_pixels; the others' fit failed
+            })
+        return out
+
+    sidecar = {
+        "phantom_version": PHANTOM_VERSION,
+        "study_kind": "t1_vials",
+        "lv_present": False,
+        "study": {
+            "seed": plan.seed,
+            "study_index": plan.study_index,
+            "study_instance_uid": context.study_instance_uid,
+            "frame_of_reference_uid": context.frame_of_reference_uid,
+        },
+        "slice": {
+            "label": VIALS_LABEL,
+            "rows": geometry.rows,
+            "columns": geometry.columns,
+            "pixel_spacing_mm": geometry.pixel_spacing_mm,
+            "slice_thickness_mm": geometry.slice_thickness_mm,
+            "image_orientation_patient": geometry.image_orientation_patient,
+            "image_position_patient_mm": geometry.image_position_patient_mm,
+            "slice_location_mm": geometry.slice_location_mm,
+            "grid_rotation_deg": phantom.rotation_deg,
+        },
+        "field_t": plan.field.value,
+        "vendor": plan.vendor.value,
+        "manufacturer": context.flavour.manufacturer,
+        "rr_ms": plan.rr_ms,
+        "heart_rate_bpm": 60000.0 / plan.rr_ms,
+        "bath": {"t1_ms": BATH_T1_MS, "t2_ms": BATH_T2_MS, "proton_density": BATH_PROTON_DENSITY},
+        "vials": [
+            {
+                "vial": vial.number,
+                "centre_px": vial.centre_px,
+                "radius_mm": vial.radius_mm,
+                "radius_px": vial.radius_mm / spacing,
+                "roi_radius_px": ROI_RADIUS_FRACTION * vial.radius_mm / spacing,
+                "roi_pixels": int(np.count_nonzero(phantom.roi_labels == vial.number)),
+                "t1_ms": vial.t1_ms,
+                "t2_ms": vial.t2_ms,
+            }
+            for vial in phantom.vials
+        ],
+        "sequences": [
+            {
+                "scheme": _scheme_json(item, plan),
+                "series": _series_json(item),
+                "scanner_map_in_vial_roi": per_vial(item.scanner_map_ms),
+            }
+            for item in products
+        ],
+    }
+    if plan.vendor_quirks:
+        sidecar["vendor_quirks"] = sorted(quirk.value for quirk in plan.vendor_quirks)
+    relative = f"{VIALS_LABEL}/{SIDECAR_NAME}"
+    write_json(writer.folder / relative, sidecar)
+    return {"level": VIALS_LABEL, "sidecar": relative, "sequences": [item.kind.value for item in products]}
 
 
 def generate_study(plan: StudyPlan, out_dir: Path) -> StudyOutcome:
@@ -527,6 +729,9 @@ def generate_study(plan: StudyPlan, out_dir: Path) -> StudyOutcome:
         field=plan.field,
         device_serial_number=f"{int(patient_rng.integers(10**4, 10**5))}",
         uids=uids,
+        writes_field_strength=VendorQuirk.NO_FIELD_STRENGTH not in plan.vendor_quirks,
+        body_part="" if plan.vials else "HEART",
+        study_description="T1 phantom^Vials" if plan.vials else "Cardiac^Mapping",
     )
     heart_rng = _rng(plan.seed, plan.study_index, _Purpose.HEART)
     heart = make_heart_geometry(heart_rng)
@@ -535,10 +740,13 @@ def generate_study(plan: StudyPlan, out_dir: Path) -> StudyOutcome:
     matrix = plan.matrix or matrix
     spacing_mm = plan.pixel_spacing_mm or spacing_mm
     writer = _Writer(folder)
-    slices = [
-        _write_slice(plan, context, writer, index, heart, properties, matrix, spacing_mm)
-        for index in range(len(plan.levels))
-    ]
+    if plan.vials:
+        slices = [_write_vials(plan, context, writer, matrix, spacing_mm)]
+    else:
+        slices = [
+            _write_slice(plan, context, writer, index, heart, properties, matrix, spacing_mm)
+            for index in range(len(plan.levels))
+        ]
     manifest = {
         "phantom_version": PHANTOM_VERSION,
         "seed": plan.seed,
@@ -556,6 +764,10 @@ def generate_study(plan: StudyPlan, out_dir: Path) -> StudyOutcome:
         "slices": slices,
         "n_dicom_files": writer.n_files,
     }
+    if plan.vendor_quirks:  # keys only when asked for, so that outputs without them keep their bytes
+        manifest["vendor_quirks"] = sorted(quirk.value for quirk in plan.vendor_quirks)
+    if plan.vials:
+        manifest["study_kind"] = "t1_vials"
     write_json(folder / MANIFEST_NAME, manifest)
     LOGGER.info("study %d written: %d DICOM files", plan.study_index, writer.n_files)
     return StudyOutcome(plan.study_index, folder, writer.n_files, context.study_instance_uid)

@@ -5,6 +5,10 @@ Siemens writes InversionTime and uint16 maps in ms with a FITPARAMS series (R2 x
 Philips leaves InversionTime empty, writes the effective TI in ImageComments and stores maps as uint16 with a
 RescaleSlope; GE writes InversionTime, no private tags, and float Parametric Maps; the Enhanced flavour (a newer
 scanner generation) writes one Enhanced MR multi-frame instance per series and float Parametric Maps.
+
+:class:`VendorQuirk` names the rougher conventions of real data, imitated only on request: GE's mixed complex
+components in one series, one series per TI (GE, Philips), Siemens' colour display copy of a map, and headers
+without the field strength.
 """
 
 from __future__ import annotations
@@ -164,3 +168,43 @@ def flavour_for(vendor: Vendor | str) -> VendorFlavour:
         If ``vendor`` is not one of the :class:`~phantom.model.Vendor` values.
     """
     return _FLAVOURS[Vendor(vendor)]
+
+
+class VendorQuirk(str, Enum):
+    """Conventions of real scanners the phantom imitates on request (off by default; docs/phantom.md)."""
+
+    GE_MIXED = "ge-mixed"  # each raw series also holds phase, real and imaginary images, marked by (0043,102F)
+    PER_TI = "per-ti"  # one raw series per inversion (or T2-prep) time
+    DISPLAY_COPY = "display-copy"  # the map series also holds an RGB colour copy of each map
+    NO_FIELD_STRENGTH = "no-field-strength"  # raw headers without MagneticFieldStrength (and ImagingFrequency)
+
+
+#: The vendor flavours each quirk belongs to.
+QUIRK_VENDORS: dict[VendorQuirk, frozenset[Vendor]] = {
+    VendorQuirk.GE_MIXED: frozenset({Vendor.GE}),
+    VendorQuirk.PER_TI: frozenset({Vendor.GE, Vendor.PHILIPS}),
+    VendorQuirk.DISPLAY_COPY: frozenset({Vendor.SIEMENS}),
+    # Enhanced MR must carry MagneticFieldStrength (Type 1); classic MR Image may leave it out (Type 3).
+    VendorQuirk.NO_FIELD_STRENGTH: frozenset({Vendor.SIEMENS, Vendor.PHILIPS, Vendor.GE}),
+}
+
+
+def parse_quirks(text: str | None) -> frozenset[VendorQuirk]:
+    """Quirks from a comma-separated list (``ge-mixed,per-ti``); empty or None gives none.
+
+    Raises
+    ------
+    ValueError
+        If a name is not a :class:`VendorQuirk` value.
+    """
+    names = [part.strip().lower() for part in (text or "").split(",") if part.strip()]
+    unknown = sorted(name for name in names if name not in {quirk.value for quirk in VendorQuirk})
+    if unknown:
+        choices = ", ".join(quirk.value for quirk in VendorQuirk)
+        raise ValueError(f"vendor quirks are {choices}; got {unknown}")
+    return frozenset(VendorQuirk(name) for name in names)
+
+
+def quirks_for(vendor: Vendor | str, quirks: frozenset[VendorQuirk]) -> frozenset[VendorQuirk]:
+    """The quirks of ``quirks`` that ``vendor``'s scanners have."""
+    return frozenset(quirk for quirk in quirks if Vendor(vendor) in QUIRK_VENDORS[quirk])

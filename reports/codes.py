@@ -111,6 +111,11 @@ MEAN_SURFACE_DISTANCE = _private("MSD", "Mean surface distance")
 MAP_DIFFERENCE = _private("MAP-DIFF", "Myocardial map value difference")
 WALL_THICKNESS_DIFFERENCE = _private("WT-DIFF", "Mean wall thickness difference")
 CONTOUR_ERROR_MODE = _private("ERROR-MODE", "Contouring error mode")
+#: The node's reconstruction against the scanner's map of the same slice: median of (node - scanner) / scanner.
+CROSS_CHECK_DIFFERENCE = _private("XCHECK-DIFF", "Median difference of the reconstruction from the scanner map")
+#: The T1 estimate the report does not give as its primary value (see dicomnode.analysis.map_sources).
+SECOND_T1_ESTIMATE = _private("T1-SECOND", "Second T1 estimate")
+UNIT_PERCENT = CodedConcept("%", "UCUM", "percent")
 #: Values of CONTOUR_ERROR_MODE, keyed by inference.trainee_scoring.ErrorMode values.
 ERROR_MODES: dict[str, CodedConcept] = {
     "good": _private("EM-GOOD", "No contouring error"),

@@ -54,6 +54,21 @@ class QualityFigures(_Part):
     doubtful: bool = False
 
 
+class CrossCheckFigures(_Part):
+    """The node's reconstruction against the scanner's map of the same slice, in the myocardium."""
+
+    label: str  # which estimate of the node was compared
+    median_difference_percent: float | None = None  # None: too few pixels valid in both
+
+
+class SecondMeasurement(_Part):
+    """A second, labelled estimate of the same region (the T1 estimate ``[mapping] report_t1`` did not choose)."""
+
+    label: str
+    mean_ms: float | None = None
+    median_ms: float | None = None
+
+
 class SliceFigures(_Part):
     """The models' analysis of one slice; a failed slice has only its index, status, reason and banner."""
 
@@ -67,6 +82,11 @@ class SliceFigures(_Part):
     segments: dict[int, RegionFigures] = {}  # AHA segment number (a string key in JSON) -> figures
     motion: MotionFigures | None = None
     quality: QualityFigures | None = None
+    map_source: str | None = None  # "scanner map" or the node's reconstruction and estimate
+    value_region: str | None = None  # the part of the myocardium the values are from
+    cross_check: CrossCheckFigures | None = None
+    second_measurement: SecondMeasurement | None = None
+    notes: list[str] = []
 
     @classmethod
     def failed(cls, index: int, reason: str, banner: str) -> SliceFigures:
@@ -136,15 +156,32 @@ class ResultOutputs(_Part):
     sc: list[str] = []
 
 
+class SupersededFigures(_Part):
+    """The earlier analysis of the same slices that a result replaces."""
+
+    job_id: int
+    job_key: str
+    sr_sop_instance_uids: list[str] = []
+
+
 class MapResultSummary(_Part):
-    """A map job's result: the fitted maps' figures over their valid pixels, the analysis, the files."""
+    """A map job's result: the maps' figures over their valid pixels, the analysis, the files.
+
+    A job analyses one unit: the study's series that show the same slices (raw images and/or the scanner's maps,
+    ``unit_series``); ``supersedes`` names an earlier analysis of those slices that this one replaces.
+    """
 
     kind: str  # "t1" or "t2"
     method: str
-    scheme: str
+    scheme: str = ""  # the acquisition scheme fitted; empty when every slice came from the scanner's map
     slices: int
     valid_pixels: int
-    valid_fraction_of_fitted: float
+    valid_fraction_of_fitted: float | None = None  # None when nothing was fitted (scanner maps only)
+    map_source: str = ""  # "scanner map", the node's reconstruction, or both named
+    report_t1: str | None = None  # "scanner" or "corrected": which estimate a reconstruction reports
+    unit_series: list[str] = []  # the series analysed together, by Series Instance UID
+    supersedes: SupersededFigures | None = None
+    notes: list[str] = []  # facts about the whole result a reader must know (an assumed field strength)
     median_ms: float | None = None
     p25_ms: float | None = None
     p75_ms: float | None = None

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import highdicom as hd
 import numpy as np
@@ -256,8 +257,10 @@ def measurement_document(
     series_number: int,
     sop_instance_uid: str,
     instance_number: int,
+    previous_versions: Sequence[Dataset] = (),
 ) -> hd.sr.Comprehensive3DSR:
-    """A complete Comprehensive 3D SR holding the TID 1500 report of ``groups`` on ``sources``."""
+    """A complete Comprehensive 3D SR holding the TID 1500 report of ``groups`` on ``sources``; it replaces
+    ``previous_versions`` (named in its Predecessor Documents Sequence)."""
     document = hd.sr.Comprehensive3DSR(
         evidence=sources,
         content=measurement_report(groups, sources),
@@ -267,6 +270,7 @@ def measurement_document(
         instance_number=instance_number,
         manufacturer="myomap",
         is_complete=True,
+        previous_versions=list(previous_versions) or None,
     )
     return finish_document(document, series_description)
 
@@ -308,7 +312,7 @@ def _motion_evaluation(present: bool) -> hd.sr.QualitativeEvaluation:
 
 def _slice_groups(
     index: int, source: Dataset, analysis: SliceAnalysis, algorithm: hd.sr.AlgorithmIdentification,
-    sop_instance_uid: str,
+    sop_instance_uid: str, comparison: SliceComparison | None = None,
 ) -> list[hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations | hd.sr.MeasurementsAndQualitativeEvaluations]:
     check_slice(source, analysis)
     spacing = analysis.pixel_spacing_mm
@@ -345,6 +349,11 @@ def _slice_groups(
         + _finite(codes.WALL_THICKNESS, analysis.wall_thickness.mean_mm, codes.UNIT_MM, codes.MEAN)
         + _finite(codes.PREDICTED_DICE, analysis.quality.predicted_dice, codes.UNIT_ONE)
     )
+    if comparison is not None:
+        myocardium += _finite(codes.CROSS_CHECK_DIFFERENCE, comparison.cross_check_percent, codes.UNIT_PERCENT,
+                              codes.MEDIAN)
+        myocardium += _finite(codes.SECOND_T1_ESTIMATE, comparison.second_estimate_mean_ms, codes.UNIT_MS,
+                              codes.MEAN)
     groups.append(planar("myocardium", ring_polygon_px(contours.endo_px, contours.epi_px),
                          codes.LEFT_VENTRICLE_MYOCARDIUM, myocardium))
     for segment, (start_deg, width_deg) in sorted(sectors.items()):
@@ -376,6 +385,15 @@ def _slice_groups(
     return groups
 
 
+@dataclass(frozen=True)
+class SliceComparison:
+    """What a slice's report adds beyond the analysis: how the node's other maps of it compare."""
+
+    cross_check_percent: float | None = None  # node reconstruction vs the scanner's map, median % in the region
+    second_estimate_label: str | None = None  # e.g. "node reconstruction, Bloch-corrected"
+    second_estimate_mean_ms: float | None = None
+
+
 def build_measurement_report(
     slices: Sequence[tuple[Dataset, SliceAnalysis]],
     *,
@@ -385,6 +403,8 @@ def build_measurement_report(
     instance_number: int = 1,
     algorithm_version: str,
     model_versions: dict[str, str],
+    previous_versions: Sequence[Dataset] = (),
+    comparisons: Sequence[SliceComparison | None] = (),
 ) -> hd.sr.Comprehensive3DSR:
     """Build the TID 1500 Measurement Report of the analysed slices.
 
@@ -398,6 +418,11 @@ def build_measurement_report(
         Version of the analysis (written as the algorithm version of every group).
     model_versions
         Model name -> version, written as algorithm parameters.
+    previous_versions
+        SRs of an earlier analysis of the same slices that this report replaces (Predecessor Documents Sequence).
+    comparisons
+        Per slice (in the order of ``slices``; missing or None for none): the cross-check against the scanner's map
+        and the second T1 estimate, written as measurements of the myocardium.
 
     Raises
     ------
@@ -409,11 +434,13 @@ def build_measurement_report(
     algorithm = algorithm_identification(algorithm_version, model_versions)
     groups = []
     for index, (source, analysis) in enumerate(slices, start=1):
-        groups += _slice_groups(index, source, analysis, algorithm, sop_instance_uid)
+        comparison = comparisons[index - 1] if index - 1 < len(comparisons) else None
+        groups += _slice_groups(index, source, analysis, algorithm, sop_instance_uid, comparison)
     sources = unique_images([source for source, _ in slices])
     document = measurement_document(
         groups, sources, series_description=SERIES_DESCRIPTION, series_instance_uid=series_instance_uid,
         series_number=series_number, sop_instance_uid=sop_instance_uid, instance_number=instance_number,
+        previous_versions=previous_versions,
     )
     LOGGER.debug("measurement report %s: %d slices, %d groups", sop_instance_uid, len(slices), len(groups))
     return document

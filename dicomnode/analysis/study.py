@@ -1,8 +1,10 @@
 """Offline analysis of DICOM files or folders: maps per slice, every reader's myocardial values, trainee scores.
 
-The files are read from disk, grouped by series and classified (:func:`dicomnode.io.classify.classify`). Each map
-slice comes from the scanner's T1/T2 map series when the study has one of that kind, else it is reconstructed from
-the raw inversion-recovery or T2-prepared series as the map job does. Contour objects (DICOM-SEG, RTSTRUCT) are
+The files are read from disk, grouped by series and classified (:func:`dicomnode.io.classify.classify`). The
+mapping series are grouped into analysis units and each slice's map is chosen as the map job chooses it
+(:mod:`dicomnode.io.slice_groups`, :mod:`dicomnode.analysis.map_sources`): the scanner's map of the slice when there
+is one, else the node's reconstruction from the raw images, so that both give the same slices and values.
+Contour objects (DICOM-SEG, RTSTRUCT) are
 placed on the map images; per slice and reader the global and AHA segment values are measured, a reference is
 chosen (the named gold-standard reader, else the STAPLE consensus of the experts) and every other reader is scored
 against it. Problems with one file or series are collected in the report, never raised.
@@ -23,14 +25,14 @@ from pydicom.errors import InvalidDicomError
 from scipy import ndimage
 
 from db.models import SeriesRole
-from dicomnode.analysis.fitting import fit_slice
+from dicomnode.analysis.map_sources import prepare_slice, reference_image, unit_description
 from dicomnode.analysis.reference import MIN_EXPERTS_FOR_CONSENSUS, ReferenceSource, is_expert
 from dicomnode.errors import MyomapError
 from dicomnode.io.classify import classify
 from dicomnode.io.contours import ImageGeometry, ReaderMasks, Structure, read_rtstruct, read_seg
-from dicomnode.io.series_loader import LoadedSeries, SliceStack, TimingKind, load_series
+from dicomnode.io.slice_groups import KIND_OF_ROLE, MappingSeries, mapping_units
 from dicomnode.io.slice_level import ASSUMED, level_from_description
-from dicomnode.sop_classes import PARAMETRIC_MAP
+from dicomnode.io.unit_loader import load_unit
 from inference.aha import AhaLevel, aha_segments, rv_insertion_points
 from inference.consensus import consensus
 from inference.errors import AnalysisError
@@ -44,15 +46,8 @@ from reports.result_summary import SliceFigures
 
 LOGGER = logging.getLogger(__name__)
 
-#: A raw series and a map show the same slice when their positions along the slice normal differ by less than this.
-SAME_SLICE_MM = 1.0
 #: Contour labels taken as the right ventricle (normalised: lower case, punctuation as spaces).
 RV_LABELS = frozenset({"rv", "right ventricle", "rv cavity", "rv blood pool", "right ventricular cavity"})
-_MAP_ROLES = {SeriesRole.T1_MAP: MapKind.T1, SeriesRole.T2_MAP: MapKind.T2}
-_RAW_ROLES = {
-    SeriesRole.RAW_IR: (MapKind.T1, TimingKind.INVERSION),
-    SeriesRole.T2_PREP: (MapKind.T2, TimingKind.T2_PREP),
-}
 
 
 class AnalyzeError(MyomapError):
@@ -191,6 +186,7 @@ def analyze_paths(
     gold_standard: str | None,
     on_file: Callable[[Path], None] | None = None,
     models: Callable[[], ModelSet] | None = None,
+    report_t1: str = "scanner",
 ) -> AnalysisReport:
     """Analyse the DICOM files under ``paths`` without the network.
 
@@ -205,6 +201,8 @@ def analyze_paths(
     models
         Gives the models that analyse every map slice (segmentation, contours, AHA values, motion, QC); None
         leaves the models out.
+    report_t1
+        ``"scanner"`` or ``"corrected"``: the T1 estimate a reconstructed map reports (``[mapping] report_t1``).
 
     Returns
     -------
@@ -238,7 +236,7 @@ def analyze_paths(
         series.setdefault(uid, []).append(ds)
     roles = {uid: classify(instances[0]) for uid, instances in series.items()}
 
-    map_slices = _attach_raw(_map_slices(series, roles, problems), series, roles, problems)
+    map_slices = _map_slices(series, roles, problems, report_t1=report_t1)
     geometries = [m.geometry for m in map_slices]
     readers = _reader_masks(series, roles, geometries, problems)
     results: list[SliceResult] = []
@@ -273,92 +271,41 @@ def files_under(paths: Iterable[Path | str]) -> list[Path]:
     return files
 
 
-def _map_slices(series: dict[str, list[Dataset]], roles: dict[str, SeriesRole],
-                problems: list[Problem]) -> list[_MapSlice]:
-    """Scanner maps of each kind when the study has them, else maps reconstructed from the raw series."""
+def _map_slices(series: dict[str, list[Dataset]], roles: dict[str, SeriesRole], problems: list[Problem], *,
+                report_t1: str) -> list[_MapSlice]:
+    """Every slice of every analysis unit, its map chosen as the map job chooses it."""
+    mapping = [
+        MappingSeries(index, 0, roles[uid], uid, tuple(instances))
+        for index, (uid, instances) in enumerate(series.items()) if roles[uid] in KIND_OF_ROLE
+    ]
     slices: list[_MapSlice] = []
-    kinds_with_maps = {_MAP_ROLES[role] for role in roles.values() if role in _MAP_ROLES}
-    for uid, instances in series.items():
-        role = roles[uid]
-        if role in _MAP_ROLES:
-            for ds in instances:
-                try:
-                    slices.append(_scanner_map(ds, _MAP_ROLES[role]))
-                except (AnalyzeError, MyomapError, ValueError) as error:
-                    problems.append(Problem(f"series {uid}", f"map {ds.get('SOPInstanceUID', '?')}: {error}"))
-        elif role in _RAW_ROLES and _RAW_ROLES[role][0] not in kinds_with_maps:
+    for unit in mapping_units(mapping):
+        where = f"series {', '.join(m.series_instance_uid for m in unit)}"
+        kind = MapKind(unit[0].kind)
+        description = unit_description(str(m.headers[0].get("SeriesDescription", "")) for m in unit)
+        try:
+            unit_slices = load_unit([(m.role, m.headers) for m in unit])
+        except (MyomapError, ValueError) as error:
+            problems.append(Problem(where, f"cannot load: {type(error).__name__}: {error}"))
+            continue
+        for item in unit_slices:
             try:
-                slices.extend(_reconstructed_maps(instances, *_RAW_ROLES[role]))
+                prepared = prepare_slice(item, kind, report_t1=report_t1)
             except (AnalysisError, MyomapError, ValueError) as error:
-                problems.append(Problem(f"series {uid}", f"cannot reconstruct a map: {type(error).__name__}: {error}"))
+                problems.append(Problem(where, f"cannot reconstruct a map: {type(error).__name__}: {error}"))
+                continue
+            scanner = reference_image(prepared)
+            if scanner is not None:
+                geometry = ImageGeometry.from_dataset(scanner)
+                series_uid = str(scanner.SeriesInstanceUID)
+            else:
+                assert item.stack is not None and item.raw is not None
+                geometry = ImageGeometry.from_dataset(item.stack.sources[0], item.stack.frame_numbers[0] - 1)
+                series_uid = item.raw.series_instance_uid
+            slices.append(_MapSlice(kind, prepared.maps.source, prepared.maps.primary_ms, geometry, series_uid,
+                                    description, prepared.raw))
     slices.sort(key=lambda m: (m.kind.value, m.series_description, _position_along_normal(m.geometry)))
     return slices
-
-
-def _scanner_map(ds: Dataset, kind: MapKind) -> _MapSlice:
-    """A scanner's single-frame map image in ms (MR image with rescale, or a Parametric Map's real-world values)."""
-    if int(ds.get("NumberOfFrames") or 1) != 1:
-        raise AnalyzeError(f"map has {ds.NumberOfFrames} frames; expected single-frame map images")
-    return _MapSlice(kind, "scanner", map_values_ms(ds), ImageGeometry.from_dataset(ds), str(ds.SeriesInstanceUID),
-                     str(ds.get("SeriesDescription", "")))
-
-
-def map_values_ms(ds: Dataset) -> np.ndarray:
-    """A single-frame map image in ms: an MR image's rescaled values or a Parametric Map's real-world values."""
-    stored = ds.pixel_array.reshape(int(ds.Rows), int(ds.Columns)).astype(np.float64)
-    if ds.SOPClassUID == PARAMETRIC_MAP:
-        mapping = ds.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
-        return stored * float(mapping.RealWorldValueSlope) + float(mapping.get("RealWorldValueIntercept", 0.0))
-    return stored * float(ds.get("RescaleSlope", 1.0) or 1.0) + float(ds.get("RescaleIntercept", 0.0) or 0.0)
-
-
-def _reconstructed_maps(instances: list[Dataset], kind: MapKind, timing: TimingKind) -> list[_MapSlice]:
-    """Fit a map per slice of a raw series, as the map job does."""
-    loaded: LoadedSeries = load_series(instances, timing)
-    maps = []
-    for stack in loaded.slices:
-        result = fit_slice(loaded, stack, correction="bloch")
-        map_ms = np.where(result.valid, result.map_ms, 0.0)
-        geometry = ImageGeometry.from_dataset(stack.sources[0], stack.frame_numbers[0] - 1)
-        raw = RawImages(stack.images, stack.times_ms, np.nan_to_num(result.r2).astype(np.float32)) \
-            if kind is MapKind.T1 else None
-        maps.append(_MapSlice(kind, f"reconstructed: {result.method}", map_ms, geometry,
-                              loaded.series_instance_uid, loaded.series_description, raw))
-    return maps
-
-
-def _attach_raw(map_slices: list[_MapSlice], series: dict[str, list[Dataset]], roles: dict[str, SeriesRole],
-                problems: list[Problem]) -> list[_MapSlice]:
-    """Give each scanner T1 map the raw IR images of the same slice (same position and matrix), with the R2 of a
-    plain fit of them, so that motion can be checked."""
-    wanted = [m for m in map_slices if m.kind is MapKind.T1 and m.raw is None]
-    if not wanted:
-        return map_slices
-    stacks: list[tuple[LoadedSeries, SliceStack]] = []
-    for uid, instances in series.items():
-        if roles[uid] is not SeriesRole.RAW_IR:
-            continue
-        try:
-            loaded = load_series(instances, TimingKind.INVERSION)
-            stacks.extend((loaded, stack) for stack in loaded.slices)
-        except (MyomapError, ValueError) as error:
-            problems.append(Problem(f"series {uid}", f"raw images not usable for motion: {error}"))
-    out = []
-    for map_slice in map_slices:
-        found = None
-        if map_slice in wanted:
-            position = _position_along_normal(map_slice.geometry)
-            found = next((item for item in stacks if item[1].images.shape[1:] == map_slice.map_ms.shape and abs(
-                float(np.dot(map_slice.geometry.normal, item[1].image_position_patient_mm)) - position)
-                < SAME_SLICE_MM), None)
-        if found is None:
-            out.append(map_slice)
-            continue
-        loaded, stack = found
-        fit = fit_slice(loaded, stack, correction="none")
-        raw = RawImages(stack.images, stack.times_ms, np.nan_to_num(fit.r2).astype(np.float32))
-        out.append(replace(map_slice, raw=raw))
-    return out
 
 
 def _model_analysis(index: int, map_slice: _MapSlice, level: AhaLevel, models: Callable[[], ModelSet],

@@ -33,17 +33,23 @@ def register(app: typer.Typer) -> None:
         with_models: Annotated[
             bool, typer.Option("--models/--no-models", help="run the segmentation, motion and QC models on every map")
         ] = True,
+        report_t1: Annotated[
+            str, typer.Option("--report-t1", help="T1 of a reconstructed map: 'scanner' (plain fit, as the vendor's "
+                                                  "map) or 'corrected' (Bloch-corrected); as [mapping] report_t1")
+        ] = "scanner",
     ) -> None:
         """Analyse T1/T2 maps and readers' contours without the network: values per slice and reader, scores, and
         the models' segmentation, AHA values, wall thickness, motion verdict and predicted segmentation quality."""
         console = Console()
+        if report_t1 not in ("scanner", "corrected"):
+            raise typer.BadParameter(f"must be 'scanner' or 'corrected', got {report_t1!r}", param_hint="--report-t1")
         n_files = len(files_under(paths))
         with Progress(TextColumn("reading"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=True) as progress:
             task = progress.add_task("files", total=n_files)
             report = analyze_paths(paths, gold_standard=gold_standard,
                                    on_file=lambda _path: progress.advance(task),
-                                   models=load_models if with_models else None)
+                                   models=load_models if with_models else None, report_t1=report_t1)
         for line in slice_lines(report):
             console.print(line, highlight=False)
         console.print(report_table(report))

@@ -5,6 +5,12 @@ series ``..._T1MAP`` / ``..._MOCO_T1`` and writes ``T1 MAP`` into ImageType, Phi
 writes ``TIeff 180 ms`` into ImageComments, Enhanced MR puts inversion times and T2 preparation into its functional
 groups. Protocol names are free text (a raw series may be called ``T1map_long_MOLLI``), so description tokens only
 decide where stronger evidence (ImageType, inversion times, T2 preparation) is absent.
+
+Which component of the complex image an instance holds comes from
+:func:`dicomnode.io.series_loader.complex_component` (GE's private image type, ComplexImageComponent, ImageType).
+Vendors that mix components in one series (GE magnitude, phase, real and imaginary; Philips ``M_FFE`` with
+``P_FFE``) make one instance a weak witness for its series: :func:`classify_series` gives a series holding any
+magnitude image its raw role, and the phase role only to a series of phase images alone.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from pydicom import Dataset
 
 from db.models import SeriesRole
+from dicomnode.io.series_loader import MAGNITUDE, PHASE, complex_component
 from dicomnode.sop_classes import (
     ENHANCED_MR_SOP_CLASSES,
     MR_IMAGE,
@@ -41,7 +48,6 @@ T1_MAP_TOKEN = re.compile(r"T1_?MAP")
 T2_MAP_TOKEN = re.compile(r"T2_?MAP")
 MOCO_TOKEN = re.compile(r"(?:^|_)MOCO(?:_|$)")
 IR_TOKENS = re.compile(r"MOLLI|SHMOLLI|SASHA|LOOK_?LOCKER")
-PHASE_VALUES = frozenset({"P", "PHASE"})
 T1_MAP_IMAGE_TYPES = frozenset({"T1 MAP", "T1MAP", "T1_MAP"})
 T2_MAP_IMAGE_TYPES = frozenset({"T2 MAP", "T2MAP", "T2_MAP"})
 FIT_QUALITY_IMAGE_TYPES = frozenset({"R2", "R2 MAP", "FITPARAMS", "FIT PARAMS"})
@@ -61,6 +67,44 @@ def classify(dataset: Dataset) -> SeriesRole:
     SeriesRole
         ``OTHER`` when nothing marks the series as part of a mapping workflow.
     """
+    role = _base_role(dataset)
+    if role in PHASE_ROLES and _is_phase(dataset):
+        return PHASE_ROLES[role]
+    return role
+
+
+def classify_series(datasets: Iterable[Dataset]) -> SeriesRole:
+    """The role of a series from all its instances (or the headers received so far).
+
+    A series that holds a magnitude image (or one whose component nothing names) takes that image's role, so a
+    series mixing magnitude with phase, real or imaginary images (GE, Philips) is ``RAW_IR`` or ``T2_PREP``; a
+    series of phase images without magnitude takes the phase role, even where each instance alone is ambiguous
+    (GE's private image type). Instances whose own role is ``OTHER`` (e.g. a colour display copy, stored as
+    Secondary Capture, next to a T1 map) are passed over; ``OTHER`` when no instance names a role.
+
+    Raises
+    ------
+    ValueError
+        If ``datasets`` is empty.
+    """
+    instances = list(datasets)
+    if not instances:
+        raise ValueError("classify_series needs at least one instance, got none")
+    # Instances that name no role (a colour display copy in a map series) do not speak for the series.
+    known = [(role, _components(ds)) for ds in instances if (role := _base_role(ds)) is not SeriesRole.OTHER]
+    if not known:
+        return SeriesRole.OTHER
+    for role, held in known:
+        if held & {MAGNITUDE, ""}:
+            return role
+    role = known[0][0]
+    if role in PHASE_ROLES and any(PHASE in held for _, held in known):
+        return PHASE_ROLES[role]
+    return role
+
+
+def _base_role(dataset: Dataset) -> SeriesRole:
+    """The role before magnitude and phase are told apart."""
     sop_class_uid = str(dataset.get("SOPClassUID", ""))
     if sop_class_uid in SEGMENTATION_SOP_CLASSES:
         return SeriesRole.SEG
@@ -70,10 +114,7 @@ def classify(dataset: Dataset) -> SeriesRole:
         return SeriesRole.OTHER
     description = _normalised(str(dataset.get("SeriesDescription", "")))
     image_types = set(_image_type_values(dataset))
-    role = _mapping_role(dataset, sop_class_uid, description, image_types)
-    if role in PHASE_ROLES and _is_phase(dataset, image_types):
-        return PHASE_ROLES[role]
-    return role
+    return _mapping_role(dataset, sop_class_uid, description, image_types)
 
 
 def expected_instances(dataset: Dataset) -> int | None:
@@ -182,12 +223,48 @@ def _has_t2_prep(dataset: Dataset, description: str) -> bool:
     )
 
 
-def _is_phase(dataset: Dataset, image_types: set[str]) -> bool:
-    if image_types & PHASE_VALUES or any(value.startswith("P_") for value in image_types):
-        return True
-    components = [str(dataset.get("ComplexImageComponent", ""))]
-    components += [str(item.get("ComplexImageComponent", "")) for item in _frame_type_items(dataset)]
-    return any(component.upper() == "PHASE" for component in components)
+def _is_phase(dataset: Dataset) -> bool:
+    """Whether one instance shows a series of phase images: it holds phase images only, and says so otherwise than
+    by GE's private image type alone. GE writes all components of an acquisition into one series, so a GE phase
+    image may be the first of a mixed series; the raw role then keeps its job (the loader picks the magnitude
+    images) and :func:`classify_series` gives the phase role once all instances are known."""
+    if _components(dataset) != {PHASE}:
+        return False
+    without_private = Dataset()
+    for keyword in ("ImageType", "ComplexImageComponent"):
+        if keyword in dataset:
+            without_private[keyword] = dataset[keyword]
+    return complex_component(without_private) == PHASE or any(
+        str(item.get("ComplexImageComponent", "")).upper() == PHASE for item in _frame_type_items(dataset)
+    )
+
+
+def _components(dataset: Dataset) -> set[str]:
+    """The components an instance holds: one for a classic image; for Enhanced MR those its frames name (the top
+    level when it names one other than MIXED), "" standing for images whose component nothing names."""
+    top = complex_component(dataset)
+    if top or "PerFrameFunctionalGroupsSequence" not in dataset:
+        return {top}
+    held = set()
+    for group in dataset.PerFrameFunctionalGroupsSequence:
+        items = list(group.get("MRImageFrameTypeSequence", [])) or list(
+            _functional_items(dataset, "MRImageFrameTypeSequence")
+        )
+        for item in items[:1]:
+            held.add(complex_component(_as_image(item)))
+        if not items:
+            held.add("")
+    return held or {""}
+
+
+def _as_image(frame_type: Dataset) -> Dataset:
+    """A frame type item (FrameType, ComplexImageComponent) as the ImageType and component of an image."""
+    image = Dataset()
+    if "FrameType" in frame_type:
+        image.ImageType = frame_type.FrameType
+    if "ComplexImageComponent" in frame_type:
+        image.ComplexImageComponent = frame_type.ComplexImageComponent
+    return image
 
 
 def _image_type_values(dataset: Dataset) -> Iterator[str]:

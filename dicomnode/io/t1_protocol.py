@@ -14,6 +14,32 @@ from inference.molli_correction import MolliProtocol, ProtocolError, protocol_fr
 
 LOGGER = logging.getLogger(__name__)
 
+#: The field whose T2 model ``AssumedT2.for_field`` takes when the header gives none (the tests check it does).
+ASSUMED_FIELD_STRENGTH_T = 1.5
+#: MagneticFieldStrength at or above this is in gauss (older GE headers write 15000 for 1.5 T).
+_GAUSS_THRESHOLD = 100.0
+FIELD_STRENGTH_NOTE = f"field strength not in the header; T2 model assumed {ASSUMED_FIELD_STRENGTH_T:g} T"
+
+
+def field_strength_t(source: Dataset) -> float | None:
+    """MagneticFieldStrength in tesla from the data set (Enhanced MR: top level, shared or first frame groups); None
+    when absent, zero or not a number. Values of 100 and more are gauss (older GE headers) and are converted."""
+    value = _number(source, "MagneticFieldStrength")
+    if value is not None and value >= _GAUSS_THRESHOLD:
+        return value / 10000.0
+    return value
+
+
+def field_strength_note(source: Dataset) -> str | None:
+    """The sentence a result must carry when the header gives no field strength, else None.
+
+    The Bloch correction of MOLLI/ShMOLLI maps picks its assumed T2 by field (``AssumedT2.for_field``); without
+    MagneticFieldStrength it takes the 1.5 T model, which must be stated, never silently assumed.
+    """
+    if field_strength_t(source) is not None:
+        return None
+    return FIELD_STRENGTH_NOTE
+
 
 def t1_protocol(
     stack: SliceStack, loaded: LoadedSeries, scheme: MappingScheme, rr_ms: float | None
@@ -26,6 +52,9 @@ def t1_protocol(
         return None
     source = stack.sources[0]
     order, acquisition_times_s = acquisition_order(stack)
+    note = field_strength_note(source)
+    if note is not None:
+        LOGGER.warning("series %s: %s", loaded.series_instance_uid, note)
     try:
         return protocol_from_tags(
             stack.times_ms[order],
@@ -36,7 +65,7 @@ def t1_protocol(
             flip_angle_deg=_number(source, "FlipAngle"),
             repetition_time_ms=_number(source, "RepetitionTime"),
             phase_encoding_lines=_phase_encoding_lines(source),
-            field_strength_t=_number(source, "MagneticFieldStrength"),
+            field_strength_t=field_strength_t(source),
         )
     except ProtocolError as error:
         LOGGER.warning("series %s: T1 map left uncorrected: %s", loaded.series_instance_uid, error)

@@ -44,8 +44,8 @@ JOB_LOCK_NAMESPACE = 0x6D796F6D
 class JobKind(str, Enum):
     """What a job produces."""
 
-    T1_MAP = "t1_map"  # T1 map reconstructed from raw inversion-recovery images
-    T2_MAP = "t2_map"  # T2 map reconstructed from T2-prepared images
+    T1_MAP = "t1_map"  # the analysis of a T1 unit: raw inversion-recovery images and/or the scanner's T1 maps
+    T2_MAP = "t2_map"  # the analysis of a T2 unit: T2-prepared images and/or the scanner's T2 maps
     READER_SCORE = "reader_score"  # a reader's contours scored against the gold standard or consensus
 
 
@@ -53,6 +53,8 @@ class JobKind(str, Enum):
 JOBS_FOR_ROLE: dict[SeriesRole, tuple[JobKind, ...]] = {
     SeriesRole.RAW_IR: (JobKind.T1_MAP,),
     SeriesRole.T2_PREP: (JobKind.T2_MAP,),
+    SeriesRole.T1_MAP: (JobKind.T1_MAP,),
+    SeriesRole.T2_MAP: (JobKind.T2_MAP,),
     SeriesRole.SEG: (JobKind.READER_SCORE,),
     SeriesRole.RTSTRUCT: (JobKind.READER_SCORE,),
 }
@@ -101,7 +103,7 @@ def enqueue_series(
 ) -> list[int]:
     """Create the jobs of a complete series revision (if not yet there) and queue the new ones.
 
-    A complete map series (:data:`WAKING_ROLES`) has no job of its own: it wakes the study's waiting jobs.
+    A complete map series (:data:`WAKING_ROLES`) also wakes the study's waiting jobs (readers' contours on it).
 
     Parameters
     ----------

@@ -1,16 +1,17 @@
-"""The map job: reconstruct T1 or T2 maps from a complete raw series, analyse them, send what routing says.
+"""The map job: analyse one unit of a study's mapping series (raw images and/or the scanner's maps of the same
+slices), write its outputs, send what routing says.
 
-For each slice of a RAW_IR or T2_PREP series the job fits the map (:func:`inference.mapping.reconstruct_map`),
-writes it twice as a new series in the same study: a float Parametric Map (exact values, for analysis) and a
-uint16 MR image in ms (what a scanner console shows), under ``<storage>/outputs/<study>/<series>/<sop>.dcm``.
+The job's series belongs to a unit (:mod:`dicomnode.jobs.units`); the first of the unit's jobs to claim it does the
+work, the others end without a result. Per slice the reported map is the scanner's when the unit holds one, else
+the node's reconstruction from the raw images (:mod:`dicomnode.analysis.map_sources`); a reconstruction is written
+as a new series twice, a float Parametric Map (exact values) and a uint16 MR image in ms (what a console shows).
 The models then analyse every slice and the job writes the console's Secondary Captures, a TID 1500 SR and a SEG
 (:mod:`dicomnode.jobs.map_outputs`). It records one :class:`db.models.Result` with a summary free of patient data,
 plans the transfers (Secondary Captures first) and hands them to the queue.
 
 A job may run twice (a crash after the maps were written, a task handed out twice): the claim on the job row
-lets one run through, output UIDs are derived from the job key so a re-run rewrites the same files, and the
-result, its transfers and the job's DONE state are committed in one transaction, so a (series, revision) gets
-exactly one result.
+lets one run through, output UIDs are derived from the unit's key so a re-run rewrites the same files, and the
+result, its transfers and the job's DONE state are committed in one transaction, so a unit gets exactly one result.
 """
 
 from __future__ import annotations
@@ -22,33 +23,52 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pydicom
 from pydicom.dataset import Dataset
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from config import Settings
 from config.settings import Output
-from db.models import Instance, Result
+from db.models import Result
 from db.session import session_scope
-from dicomnode.analysis.fitting import fit_slice
+from dicomnode.analysis.map_sources import (
+    SCANNER_MAP,
+    PreparedSlice,
+    median_difference_percent,
+    prepare_slice,
+    reference_image,
+    unit_description,
+)
 from dicomnode.analysis.slices import SliceInput, SliceOutcome, analyse_slices, node_models, slice_workers
-from dicomnode.io.series_loader import LoadedSeries, SliceStack, TimingKind, load_series_files
+from dicomnode.io.t1_protocol import field_strength_note
+from dicomnode.io.unit_loader import UnitSlice, load_unit, read_datasets
 from dicomnode.jobs.claims import JobOutcome, claim_job, claimed_rows, mark_done, mark_failed
 from dicomnode.jobs.creation import JobKind
 from dicomnode.jobs.map_outputs import analysis_summary, write_console_images, write_reports
 from dicomnode.jobs.outputs import OutputSeries, OutputWriter, output_uid
+from dicomnode.jobs.units import Superseded, UnitClaim, UnitPlan, claim_unit, plan_unit
 from dicomnode.net import scu
 from dicomnode.sop_classes import MR_IMAGE
-from inference.mapping import MapKind, MappingResult
+from inference.mapping import MapKind
 from inference.model_set import ModelSet
-from inference.slice_analysis import RawImages
+from inference.slice_analysis import SliceAnalysis
 from reports.map_mr import build_mr_map
 from reports.map_parametric import build_parametric_map
-from reports.result_summary import MapResultSummary, ResultOutputs, rounded, summary_json
+from reports.result_summary import (
+    CrossCheckFigures,
+    MapResultSummary,
+    ResultOutputs,
+    SecondMeasurement,
+    SupersededFigures,
+    rounded,
+    summary_json,
+)
+from reports.sr_measurement import SliceComparison
 
 LOGGER = logging.getLogger(__name__)
 
-_TIMING_FOR_KIND = {JobKind.T1_MAP: TimingKind.INVERSION, JobKind.T2_MAP: TimingKind.T2_PREP}
+_MAP_KIND = {"T1": MapKind.T1, "T2": MapKind.T2}
 
 
 @dataclass(frozen=True)
@@ -60,19 +80,16 @@ class ClaimedJob:
     kind: JobKind
     series_id: int
     series_revision: int
-    instance_paths: tuple[Path, ...]
 
 
 @dataclass(frozen=True)
-class SliceMap:
-    """The reconstructed map of one slice and the files written for it."""
+class WrittenSlice:
+    """One prepared slice, the image its outputs reference (the scanner's map, else the node's MR map) and the
+    node's map files written for it."""
 
-    stack: SliceStack
-    mapping: MappingResult
-    map_ms: np.ndarray  # float32, 0 where the fit is not valid
-    mr_map: Dataset
-    mr_map_path: Path
-    parametric_map_path: Path
+    prepared: PreparedSlice
+    reference_image: Dataset
+    map_paths: tuple[Path, ...]
 
 
 def run_job(
@@ -82,33 +99,49 @@ def run_job(
     session_factory: sessionmaker[Session],
     enqueue_delivery: Callable[[int], object],
 ) -> JobOutcome:
-    """Run map job ``job_id`` if it is queued: reconstruct, write, record the result, queue its transfers.
+    """Run map job ``job_id`` if it is queued: analyse its unit, write, record the result, queue its transfers.
 
     Analysis errors do not raise: the job is marked FAILED with the message, and the series too.
     """
-    claimed = _claim(job_id, session_factory, settings.storage_root)
+    claimed = _claim(job_id, session_factory)
     if isinstance(claimed, JobOutcome):
         return claimed
     started = time.perf_counter()
     try:
-        loaded = load_series_files(claimed.instance_paths, _TIMING_FOR_KIND[claimed.kind])
-        writer = OutputWriter(claimed.key, settings.storage_root, loaded.study_instance_uid,
-                              loaded.series_number or 0)
-        slice_maps = [_map_slice(stack, loaded, index, writer) for index, stack in enumerate(loaded.slices)]
-        inputs, outcomes, versions = _analyse(loaded, slice_maps, settings)
-        # First commit: the console's Secondary Captures and the maps, sent at once; the job is not done yet.
+        plan = plan_unit(claimed.series_id, session_factory=session_factory, storage_root=settings.storage_root)
+        unit = claim_unit(plan, claimed.job_id, session_factory=session_factory)
+        if not isinstance(unit, UnitClaim):
+            _close_without_result(claimed, f"analysed with its unit by job {unit}", session_factory)
+            LOGGER.info("job %d: its series is analysed with its unit by job %d", job_id, unit)
+            return JobOutcome.DONE
+        datasets = [(m.role, read_datasets(m.paths)) for m in plan.members]
+        slices = load_unit(datasets)
+        first = datasets[0][1][0]
+        numbers = [int(ds.SeriesNumber) for _, group in datasets for ds in group[:1]
+                   if ds.get("SeriesNumber") not in (None, "")]
+        writer = OutputWriter(plan.key, settings.storage_root, str(first.StudyInstanceUID), min(numbers, default=0))
+        kind = _MAP_KIND[plan.kind]
+        prepared = [_prepare(item, index, kind, writer, settings) for index, item in enumerate(slices)]
+        description = unit_description(str(group[0].get("SeriesDescription", "")) for _, group in datasets if group)
+        inputs, outcomes, versions = _analyse(prepared, description, settings)
         sc_paths = write_console_images(outcomes, inputs, writer)
-        outputs = {Output.SC: sc_paths, Output.MAPS: [*(m.mr_map_path for m in slice_maps),
-                                                       *(m.parametric_map_path for m in slice_maps)]}
-        summary = summarise(slice_maps, writer=writer, source_revision=claimed.series_revision)
+        outputs = {Output.SC: sc_paths, Output.MAPS: [p for item in prepared for p in item.map_paths]}
+        summary = summarise(prepared, plan=plan, unit=unit, source_revision=claimed.series_revision,
+                            report_t1=settings.mapping.report_t1)
         summary.analysis = analysis_summary(outcomes, versions)
+        comparisons = _comparisons(prepared, outcomes)
+        _add_slice_figures(summary, prepared, outcomes, comparisons)
+        # First commit: the console's Secondary Captures and the maps, sent at once; the job is not done yet.
         transfer_ids = _record_result(claimed, summary, outputs, done=False, settings=settings,
                                       session_factory=session_factory)
         for transfer_id in transfer_ids:
             enqueue_delivery(transfer_id)
         # Second commit: the SR and the SEG, and the job's DONE state.
         try:
-            sr_paths, seg_paths = write_reports(outcomes, inputs, writer, model_versions=versions)
+            sr_paths, seg_paths = write_reports(
+                outcomes, inputs, writer, model_versions=versions,
+                previous_reports=_previous_reports(unit.superseded, settings.storage_root), comparisons=comparisons,
+            )
         except Exception as error:  # the maps and the console's images are out; the series stays usable
             LOGGER.exception("job %d: the SR and SEG could not be written", job_id)
             sr_paths, seg_paths = [], []
@@ -122,74 +155,65 @@ def run_job(
         return JobOutcome.FAILED
     new_ids = [transfer_id for transfer_id in more_ids if transfer_id not in set(transfer_ids)]
     LOGGER.info(
-        "job %d: %s of %d slices in %.3f s, %d transfers",
-        job_id, claimed.kind.value, len(slice_maps), time.perf_counter() - started, len(transfer_ids) + len(new_ids),
+        "job %d: %s of %d slices (%d series) in %.3f s, %d transfers", job_id, claimed.kind.value, len(prepared),
+        len(plan.members), time.perf_counter() - started, len(transfer_ids) + len(new_ids),
     )
     for transfer_id in new_ids:
         enqueue_delivery(transfer_id)
     return JobOutcome.DONE
 
 
-def _claim(job_id: int, session_factory: sessionmaker[Session], storage_root: Path) -> ClaimedJob | JobOutcome:
+def _claim(job_id: int, session_factory: sessionmaker[Session]) -> ClaimedJob | JobOutcome:
     """Move the job from QUEUED to RUNNING (only one caller succeeds) and read what the run needs."""
     with session_scope(session_factory) as session:
         job = claim_job(session, job_id)
         if isinstance(job, JobOutcome):
             return job
-        series = job.series
-        paths = session.scalars(select(Instance.path).where(Instance.series_id == series.id)).all()
-        return ClaimedJob(
-            job_id=job.id,
-            key=job.key,
-            kind=JobKind(job.kind),
-            series_id=series.id,
-            series_revision=job.series_revision,
-            instance_paths=tuple(storage_root / path for path in paths),  # stored relative to the root
-        )
+        return ClaimedJob(job_id=job.id, key=job.key, kind=JobKind(job.kind), series_id=job.series_id,
+                          series_revision=job.series_revision)
 
 
-def _map_slice(stack: SliceStack, loaded: LoadedSeries, index: int, writer: OutputWriter) -> SliceMap:
-    mapping = fit_slice(loaded, stack)
-    map_ms = np.where(mapping.valid, mapping.map_ms, 0.0).astype(np.float32)
-    derivation = f"{mapping.method}, {stack.times_ms.size} images"
+def _close_without_result(claimed: ClaimedJob, note: str, session_factory: sessionmaker[Session]) -> None:
+    """Mark the job (and its series) DONE with a note: another job of its unit analyses the series."""
+    with session_scope(session_factory) as session:
+        job, series = claimed_rows(session, claimed)
+        mark_done(job, series, claimed)
+        job.error = note
+
+
+def _prepare(item: UnitSlice, index: int, kind: MapKind, writer: OutputWriter, settings: Settings) -> WrittenSlice:
+    """Prepare the slice's maps; write the node's own map when it is the one reported."""
+    prepared = prepare_slice(item, kind, report_t1=settings.mapping.report_t1)
+    scanner_image = reference_image(prepared)
+    if scanner_image is not None:
+        return WrittenSlice(prepared, scanner_image, ())
+    fit, stack = prepared.fit, item.stack
+    assert fit is not None and stack is not None  # no scanner map: the slice was reconstructed
+    stored_ms = np.nan_to_num(prepared.maps.primary_ms).astype(np.float32)  # 0 where no value, as scanners store
+    derivation = f"{fit.method}, {stack.times_ms.size} images; {prepared.maps.source}"
     mr_map = build_mr_map(
-        map_ms,
-        stack.sources[0],
-        mapping.kind,
-        series_instance_uid=writer.series_uid(OutputSeries.MR_MAP),
-        sop_instance_uid=writer.uid("mr", index),
-        series_number=writer.series_number(OutputSeries.MR_MAP),
-        instance_number=index + 1,
-        derivation_description=derivation,
-        further_source_images=stack.unique_sources[1:],
+        stored_ms, stack.sources[0], fit.kind,
+        series_instance_uid=writer.series_uid(OutputSeries.MR_MAP), sop_instance_uid=writer.uid("mr", index),
+        series_number=writer.series_number(OutputSeries.MR_MAP), instance_number=index + 1,
+        derivation_description=derivation[:1024], further_source_images=stack.unique_sources[1:],
     )
     parametric_map = build_parametric_map(
-        map_ms,
-        stack.unique_sources,
-        mapping.kind,
-        series_instance_uid=writer.series_uid(OutputSeries.PARAMETRIC_MAP),
-        sop_instance_uid=writer.uid("pm", index),
-        series_number=writer.series_number(OutputSeries.PARAMETRIC_MAP),
-        instance_number=index + 1,
-        content_description=mapping.method,
+        stored_ms, stack.unique_sources, fit.kind,
+        series_instance_uid=writer.series_uid(OutputSeries.PARAMETRIC_MAP), sop_instance_uid=writer.uid("pm", index),
+        series_number=writer.series_number(OutputSeries.PARAMETRIC_MAP), instance_number=index + 1,
+        content_description=fit.method,
     )
-    return SliceMap(stack=stack, mapping=mapping, map_ms=map_ms, mr_map=mr_map, mr_map_path=writer.write(mr_map),
-                    parametric_map_path=writer.write(parametric_map))
+    return WrittenSlice(prepared, mr_map, (writer.write(mr_map), writer.write(parametric_map)))
 
 
-def _analyse(loaded: LoadedSeries, slice_maps: Sequence[SliceMap],
+def _analyse(written: Sequence[WrittenSlice], description: str,
              settings: Settings) -> tuple[list[SliceInput], list[SliceOutcome], dict[str, str]]:
     """Run the models on every slice: the slices as analysed, what each gave, and the models' versions."""
     inputs = [
-        SliceInput(
-            map_ms=m.map_ms,
-            map_kind=m.mapping.kind,
-            pixel_spacing_mm=m.stack.pixel_spacing_mm,
-            mr_map=m.mr_map,
-            raw=RawImages(m.stack.images, m.stack.times_ms, np.nan_to_num(m.mapping.r2).astype(np.float32))
-            if m.mapping.kind is MapKind.T1 else None,
-        )
-        for m in slice_maps
+        SliceInput(map_ms=item.prepared.maps.primary_ms, map_kind=item.prepared.kind,
+                   pixel_spacing_mm=item.prepared.pixel_spacing_mm, mr_map=item.reference_image,
+                   raw=item.prepared.raw)
+        for item in written
     ]
     versions: dict[str, str] = {}
 
@@ -198,8 +222,21 @@ def _analyse(loaded: LoadedSeries, slice_maps: Sequence[SliceMap],
         versions.update(model_set.versions)
         return model_set
 
-    outcomes = analyse_slices(inputs, loaded.series_description, models, workers=slice_workers(settings))
+    outcomes = analyse_slices(inputs, description, models, workers=slice_workers(settings))
     return inputs, outcomes, versions
+
+
+def _previous_reports(superseded: Superseded | None, storage_root: Path) -> list[Dataset]:
+    """The SRs of the analysis this one replaces, to name as its predecessors; unreadable ones are left out."""
+    if superseded is None:
+        return []
+    reports: list[Dataset] = []
+    for path in superseded.sr_paths:
+        try:
+            reports.append(pydicom.dcmread(storage_root / path))
+        except (OSError, pydicom.errors.InvalidDicomError) as error:
+            LOGGER.warning("the superseded SR %s cannot be read: %s", path, error)
+    return reports
 
 
 def warm_up() -> float:
@@ -237,28 +274,98 @@ def warm_up() -> float:
     return time.perf_counter() - started
 
 
-def summarise(slice_maps: Sequence[SliceMap], *, writer: OutputWriter, source_revision: int) -> MapResultSummary:
-    """Figures of a map result without patient data: method, slices, and global statistics of valid pixels."""
-    valid_values = np.concatenate([m.mapping.map_ms[m.mapping.valid].ravel() for m in slice_maps])
-    r2_values = np.concatenate([m.mapping.r2[m.mapping.valid].ravel() for m in slice_maps])
-    fitted = sum(int(np.sum(m.mapping.r2 > 0)) for m in slice_maps)
-    first = slice_maps[0].mapping
-    has_values = bool(valid_values.size)
-    return MapResultSummary(
-        kind=first.kind.value,
-        method=first.method,
-        scheme=first.scheme.value,
-        slices=len(slice_maps),
-        valid_pixels=int(valid_values.size),
-        valid_fraction_of_fitted=round(valid_values.size / fitted, 4) if fitted else 0.0,
-        median_ms=rounded(float(np.median(valid_values))) if has_values else None,
-        p25_ms=rounded(float(np.percentile(valid_values, 25))) if has_values else None,
-        p75_ms=rounded(float(np.percentile(valid_values, 75))) if has_values else None,
+def summarise(written: Sequence[WrittenSlice], *, plan: UnitPlan, unit: UnitClaim, source_revision: int,
+              report_t1: str) -> MapResultSummary:
+    """Figures of a unit's result without patient data: sources, slices, statistics of the reported maps."""
+    prepared = [item.prepared for item in written]
+    values = np.concatenate([p.maps.primary_ms[np.isfinite(p.maps.primary_ms)].ravel() for p in prepared])
+    fits = [p.fit for p in prepared if p.fit is not None]
+    fitted = sum(int(np.sum(fit.r2 > 0)) for fit in fits)
+    fitted_valid = sum(int(np.sum(fit.valid)) for fit in fits)
+    r2_values = np.concatenate([fit.r2[fit.valid].ravel() for fit in fits]) if fits else np.array([])
+    sources = sorted({SCANNER_MAP if p.maps.source == SCANNER_MAP else "node reconstruction" for p in prepared})
+    notes = sorted({note for item in written if item.prepared.kind is MapKind.T1
+                    and (note := field_strength_note(item.reference_image)) is not None})
+    summary = MapResultSummary(
+        kind=prepared[0].kind.value.lower(),
+        method=" + ".join(sorted({fit.method for fit in fits} | ({SCANNER_MAP} & set(sources)))),
+        scheme=fits[0].scheme.value if fits else "",
+        slices=len(prepared),
+        valid_pixels=int(values.size),
+        valid_fraction_of_fitted=round(fitted_valid / fitted, 4) if fitted else None,
+        median_ms=rounded(float(np.median(values))) if values.size else None,
+        p25_ms=rounded(float(np.percentile(values, 25))) if values.size else None,
+        p75_ms=rounded(float(np.percentile(values, 75))) if values.size else None,
         median_r2=rounded(float(np.median(r2_values)), 4) if r2_values.size else None,
-        mr_map_series_uid=writer.series_uid(OutputSeries.MR_MAP),
-        parametric_map_series_uid=writer.series_uid(OutputSeries.PARAMETRIC_MAP),
+        map_source=" and ".join(sources),
+        report_t1=report_t1 if prepared[0].kind is MapKind.T1 and fits else None,
+        unit_series=[m.series_instance_uid for m in plan.members],
         source_revision=source_revision,
+        notes=notes,
     )
+    node_maps = [item for item in written if item.map_paths]
+    if node_maps:
+        summary.mr_map_series_uid = str(node_maps[0].reference_image.SeriesInstanceUID)
+        summary.parametric_map_series_uid = node_maps[0].map_paths[1].parent.name  # <study>/<series>/<sop>.dcm
+    if unit.superseded is not None:
+        summary.supersedes = SupersededFigures(
+            job_id=unit.superseded.job_id, job_key=unit.superseded.job_key,
+            sr_sop_instance_uids=[Path(p).stem for p in unit.superseded.sr_paths],
+        )
+    return summary
+
+
+def _comparisons(written: Sequence[WrittenSlice], outcomes: Sequence[SliceOutcome]) -> list[SliceComparison | None]:
+    """Per slice: the node's reconstruction against the scanner's map and the second T1 estimate, both over the
+    region the slice's values are from; None for a slice without analysis."""
+    comparisons: list[SliceComparison | None] = []
+    for item, outcome in zip(written, outcomes, strict=True):
+        maps = item.prepared.maps
+        if outcome.analysis is None:
+            comparisons.append(None)
+            continue
+        region = value_region_mask(outcome.analysis)
+        cross_check = None
+        if maps.cross_check_ms is not None:
+            cross_check = median_difference_percent(maps.cross_check_ms, maps.primary_ms, region)
+        second_mean = None
+        if maps.second_ms is not None:
+            second = maps.second_ms[region & np.isfinite(maps.second_ms)]
+            second_mean = float(second.mean()) if second.size else None
+        comparisons.append(SliceComparison(cross_check, maps.second_label, second_mean))
+    return comparisons
+
+
+def _add_slice_figures(summary: MapResultSummary, written: Sequence[WrittenSlice], outcomes: Sequence[SliceOutcome],
+                       comparisons: Sequence[SliceComparison | None]) -> None:
+    """Per slice: where its map came from, the cross-check against the scanner's map, the second estimate."""
+    assert summary.analysis is not None
+    for figures, item, outcome, comparison in zip(summary.analysis.slices, written, outcomes, comparisons,
+                                                  strict=True):
+        maps = item.prepared.maps
+        figures.map_source = maps.source
+        figures.notes = list(item.prepared.notes)
+        if outcome.analysis is None or comparison is None:
+            continue
+        figures.value_region = getattr(outcome.analysis, "value_region", "myocardium")
+        if maps.cross_check_label is not None:
+            figures.cross_check = CrossCheckFigures(
+                label=maps.cross_check_label,
+                median_difference_percent=rounded(comparison.cross_check_percent, 2),
+            )
+        if maps.second_label is not None:
+            second = maps.second_ms[value_region_mask(outcome.analysis) & np.isfinite(maps.second_ms)] \
+                if maps.second_ms is not None else np.array([])
+            figures.second_measurement = SecondMeasurement(
+                label=maps.second_label, mean_ms=rounded(comparison.second_estimate_mean_ms),
+                median_ms=rounded(float(np.median(second))) if second.size else None,
+            )
+
+
+def value_region_mask(analysis: SliceAnalysis) -> np.ndarray:
+    """The pixels the slice's reported values are from."""
+    mask = getattr(analysis, "value_mask", None)
+    return np.asarray(mask if mask is not None else analysis.segmentation.myocardium_mask, dtype=bool)
 
 
 def _record_result(

@@ -4,7 +4,8 @@ As new series of the study (:class:`dicomnode.jobs.outputs.OutputWriter`):
 
 - Secondary Captures for the scanner console (map with contours, AHA bullseye, attention map when motion was
   found), each with the verdict in plain words; a slice that could not be analysed gets one image saying why;
-- one TID 1500 Measurement Report (SR) and one SEG for the analysed slices, referencing the node's MR maps.
+- one TID 1500 Measurement Report (SR) and one SEG for the analysed slices, referencing the maps analysed (the
+  scanner's, else the node's MR maps).
 
 The job writes and sends the Secondary Captures before it builds the SR and the SEG (the SR takes longest), so the
 console's wait does not include them.
@@ -16,13 +17,15 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from pydicom.dataset import Dataset
+
 from dicomnode.analysis.slices import SliceInput, SliceOutcome, series_banner
 from dicomnode.jobs.outputs import ALGORITHM_VERSION, OutputSeries, OutputWriter
 from reports.console_images import render_console_images, render_failure_image
 from reports.result_summary import AlgorithmInfo, AnalysisFigures, SliceFigures
 from reports.secondary_capture import build_secondary_capture
 from reports.seg_model import build_model_segmentation
-from reports.sr_measurement import build_measurement_report
+from reports.sr_measurement import SliceComparison, build_measurement_report
 
 LOGGER = logging.getLogger(__name__)
 
@@ -50,15 +53,23 @@ def write_console_images(outcomes: Sequence[SliceOutcome], slices: Sequence[Slic
 
 
 def write_reports(outcomes: Sequence[SliceOutcome], slices: Sequence[SliceInput], writer: OutputWriter, *,
-                  model_versions: dict[str, str]) -> tuple[list[Path], list[Path]]:
-    """Write the TID 1500 SR and the SEG of the analysed slices; ([sr], [seg]), empty when none was analysed."""
+                  model_versions: dict[str, str], previous_reports: Sequence[Dataset] = (),
+                  comparisons: Sequence[SliceComparison | None] = ()) -> tuple[list[Path], list[Path]]:
+    """Write the TID 1500 SR and the SEG of the analysed slices; ([sr], [seg]), empty when none was analysed.
+
+    ``previous_reports`` are the SRs of an earlier analysis of the same slices that this one replaces: the new SR
+    names them as its predecessors (Predecessor Documents Sequence); ``comparisons`` (per slice, by index) add the
+    cross-check against the scanner's map and the second T1 estimate.
+    """
     analysed = [(slices[o.index].mr_map, o.analysis) for o in outcomes if o.analysis is not None]
+    analysed_comparisons = [comparisons[o.index] if o.index < len(comparisons) else None
+                            for o in outcomes if o.analysis is not None]
     if not analysed:
         return [], []
     report = build_measurement_report(
         analysed, series_instance_uid=writer.series_uid(OutputSeries.SR), sop_instance_uid=writer.uid("sr"),
         series_number=writer.series_number(OutputSeries.SR), algorithm_version=ALGORITHM_VERSION,
-        model_versions=model_versions,
+        model_versions=model_versions, previous_versions=previous_reports, comparisons=analysed_comparisons,
     )
     sr_path = writer.write(report)
     segmentation = build_model_segmentation(

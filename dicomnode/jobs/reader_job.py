@@ -60,12 +60,12 @@ from dicomnode.analysis.study import (
     SliceResult,
     analyze_paths,
     cavity_mask,
-    map_values_ms,
     place_contours,
 )
 from dicomnode.errors import MyomapError
 from dicomnode.io.contours import ImageGeometry, ReaderMasks, Structure, reader_name
 from dicomnode.io.contours.errors import UnknownReaderError
+from dicomnode.io.unit_loader import map_values_ms
 from dicomnode.jobs.claims import JobOutcome, claim_job, claimed_rows, mark_done, mark_failed, mark_waiting
 from dicomnode.jobs.creation import JobKind, reference_digest_of
 from dicomnode.jobs.errors import JobError

@@ -4,10 +4,16 @@ State moves (all in the database, so several threads or processes agree and a re
 
 - storage counts each new instance and re-opens a series that was no longer RECEIVING (``revision + 1``) in the
   same transaction that records the instance;
-- :meth:`Assembler.note_instance` completes a series the moment it holds its expected number of instances, and
-  completes the raw series of a study as soon as a derived series (map, MOCO, fit parameters) starts arriving,
-  since scanners send maps only after the raw images they come from;
+- :meth:`Assembler.note_instance` completes a series the moment it holds its expected number of instances;
 - a background thread completes RECEIVING series quiet for ``settings.series.quiet_seconds``.
+
+A series is complete by its own evidence only: another series arriving (a map after its raw images) never
+completes it, since scanners sending slice by slice would otherwise hand on other slices' raw series half sent.
+
+A complete series of a mapping role (raw images or a scanner's map) is handed on once its study has settled: no
+mapping series of the study is still receiving and none received an image for ``settings.series.pairing_seconds``.
+The raw images and the map of one slice then reach the processing side together and are analysed once
+(:mod:`dicomnode.io.slice_groups`). Other series (contours, fit-quality maps) are handed on at once.
 
 Completion is a conditional update (RECEIVING at this revision -> COMPLETE), so ``on_complete(series_id,
 revision)`` runs exactly once per revision in normal operation. After a crash, :meth:`Assembler.start` calls it
@@ -34,10 +40,8 @@ from dicomnode.store.storage import StoredInstance
 LOGGER = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.2
-RAW_ROLES = frozenset(
-    {SeriesRole.RAW_IR, SeriesRole.RAW_IR_PHASE, SeriesRole.T2_PREP, SeriesRole.T2_PREP_PHASE}
-)
-DERIVED_ROLES = frozenset({SeriesRole.MOCO, SeriesRole.T1_MAP, SeriesRole.T2_MAP, SeriesRole.FIT_QUALITY})
+#: Roles handed on only when their study has settled (the raw images and maps that are analysed together).
+MAPPING_ROLES = frozenset({SeriesRole.RAW_IR, SeriesRole.T2_PREP, SeriesRole.T1_MAP, SeriesRole.T2_MAP})
 
 OnComplete = Callable[[int, int], object]  # (series id, revision); what it returns is not used
 
@@ -49,7 +53,8 @@ class Assembler:
     ----------
     session_factory : sessionmaker
     settings : Settings
-        ``settings.series.quiet_seconds`` is the quiet period.
+        ``settings.series.quiet_seconds`` is the quiet period, ``settings.series.pairing_seconds`` how long a study
+        must have received no mapping image before its mapping series are handed on.
     on_complete : callable
         Called with (series id, revision) once a series is COMPLETE; it should only enqueue work (it runs in the
         storing association's thread or the assembler's thread). Exceptions are logged; the series stays
@@ -61,34 +66,25 @@ class Assembler:
     ) -> None:
         self._session_factory = session_factory
         self._quiet = timedelta(seconds=settings.series.quiet_seconds)
+        self._pairing = timedelta(seconds=settings.series.pairing_seconds)
+        # Mapping series (and revisions) this process handed on; a restart hands the COMPLETE ones on again.
+        self._handed_on: set[tuple[int, int]] = set()
         self._on_complete = on_complete
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def note_instance(self, stored: StoredInstance) -> None:
-        """Complete the instance's series now if it holds its expected count; an identical re-send does nothing.
-
-        A derived series (map, MOCO, fit parameters) arriving also completes the study's raw series that were
-        already quiet when it started (no waiting for the quiet period).
-        """
+        """Complete the instance's series now if it holds its expected count; an identical re-send does nothing."""
         if not (stored.created or stored.changed):
             return
         with session_scope(self._session_factory) as session:
             series = repository.get_series(session, series_id=stored.series_id)
             if series is None or series.state != SeriesState.RECEIVING:
                 return
-            ready = []
-            if series.expected_instances is not None and series.n_instances >= series.expected_instances:
-                ready.append((series.id, series.revision))
-            if series.role in DERIVED_ROLES:
-                ready += repository.receiving_series_in_study(
-                    session,
-                    study_id=series.study_id,
-                    roles=RAW_ROLES,
-                    received_before=repository.as_utc(series.first_received_at),
-                )
-        for series_id, revision in ready:
-            self._complete(series_id, revision, reason="protocol")
+            due = series.expected_instances is not None and series.n_instances >= series.expected_instances
+            ready = (series.id, series.revision)
+        if due:
+            self._complete(*ready, reason="protocol")
 
     def start(self) -> None:
         """Hand on series left COMPLETE before a restart, complete those already due, then watch quiet periods."""
@@ -98,6 +94,7 @@ class Assembler:
             left = [
                 (s.id, s.revision)
                 for s in repository.series_in_states(session, states=[SeriesState.COMPLETE])
+                if s.role not in MAPPING_ROLES  # handed on by check_now once their study has settled
             ]
         for series_id, revision in left:
             LOGGER.info(
@@ -118,7 +115,8 @@ class Assembler:
             self._thread = None
 
     def check_now(self) -> None:
-        """Complete every series that is due: expected count reached or quiet for the quiet period."""
+        """Complete every series that is due (expected count reached, or quiet for the quiet period), then hand on
+        the complete mapping series of settled studies."""
         with session_scope(self._session_factory) as session:
             due = repository.series_expected_reached(session)
             quiet = repository.series_quiet_since(session, before=utcnow() - self._quiet)
@@ -126,6 +124,12 @@ class Assembler:
             self._complete(series_id, revision, reason="protocol")
         for series_id, revision in quiet:
             self._complete(series_id, revision, reason="quiet period")
+        with session_scope(self._session_factory) as session:
+            settled = repository.settled_series(session, roles=MAPPING_ROLES, settled_before=utcnow() - self._pairing)
+        for series_id, revision in settled:
+            if (series_id, revision) not in self._handed_on:
+                self._handed_on.add((series_id, revision))
+                self._hand_on(series_id, revision)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -138,9 +142,13 @@ class Assembler:
     def _complete(self, series_id: int, revision: int, *, reason: str) -> None:
         with session_scope(self._session_factory) as session:
             won = repository.mark_series_complete(session, series_id=series_id, revision=revision)
+            series = repository.get_series(session, series_id=series_id) if won else None
+            waits = series is not None and series.role in MAPPING_ROLES
         if won:
-            LOGGER.info("series %d revision %d complete (%s)", series_id, revision, reason)
-            self._hand_on(series_id, revision)
+            LOGGER.info("series %d revision %d complete (%s)%s", series_id, revision, reason,
+                        "; handed on when its study has settled" if waits else "")
+            if not waits:
+                self._hand_on(series_id, revision)
 
     def _hand_on(self, series_id: int, revision: int) -> None:
         try:

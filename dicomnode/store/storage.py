@@ -552,21 +552,30 @@ def _find_or_create_series(connection: Connection, facts: InstanceFacts, about: 
 
 
 def _knows_all(series: SeriesRow) -> bool:
-    # A series learns a role (from OTHER) and an expected count (from None) from later instances; once it has
-    # both, nothing an instance says changes the series row.
-    return series.role != SeriesRole.OTHER and series.expected_instances is not None
+    # A series learns a role (from OTHER, or raw from phase) and an expected count (from None) from later
+    # instances; once it has both, nothing an instance says changes the series row.
+    return series.role not in (SeriesRole.OTHER, *_PHASE_OF_RAW.values()) and series.expected_instances is not None
+
+
+#: A series first seen through a phase image becomes raw when a magnitude image of it arrives (Philips M/P and GE
+#: M/P/R/I images of one acquisition share a series and arrive in any order).
+_PHASE_OF_RAW = {SeriesRole.RAW_IR: SeriesRole.RAW_IR_PHASE, SeriesRole.T2_PREP: SeriesRole.T2_PREP_PHASE}
+
+
+def _learns_role(series: SeriesRow, about: SeriesFacts) -> bool:
+    return (series.role == SeriesRole.OTHER and about.role != SeriesRole.OTHER) or (
+        _PHASE_OF_RAW.get(about.role) == series.role
+    )
 
 
 def _learns(series: SeriesRow, about: SeriesFacts) -> bool:
-    return (series.role == SeriesRole.OTHER and about.role != SeriesRole.OTHER) or (
-        series.expected_instances is None and about.expected_instances is not None
-    )
+    return _learns_role(series, about) or (series.expected_instances is None and about.expected_instances is not None)
 
 
 def _learned(series: SeriesRow, about: SeriesFacts) -> SeriesRow:
     return replace(
         series,
-        role=about.role if series.role == SeriesRole.OTHER else series.role,
+        role=about.role if _learns_role(series, about) else series.role,
         expected_instances=(
             about.expected_instances if series.expected_instances is None else series.expected_instances
         ),

@@ -111,8 +111,9 @@ def test_raw_series_come_back_as_maps_with_the_true_relaxation_times(
     (t2_pm,) = _received(console, ParametricMapStorage, "T2MAP")
     assert t1_mr.StudyInstanceUID == pydicom.dcmread(molli[0]).StudyInstanceUID
 
-    # The scanner's own map is the plain MOLLI fit, which reads myocardium several percent low; the node's map is
-    # Bloch-corrected from the acquisition the raw series' tags describe.
+    # The scanner's own map is the plain MOLLI fit, which reads myocardium several percent low; the node reports the
+    # same scanner-comparable estimate by default ([mapping] report_t1 = "scanner", what normal ranges are built
+    # on) and its Bloch-corrected estimate, from the acquisition the raw series' tags describe, as a second one.
     scanner_plain_ms = next(
         s["scanner_map_mean_in_true_myocardium_ms"] for s in truth["sequences"]
         if s["scheme"]["sequence"] == "molli_5(3)3"
@@ -122,7 +123,7 @@ def test_raw_series_come_back_as_maps_with_the_true_relaxation_times(
     assert scanner_plain_ms < true_t1_ms * (1 - T1_TOLERANCE)
     for t1_map in (t1_mr.pixel_array.astype(float), t1_pm.pixel_array.astype(float)):
         t1_ms = float(np.mean(t1_map[myocardium]))
-        assert t1_ms == pytest.approx(true_t1_ms, rel=T1_TOLERANCE)
+        assert t1_ms == pytest.approx(scanner_plain_ms, rel=0.01)
     for t2_map in (t2_mr.pixel_array.astype(float), t2_pm.pixel_array.astype(float)):
         assert float(np.mean(t2_map[myocardium])) == pytest.approx(true_t2_ms, rel=T2_TOLERANCE)
 

@@ -265,7 +265,8 @@ def test_result_json_reads_the_analysis(client: TestClient, node: ResultsNode) -
     assert analysed["quality"] == {"predicted_dice": 0.91, "doubtful": False}
     assert failed == {"index": 1, "status": "failed", "reason": FAILED_REASON, "banner": "Slice 2 not analysed",
                       "map_kind": None, "level": None, "myocardium": None, "segments": {}, "motion": None,
-                      "quality": None}
+                      "quality": None, "map_source": None, "value_region": None, "cross_check": None,
+                      "second_measurement": None, "notes": []}
     assert [f["kind"] for f in result["files"]] == ["maps", "sc", "sc", "sc", "other"]
     assert [image["index"] for image in result["images"]] == [0, 1, 2]
     assert sorted(t["state"] for t in result["transfers"]) == ["given_up", "sent"]

@@ -45,7 +45,7 @@ def test_gold_standard_scores_match_the_sidecar_masks(studies):
         assert report.files_read == outcome.n_dicom_files
         assert len(report.slices) == 1
         result = report.slices[0]
-        assert result.map_kind is MapKind.T1 and result.map_source == "scanner"
+        assert result.map_kind is MapKind.T1 and result.map_source == "scanner map"
         assert result.reference is ReferenceSource.GOLD_STANDARD and result.reference_readers == ("truth",)
         assert result.sop_instance_uid == sidecar["readers"][0]["map_sop_instance_uid"]
         assert set(report.readers) == {reader["reader"] for reader in sidecar["readers"]}
@@ -108,13 +108,18 @@ def test_map_is_reconstructed_from_the_raw_series_when_the_scanner_sent_none(stu
         target = tmp_path / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(outcome.folder / relative, target)
-    report = analyze_paths([tmp_path], gold_standard="truth")
+    report = analyze_paths([tmp_path], gold_standard="truth", report_t1="corrected")
     assert report.problems == ()
     result = report.slices[0]
-    assert result.map_source.startswith("reconstructed: MOLLI")
+    assert result.map_source == "node reconstruction, Bloch-corrected"
     truth_t1 = sidecar["truth"]["t1_ms"]["global"]
     truth_reader = next(reader for reader in result.readers if reader.reader == "truth")
     assert abs(truth_reader.myocardium.mean_ms - truth_t1) < 0.1 * truth_t1  # Bloch-corrected fit
+    # By default the scanner-comparable plain fit is reported, as the vendor's map: it reads T1 several % low.
+    (plain,) = analyze_paths([tmp_path], gold_standard="truth").slices
+    assert plain.map_source == "node reconstruction, scanner-comparable (plain fit)"
+    plain_truth = next(reader for reader in plain.readers if reader.reader == "truth")
+    assert plain_truth.myocardium.mean_ms < truth_reader.myocardium.mean_ms * 0.97
     trainee = next(reader for reader in result.readers if reader.reader == "trainee1")
     assert 0.5 < trainee.score.dice_myocardium < 1.0
 

@@ -116,7 +116,7 @@ def test_a_new_revision_gets_its_own_job(session_factory: sessionmaker[Session])
     assert keys == {"1.2.3.4/0/t1_map", "1.2.3.4/1/t1_map"}
 
 
-@pytest.mark.parametrize("role", [SeriesRole.T1_MAP, SeriesRole.OTHER, SeriesRole.RAW_IR_PHASE])
+@pytest.mark.parametrize("role", [SeriesRole.FIT_QUALITY, SeriesRole.OTHER, SeriesRole.RAW_IR_PHASE, SeriesRole.MOCO])
 def test_series_without_analysis_get_no_job(session_factory: sessionmaker[Session], role: SeriesRole) -> None:
     series_id = _series(session_factory, role)
     sink = RecordingSink()
@@ -207,17 +207,18 @@ def test_a_complete_map_series_wakes_the_waiting_jobs_of_its_study_only(session_
         session.commit()
         map_series_id = map_series.id
     sink = RecordingSink()
-    assert enqueue_series(map_series_id, 0, session_factory=session_factory, sink=sink) == []
-    assert sink.jobs == [waiting]
+    # The map is analysed by a job of its own, and readers' contours waiting for it are queued again.
+    (analysis,) = enqueue_series(map_series_id, 0, session_factory=session_factory, sink=sink)
+    assert sink.jobs == [analysis, waiting]
     with session_factory() as session:
         states = {job_id: (session.get(Job, job_id).state, session.get(Job, job_id).error)
                   for job_id in (waiting, running, failed, elsewhere)}
-        assert session.get(Series, map_series_id).state is SeriesState.STORED
+        assert session.get(Job, analysis).kind == ("t1_map" if role is SeriesRole.T1_MAP else "t2_map")
     assert states == {waiting: (JobState.QUEUED, ""), running: (JobState.RUNNING, ""), failed: (JobState.FAILED, ""),
                       elsewhere: (JobState.WAITING, "waiting for the map")}
     # Nothing waits any more: a second wake-up queues nothing.
     assert wake_waiting_jobs(session_factory=session_factory, sink=sink, study_id=study_id) == []
-    assert sink.jobs == [waiting]
+    assert sink.jobs == [analysis, waiting]
 
 
 def test_a_contour_series_completing_wakes_nothing(session_factory: sessionmaker[Session]) -> None:

@@ -1,4 +1,4 @@
-"""The map job: scheme and RR decisions, outputs written once, one result per series revision."""
+"""The map job: scheme and RR decisions, outputs written once, one result per analysis unit and revision."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from config import Settings, load_settings
 from db import migrate
-from db.models import Instance, Job, JobState, Result, Series, SeriesRole, SeriesState, Study, Transfer
+from db.models import AnalysisUnit, Instance, Job, JobState, Result, Series, SeriesRole, SeriesState, Study, Transfer
 from db.session import make_engine, make_session_factory
 from dicomnode.io.acquisition import inversion_index, mapping_scheme, rr_interval_ms
 from dicomnode.io.series_loader import LoadedSeries, SliceStack, TimingKind
@@ -91,6 +91,51 @@ def test_rr_interval_from_tags_then_inversion_steps_then_common_difference() -> 
 
 
 # --- the whole job on a small synthetic MOLLI slice ---------------------------------------------------------------
+
+
+def _t1_map(folder: Path, raw_paths: list[Path], t1_ms: float, *, series_uid: str | None = None) -> Path:
+    """The scanner's T1 map of the synthetic slice (uint16 ms, 0 outside the square), naming its raw images."""
+    raw = [pydicom.dcmread(path, stop_before_pixels=True) for path in raw_paths]
+    ds = pydicom.dcmread(raw_paths[0])
+    ds.SeriesInstanceUID = series_uid or generate_uid()
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.SeriesNumber, ds.InstanceNumber = 13, 1
+    ds.SeriesDescription = "MOLLI_5(3)3_SAX_MID_T1MAP"
+    ds.ImageType = ["DERIVED", "PRIMARY", "T1 MAP", "ND"]
+    del ds.InversionTime
+    ds.SourceImageSequence = [Dataset() for _ in raw]
+    for item, source in zip(ds.SourceImageSequence, raw, strict=True):
+        item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = source.SOPClassUID, source.SOPInstanceUID
+    pixels = np.zeros((12, 12), dtype=np.uint16)
+    pixels[3:9, 3:9] = round(t1_ms)
+    ds.PixelData = pixels.tobytes()
+    path = folder.parent / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
+    path.parent.mkdir(parents=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _add_series(factory: sessionmaker[Session], settings: Settings, study_uid: str, paths: list[Path],
+                role: SeriesRole, kind: str) -> int:
+    """Record a complete series of the study and its job; the job's id."""
+    with factory() as session:
+        study = session.scalars(select(Study).where(Study.study_instance_uid == study_uid)).one()
+        header = pydicom.dcmread(paths[0], stop_before_pixels=True)
+        series = Series(study=study, series_instance_uid=header.SeriesInstanceUID, series_number=13, role=role,
+                        state=SeriesState.COMPLETE, calling_ae="CONSOLE", calling_host="127.0.0.1")
+        session.add(series)
+        for path in paths:
+            item = pydicom.dcmread(path, stop_before_pixels=True)
+            session.add(Instance(
+                series=series, sop_instance_uid=item.SOPInstanceUID, sop_class_uid=MRImageStorage,
+                transfer_syntax_uid=ExplicitVRLittleEndian, instance_number=int(item.InstanceNumber),
+                path=str(path.relative_to(settings.storage_root)), sha256="0" * 64, size_bytes=path.stat().st_size,
+            ))
+        job = Job(key=f"{header.SeriesInstanceUID}/0/{kind}", kind=kind, series=series, series_revision=0)
+        session.add(job)
+        session.commit()
+        return job.id
 
 
 def _molli_slice(folder: Path, study_uid: str, series_uid: str) -> list[Path]:
@@ -182,12 +227,10 @@ def test_map_job_writes_both_maps_records_one_result_and_plans_transfers(node) -
         assert job.series.state is SeriesState.DONE
     assert result.summary["scheme"] == "molli"
     assert result.summary["slices"] == 1
-    # The synthetic images follow the ideal Look-Locker model, which the plain fit recovers exactly; the node then
-    # applies the Bloch correction for the bSSFP readout a real MOLLI acquisition has (docs/mapping.md).
-    protocol = protocol_from_tags(TIS_ACQUISITION_ORDER_MS, rr_ms=1000.0)
-    corrected_ms = float(correct_t1(np.array([TRUE_T1_MS]), protocol)[0])
-    assert corrected_ms > TRUE_T1_MS * 1.05
-    assert result.summary["median_ms"] == pytest.approx(corrected_ms, rel=0.01)
+    # The synthetic images follow the ideal Look-Locker model, which the plain fit recovers exactly; the plain fit
+    # is what a scanner's MOLLI map shows, and the node reports it by default ([mapping] report_t1 = "scanner").
+    assert result.summary["report_t1"] == "scanner" and result.summary["map_source"] == "node reconstruction"
+    assert result.summary["median_ms"] == pytest.approx(TRUE_T1_MS, rel=0.01)
     assert sorted(deliveries) == sorted(t.id for t in transfers)
     assert {t.ae_title for t in transfers} == {"CONSOLE"}
     # The MR map and the Parametric Map of the one slice, and a Secondary Capture first: this uniform test image
@@ -202,8 +245,74 @@ def test_map_job_writes_both_maps_records_one_result_and_plans_transfers(node) -
     assert result.summary["outputs"]["sr"] == result.summary["outputs"]["seg"] == []
     mr_map = next(ds for ds in files if ds.SOPClassUID == MRImageStorage)
     assert mr_map.SeriesInstanceUID == result.output_series_uid
-    assert int(np.median(mr_map.pixel_array[3:9, 3:9])) == pytest.approx(corrected_ms, rel=0.01)
-    assert "Bloch correction" in mr_map.DerivationDescription
+    assert int(np.median(mr_map.pixel_array[3:9, 3:9])) == pytest.approx(TRUE_T1_MS, rel=0.01)
+    assert "scanner-comparable" in mr_map.DerivationDescription
+
+
+def test_the_corrected_t1_is_reported_when_the_site_chooses_it(node) -> None:
+    settings, factory, job_id = node
+    corrected = settings.model_copy(update={"mapping": settings.mapping.model_copy(update={"report_t1": "corrected"})})
+    assert run_job(job_id, settings=corrected, session_factory=factory, enqueue_delivery=lambda _id: None) is (
+        JobOutcome.DONE
+    )
+    with factory() as session:
+        (result,) = session.get(Job, job_id).results
+    # The node's Bloch correction for the bSSFP readout a real MOLLI acquisition has (docs/mapping.md).
+    protocol = protocol_from_tags(TIS_ACQUISITION_ORDER_MS, rr_ms=1000.0)
+    corrected_ms = float(correct_t1(np.array([TRUE_T1_MS]), protocol)[0])
+    assert corrected_ms > TRUE_T1_MS * 1.05
+    assert result.summary["report_t1"] == "corrected"
+    assert result.summary["median_ms"] == pytest.approx(corrected_ms, rel=0.01)
+    mr_map = pydicom.dcmread(settings.storage_root / result.summary["outputs"]["maps"][0])
+    assert "Bloch-corrected" in mr_map.DerivationDescription
+
+
+def test_raw_images_and_the_scanner_map_of_a_slice_are_analysed_once_from_the_scanner_map(node) -> None:
+    settings, factory, raw_job = node
+    with factory() as session:
+        raw_paths = [settings.storage_root / i.path for i in session.get(Job, raw_job).series.instances]
+        study_uid = session.get(Job, raw_job).series.study.study_instance_uid
+    scanner_ms = 1010.0
+    map_job_id = _add_series(factory, settings, study_uid, [_t1_map(raw_paths[0].parent, raw_paths, scanner_ms)],
+                             SeriesRole.T1_MAP, "t1_map")
+
+    assert run_job(map_job_id, settings=settings, session_factory=factory, enqueue_delivery=lambda _id: None) is (
+        JobOutcome.DONE
+    )
+    assert run_job(raw_job, settings=settings, session_factory=factory, enqueue_delivery=lambda _id: None) is (
+        JobOutcome.DONE
+    )
+    with factory() as session:
+        (result,) = session.scalars(select(Result)).all()
+        (unit,) = session.scalars(select(AnalysisUnit)).all()
+        assert result.job_id == map_job_id == unit.job_id
+        assert session.get(Job, raw_job).error == f"analysed with its unit by job {map_job_id}"
+        assert session.get(Job, raw_job).series.state is SeriesState.DONE
+    summary = result.summary
+    assert summary["map_source"] == "scanner map" and summary["slices"] == 1
+    assert summary["median_ms"] == pytest.approx(scanner_ms)
+    assert len(summary["unit_series"]) == 2
+    assert summary["outputs"]["maps"] == []  # the scanner's map is the map: the node writes no second one
+    (figures,) = summary["analysis"]["slices"]
+    assert figures["map_source"] == "scanner map"
+
+
+def test_a_map_that_arrives_after_its_raw_images_were_analysed_supersedes_that_analysis(node) -> None:
+    settings, factory, raw_job = node
+    run_job(raw_job, settings=settings, session_factory=factory, enqueue_delivery=lambda _id: None)
+    with factory() as session:
+        raw_paths = [settings.storage_root / i.path for i in session.get(Job, raw_job).series.instances]
+        study_uid = session.get(Job, raw_job).series.study.study_instance_uid
+    map_job_id = _add_series(factory, settings, study_uid, [_t1_map(raw_paths[0].parent, raw_paths, 1010.0)],
+                             SeriesRole.T1_MAP, "t1_map")
+    assert run_job(map_job_id, settings=settings, session_factory=factory, enqueue_delivery=lambda _id: None) is (
+        JobOutcome.DONE
+    )
+    with factory() as session:
+        first, second = session.scalars(select(AnalysisUnit).order_by(AnalysisUnit.id)).all()
+        assert second.supersedes_unit_id == first.id
+        result = session.scalars(select(Result).where(Result.job_id == map_job_id)).one()
+    assert result.summary["supersedes"]["job_id"] == raw_job
     assert all(path.startswith("outputs/") for path in result.paths)
 
 

@@ -405,11 +405,11 @@ def test_contours_before_their_map_wait_for_it_and_are_scored_when_it_arrives(ph
     # Queued again before the map arrived (a restart, a duplicate task), it is not QUEUED: nothing runs.
     assert node.run(job_id) is JobOutcome.SKIPPED
 
-    # The map series arrives and completes: it has no job of its own, but wakes the waiting job.
+    # The map series arrives and completes: it gets its own analysis job and wakes the waiting job.
     node.store(phantom.map_files())
     queue = _RecordingQueue()
-    assert node.complete(phantom.map_series_uid(), queue) == []
-    assert queue.jobs == [job_id]
+    (map_job_id,) = node.complete(phantom.map_series_uid(), queue)
+    assert queue.jobs == [map_job_id, job_id]
     assert node.job(job_id)[:2] == (JobState.QUEUED, "")
     assert node.run(job_id) is JobOutcome.DONE
     assert node.job(job_id)[0] is JobState.DONE

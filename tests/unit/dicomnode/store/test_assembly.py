@@ -1,4 +1,5 @@
-"""Series assembly: complete at once by protocol, after the quiet period otherwise, once per revision."""
+"""Series assembly: complete at once by protocol, after the quiet period otherwise, once per revision, each series by
+its own evidence only; mapping series are handed on once their study has settled."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ QUIET_SECONDS = 0.3
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return load_settings(
-        storage={"path": tmp_path / "storage", "min_free_mb": 0}, series={"quiet_seconds": QUIET_SECONDS}
+        storage={"path": tmp_path / "storage", "min_free_mb": 0},
+        series={"quiet_seconds": QUIET_SECONDS, "pairing_seconds": 0.0},
     )
 
 
@@ -69,10 +71,13 @@ def test_complete_at_once_when_expected_count_reached(settings: Settings, sessio
 
     stored.append(_store(datasets[-1], settings, session_factory))
     assembler.note_instance(stored[-1])
+    assert _state(session_factory, stored[-1].series_id) == (SeriesState.COMPLETE, 0)
+    assert recorder.calls == []  # a mapping series waits for its study to settle
+    assembler.check_now()
 
     assert recorder.calls == [(stored[-1].series_id, 0)]
-    assert _state(session_factory, stored[-1].series_id) == (SeriesState.COMPLETE, 0)
-    assembler.note_instance(stored[-1])  # a repeated note does not hand the series on twice
+    assembler.note_instance(stored[-1])  # a repeated note or check does not hand the series on twice
+    assembler.check_now()
     assert len(recorder.calls) == 1
 
 
@@ -101,20 +106,25 @@ def test_reopened_series_completes_again_as_new_revision(settings: Settings, ses
     datasets = molli_series(inversion_times_ms=(100.0, 180.0))
     for ds in datasets:
         assembler.note_instance(_store(ds, settings, session_factory))
+    assembler.check_now()
     changed = datasets[0].copy()
     changed.file_meta = datasets[0].file_meta
     changed.ImageComments = "corrected"
 
     again = _store(changed, settings, session_factory)
     assembler.note_instance(again)
+    assembler.check_now()
 
     assert recorder.calls == [(again.series_id, 0), (again.series_id, 1)]
     identical = _store(changed, settings, session_factory)
     assembler.note_instance(identical)
+    assembler.check_now()
     assert len(recorder.calls) == 2 and _state(session_factory, again.series_id) == (SeriesState.COMPLETE, 1)
 
 
-def test_map_series_completes_its_raw_series_without_waiting(settings: Settings, session_factory) -> None:  # noqa: ANN001
+def test_a_map_arriving_never_completes_another_series(settings: Settings, session_factory) -> None:  # noqa: ANN001
+    """Sent slice by slice, a map follows its raw images; the raw series is complete only by its own evidence, and
+    neither is handed on while the study still receives mapping images."""
     recorder = Recorder()
     assembler = Assembler(session_factory, settings, recorder)
     raw = [_store(ds, settings, session_factory) for ds in molli_series(images_in_acquisition=False)]
@@ -124,12 +134,38 @@ def test_map_series_completes_its_raw_series_without_waiting(settings: Settings,
         study_uid=molli_series_study(session_factory, raw[0].series_id),
         description="MOLLI_SAX_T1MAP",
         image_type=("DERIVED", "PRIMARY", "T1 MAP", "ND"),
+        images_in_acquisition=1,
     )
-    time.sleep(0.01)  # the map's first arrival is after the raw series' last one
+    stored_map = _store(t1_map, settings, session_factory)
+    assembler.note_instance(stored_map)
+    assembler.check_now()
 
-    assembler.note_instance(_store(t1_map, settings, session_factory))
+    assert _state(session_factory, raw[0].series_id) == (SeriesState.RECEIVING, 0)
+    assert _state(session_factory, stored_map.series_id) == (SeriesState.COMPLETE, 0)
+    assert recorder.calls == []  # the study still receives: the map waits for its raw series
 
-    assert (raw[0].series_id, 0) in recorder.calls
+    time.sleep(QUIET_SECONDS + 0.05)
+    assembler.check_now()
+    assert sorted(recorder.calls) == sorted([(raw[0].series_id, 0), (stored_map.series_id, 0)])
+
+
+def test_mapping_series_wait_until_the_study_has_settled(tmp_path: Path) -> None:
+    settings = load_settings(storage={"path": tmp_path / "storage", "min_free_mb": 0},
+                             series={"quiet_seconds": 5.0, "pairing_seconds": 0.3})
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    factory = make_session_factory(engine)
+    recorder = Recorder()
+    assembler = Assembler(factory, settings, recorder)
+    stored = [_store(ds, settings, factory) for ds in molli_series()]
+    for item in stored:
+        assembler.note_instance(item)
+    assembler.check_now()
+    assert recorder.calls == []
+    time.sleep(0.35)
+    assembler.check_now()
+    assert recorder.calls == [(stored[0].series_id, 0)]
+    engine.dispose()
 
 
 def molli_series_study(session_factory: sessionmaker[Session], series_id: int) -> str:
@@ -146,7 +182,7 @@ def test_start_hands_on_series_left_complete_and_completes_due_ones(
     complete = [_store(ds, settings, session_factory) for ds in molli_series(inversion_times_ms=(100.0,))]
     before_crash.note_instance(complete[0])
     receiving = _store(mr_image(images_in_acquisition=2), settings, session_factory)  # never noted: "crash"
-    assert first.calls == [(complete[0].series_id, 0)]
+    assert first.calls == []  # the node stopped before the study settled: the complete series was not handed on
 
     after_restart = Recorder()
     assembler = Assembler(session_factory, settings, after_restart)

@@ -273,3 +273,19 @@ def test_implicit_little_endian_is_stored(
     with session_scope(session_factory) as session:
         assert session.get_one(Instance, stored.instance_id).transfer_syntax_uid == ImplicitVRLittleEndian
         assert session.get_one(Series, stored.series_id).role == SeriesRole.RAW_IR
+
+
+def test_a_series_first_seen_by_a_phase_image_becomes_raw_when_a_magnitude_image_arrives(
+    settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    # Philips keeps the magnitude and phase images of one acquisition in one series, in any order.
+    series_uid, study_uid = generate_uid(), generate_uid()
+    phase = mr_image(series_uid=series_uid, study_uid=study_uid, image_type=("ORIGINAL", "PRIMARY", "P_FFE", "P"))
+    magnitude = mr_image(series_uid=series_uid, study_uid=study_uid,
+                         image_type=("ORIGINAL", "PRIMARY", "M_FFE", "M"))
+    first = _store(phase, settings, session_factory)
+    with session_scope(session_factory) as session:
+        assert session.get_one(Series, first.series_id).role is SeriesRole.RAW_IR_PHASE
+    _store(magnitude, settings, session_factory)
+    with session_scope(session_factory) as session:
+        assert session.get_one(Series, first.series_id).role is SeriesRole.RAW_IR
