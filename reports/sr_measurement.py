@@ -392,6 +392,7 @@ class SliceComparison:
     cross_check_percent: float | None = None  # node reconstruction vs the scanner's map, median % in the region
     second_estimate_label: str | None = None  # e.g. "node reconstruction, Bloch-corrected"
     second_estimate_mean_ms: float | None = None
+    second_estimate_median_ms: float | None = None
 
 
 def build_measurement_report(

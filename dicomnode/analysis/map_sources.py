@@ -21,7 +21,9 @@ from pydicom.dataset import Dataset
 from dicomnode.analysis.fitting import fit_slice
 from dicomnode.io.unit_loader import UnitSlice
 from inference.mapping import MapKind, MappingResult, T1Correction
-from inference.slice_analysis import RawImages
+from inference.slice_analysis import RawImages, SliceAnalysis
+from reports.result_summary import CrossCheckFigures, SecondMeasurement, SliceFigures, rounded
+from reports.sr_measurement import SliceComparison
 
 SCANNER_MAP = "scanner map"
 #: Fewer myocardial pixels valid in both maps than this give no cross-check figure.
@@ -134,6 +136,46 @@ def unit_description(series_descriptions: Iterable[str]) -> str:
 def reference_image(item: PreparedSlice) -> Dataset | None:
     """The image a slice's outputs reference when the node does not write its own map: the scanner's map."""
     return item.unit_slice.scanner_map.dataset if item.unit_slice.scanner_map is not None else None
+
+
+def value_region_mask(analysis: SliceAnalysis) -> np.ndarray:
+    """The pixels the slice's reported values are from (the analysis' value region, else its myocardium)."""
+    mask = getattr(analysis, "value_mask", None)
+    return np.asarray(mask if mask is not None else analysis.segmentation.myocardium_mask, dtype=bool)
+
+
+def compare_maps(maps: SliceMaps, analysis: SliceAnalysis) -> SliceComparison:
+    """The node's reconstruction against the scanner's map and the second T1 estimate, over the region the slice's
+    values are from."""
+    region = value_region_mask(analysis)
+    cross_check = None
+    if maps.cross_check_ms is not None:
+        cross_check = median_difference_percent(maps.cross_check_ms, maps.primary_ms, region)
+    second_mean = second_median = None
+    if maps.second_ms is not None:
+        second = maps.second_ms[region & np.isfinite(maps.second_ms)]
+        if second.size:
+            second_mean, second_median = float(second.mean()), float(np.median(second))
+    return SliceComparison(cross_check, maps.second_label, second_mean, second_median)
+
+
+def add_source_figures(figures: SliceFigures, prepared: PreparedSlice, analysis: SliceAnalysis | None,
+                       comparison: SliceComparison | None) -> None:
+    """Say in a slice's figures where its map came from, what region its values are from, how the node's other
+    maps compare, and the slice's notes."""
+    maps = prepared.maps
+    figures.map_source = maps.source
+    figures.notes = list(prepared.notes)
+    if analysis is None or comparison is None:
+        return
+    figures.value_region = str(getattr(analysis, "value_region", "myocardium"))
+    if maps.cross_check_label is not None:
+        figures.cross_check = CrossCheckFigures(label=maps.cross_check_label,
+                                                median_difference_percent=rounded(comparison.cross_check_percent, 2))
+    if maps.second_label is not None:
+        figures.second_measurement = SecondMeasurement(label=maps.second_label,
+                                                       mean_ms=rounded(comparison.second_estimate_mean_ms),
+                                                       median_ms=rounded(comparison.second_estimate_median_ms))
 
 
 def median_difference_percent(other_ms: np.ndarray, reference_ms: np.ndarray, region: np.ndarray) -> float | None:

@@ -25,7 +25,14 @@ from pydicom.errors import InvalidDicomError
 from scipy import ndimage
 
 from db.models import SeriesRole
-from dicomnode.analysis.map_sources import prepare_slice, reference_image, unit_description
+from dicomnode.analysis.map_sources import (
+    PreparedSlice,
+    add_source_figures,
+    compare_maps,
+    prepare_slice,
+    reference_image,
+    unit_description,
+)
 from dicomnode.analysis.reference import MIN_EXPERTS_FOR_CONSENSUS, ReferenceSource, is_expert
 from dicomnode.errors import MyomapError
 from dicomnode.io.classify import classify
@@ -178,6 +185,7 @@ class _MapSlice:
     series_instance_uid: str
     series_description: str
     raw: RawImages | None = None  # the raw IR images of the slice and the fit's R2, for motion detection
+    prepared: PreparedSlice | None = None  # the slice's maps as the map job prepares them
 
 
 def analyze_paths(
@@ -303,7 +311,7 @@ def _map_slices(series: dict[str, list[Dataset]], roles: dict[str, SeriesRole], 
                 geometry = ImageGeometry.from_dataset(item.stack.sources[0], item.stack.frame_numbers[0] - 1)
                 series_uid = item.raw.series_instance_uid
             slices.append(_MapSlice(kind, prepared.maps.source, prepared.maps.primary_ms, geometry, series_uid,
-                                    description, prepared.raw))
+                                    description, prepared.raw, prepared))
     slices.sort(key=lambda m: (m.kind.value, m.series_description, _position_along_normal(m.geometry)))
     return slices
 
@@ -317,7 +325,10 @@ def _model_analysis(index: int, map_slice: _MapSlice, level: AhaLevel, models: C
     except (AnalysisError, MyomapError) as error:
         problems.append(Problem(map_slice.geometry.sop_instance_uid, f"models: {type(error).__name__}: {error}"))
         return None
-    return SliceFigures.of(index, analysis, banner_text(analysis))
+    figures = SliceFigures.of(index, analysis, banner_text(analysis))
+    if map_slice.prepared is not None:
+        add_source_figures(figures, map_slice.prepared, analysis, compare_maps(map_slice.prepared.maps, analysis))
+    return figures
 
 
 def _reader_masks(series: dict[str, list[Dataset]], roles: dict[str, SeriesRole],

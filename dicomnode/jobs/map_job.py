@@ -35,7 +35,8 @@ from db.session import session_scope
 from dicomnode.analysis.map_sources import (
     SCANNER_MAP,
     PreparedSlice,
-    median_difference_percent,
+    add_source_figures,
+    compare_maps,
     prepare_slice,
     reference_image,
     unit_description,
@@ -52,19 +53,15 @@ from dicomnode.net import scu
 from dicomnode.sop_classes import MR_IMAGE
 from inference.mapping import MapKind
 from inference.model_set import ModelSet
-from inference.slice_analysis import SliceAnalysis
 from reports.map_mr import build_mr_map
 from reports.map_parametric import build_parametric_map
 from reports.result_summary import (
-    CrossCheckFigures,
     MapResultSummary,
     ResultOutputs,
-    SecondMeasurement,
     SupersededFigures,
     rounded,
     summary_json,
 )
-from reports.sr_measurement import SliceComparison
 
 LOGGER = logging.getLogger(__name__)
 
@@ -129,8 +126,11 @@ def run_job(
         summary = summarise(prepared, plan=plan, unit=unit, source_revision=claimed.series_revision,
                             report_t1=settings.mapping.report_t1)
         summary.analysis = analysis_summary(outcomes, versions)
-        comparisons = _comparisons(prepared, outcomes)
-        _add_slice_figures(summary, prepared, outcomes, comparisons)
+        comparisons = [None if o.analysis is None else compare_maps(w.prepared.maps, o.analysis)
+                       for w, o in zip(prepared, outcomes, strict=True)]
+        for figures, item, outcome, comparison in zip(summary.analysis.slices, prepared, outcomes, comparisons,
+                                                      strict=True):
+            add_source_figures(figures, item.prepared, outcome.analysis, comparison)
         # First commit: the console's Secondary Captures and the maps, sent at once; the job is not done yet.
         transfer_ids = _record_result(claimed, summary, outputs, done=False, settings=settings,
                                       session_factory=session_factory)
@@ -313,59 +313,6 @@ def summarise(written: Sequence[WrittenSlice], *, plan: UnitPlan, unit: UnitClai
             sr_sop_instance_uids=[Path(p).stem for p in unit.superseded.sr_paths],
         )
     return summary
-
-
-def _comparisons(written: Sequence[WrittenSlice], outcomes: Sequence[SliceOutcome]) -> list[SliceComparison | None]:
-    """Per slice: the node's reconstruction against the scanner's map and the second T1 estimate, both over the
-    region the slice's values are from; None for a slice without analysis."""
-    comparisons: list[SliceComparison | None] = []
-    for item, outcome in zip(written, outcomes, strict=True):
-        maps = item.prepared.maps
-        if outcome.analysis is None:
-            comparisons.append(None)
-            continue
-        region = value_region_mask(outcome.analysis)
-        cross_check = None
-        if maps.cross_check_ms is not None:
-            cross_check = median_difference_percent(maps.cross_check_ms, maps.primary_ms, region)
-        second_mean = None
-        if maps.second_ms is not None:
-            second = maps.second_ms[region & np.isfinite(maps.second_ms)]
-            second_mean = float(second.mean()) if second.size else None
-        comparisons.append(SliceComparison(cross_check, maps.second_label, second_mean))
-    return comparisons
-
-
-def _add_slice_figures(summary: MapResultSummary, written: Sequence[WrittenSlice], outcomes: Sequence[SliceOutcome],
-                       comparisons: Sequence[SliceComparison | None]) -> None:
-    """Per slice: where its map came from, the cross-check against the scanner's map, the second estimate."""
-    assert summary.analysis is not None
-    for figures, item, outcome, comparison in zip(summary.analysis.slices, written, outcomes, comparisons,
-                                                  strict=True):
-        maps = item.prepared.maps
-        figures.map_source = maps.source
-        figures.notes = list(item.prepared.notes)
-        if outcome.analysis is None or comparison is None:
-            continue
-        figures.value_region = getattr(outcome.analysis, "value_region", "myocardium")
-        if maps.cross_check_label is not None:
-            figures.cross_check = CrossCheckFigures(
-                label=maps.cross_check_label,
-                median_difference_percent=rounded(comparison.cross_check_percent, 2),
-            )
-        if maps.second_label is not None:
-            second = maps.second_ms[value_region_mask(outcome.analysis) & np.isfinite(maps.second_ms)] \
-                if maps.second_ms is not None else np.array([])
-            figures.second_measurement = SecondMeasurement(
-                label=maps.second_label, mean_ms=rounded(comparison.second_estimate_mean_ms),
-                median_ms=rounded(float(np.median(second))) if second.size else None,
-            )
-
-
-def value_region_mask(analysis: SliceAnalysis) -> np.ndarray:
-    """The pixels the slice's reported values are from."""
-    mask = getattr(analysis, "value_mask", None)
-    return np.asarray(mask if mask is not None else analysis.segmentation.myocardium_mask, dtype=bool)
 
 
 def _record_result(

@@ -184,6 +184,11 @@ def test_analyze_agrees_with_the_network_path(study: Path, node: NodeProcess, co
     network = sorted(f["myocardium"]["mean_ms"] for f in _analysed_slices(summaries) if f["status"] == "analysed")
     assert offline == pytest.approx(network, abs=0.2)
     assert all(re.fullmatch(r"scanner map", s["map_source"]) for s in report["slices"])
+    offline_checks = sorted(s["model"]["cross_check"]["median_difference_percent"] for s in report["slices"]
+                            if s["model"] and s["model"]["status"] == "analysed")
+    network_checks = sorted(f["cross_check"]["median_difference_percent"] for f in _analysed_slices(summaries)
+                            if f["status"] == "analysed")
+    assert offline_checks == pytest.approx(network_checks, abs=0.01)
 
 
 def test_images_arriving_after_the_analysis_make_a_new_analysis_that_supersedes_it(
