@@ -29,6 +29,9 @@ DEFAULT_SEPTAL_SPAN_DEG = 120.0
 # RV pixels within this distance of the myocardium count as touching it.
 RV_CONTACT_MM = 3.0
 N_RAYS = 720
+#: More than this fraction of rays with the epicardium not outside the endocardium means the contours are not an
+#: LV wall (crossed or swapped borders), so no thickness is reported at all.
+MAX_INVALID_RAY_FRACTION = 0.5
 
 
 class AhaLevel(str, Enum):
@@ -48,10 +51,15 @@ LEVEL_SEGMENTS: dict[AhaLevel, tuple[int, ...]] = {
 
 @dataclass(frozen=True)
 class WallThickness:
-    """Mean wall thickness per AHA segment and over the slice (mm), by radial rays from the LV centre."""
+    """Mean wall thickness per AHA segment and over the slice (mm), by radial rays from the LV centre.
+
+    Rays along which the epicardium does not lie outside the endocardium are invalid and left out of every mean;
+    a segment without a valid ray has NaN. ``invalid_ray_fraction`` is their share of all rays.
+    """
 
     per_segment_mm: dict[int, float]
     mean_mm: float
+    invalid_ray_fraction: float = 0.0
 
 
 def _level(level: str | AhaLevel) -> AhaLevel:
@@ -236,24 +244,43 @@ def wall_thickness_mm(
     """Wall thickness per AHA segment by the radial method.
 
     ``n_rays`` rays at equal angles leave the LV centre; along each, the thickness is the epicardial minus the
-    endocardial radius (both contours taken as star-shaped around the centre). Each segment's value is the mean
-    over its rays, and ``mean_mm`` the mean over all rays. ``pixel_spacing_mm`` None takes the fitted contours'.
+    endocardial radius (both contours taken as star-shaped around the centre). A ray whose epicardial radius is not
+    larger than its endocardial one crosses no wall: it is invalid (NaN) and left out, so a thickness is never
+    negative. Each segment's value is the mean over its valid rays (NaN without one), and ``mean_mm`` the mean
+    over all valid rays. ``pixel_spacing_mm`` None takes the fitted contours'.
 
     Raises
     ------
     AnalysisError
-        If the level is unknown or the spacing is not positive.
+        If the level is unknown, the spacing is not positive, ``n_rays`` is below 1, or more than
+        MAX_INVALID_RAY_FRACTION of the rays are invalid (the contours do not describe a wall around the centre).
     """
     spacing = check_spacing(pixel_spacing_mm if pixel_spacing_mm is not None else fitted.pixel_spacing_mm)
+    if n_rays < 1:
+        raise AnalysisError(f"n_rays must be at least 1, got {n_rays}")
     scale = np.array([spacing[1], spacing[0]])
     centre_mm = np.asarray(lv_centre_px, dtype=np.float64) * scale
     theta = np.arange(n_rays) * (360.0 / n_rays)
     thickness = _radius_at(np.asarray(fitted.epi_px) * scale, centre_mm, theta) - _radius_at(
         np.asarray(fitted.endo_px) * scale, centre_mm, theta
     )
+    valid = np.isfinite(thickness) & (thickness > 0)
+    invalid_fraction = 1.0 - float(np.count_nonzero(valid)) / n_rays
+    if invalid_fraction > MAX_INVALID_RAY_FRACTION:
+        raise AnalysisError(
+            f"the epicardium does not lie outside the endocardium along {100.0 * invalid_fraction:.0f} % of the "
+            f"rays from the LV centre (at most {100.0 * MAX_INVALID_RAY_FRACTION:.0f} % allowed): no wall thickness"
+        )
+    if invalid_fraction > 0:
+        LOGGER.debug("wall thickness: %.1f %% of the rays cross no wall and are left out", 100.0 * invalid_fraction)
     anterior, span = _insertion_geometry(lv_centre_px, anterior_insertion_px, inferior_insertion_px, spacing)
     segments = segment_of_angle(theta, level, anterior, span)
-    per_segment = {
-        int(s): float(thickness[segments == s].mean()) for s in LEVEL_SEGMENTS[_level(level)] if np.any(segments == s)
-    }
-    return WallThickness(per_segment_mm=per_segment, mean_mm=float(thickness.mean()))
+    per_segment = {}
+    for s in LEVEL_SEGMENTS[_level(level)]:
+        rays = segments == s
+        if rays.any():
+            kept = thickness[rays & valid]
+            per_segment[int(s)] = float(kept.mean()) if kept.size else float("nan")
+    return WallThickness(
+        per_segment_mm=per_segment, mean_mm=float(thickness[valid].mean()), invalid_ray_fraction=invalid_fraction
+    )

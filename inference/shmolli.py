@@ -16,6 +16,11 @@ reconstruction, as this module implements our reading of the paper:
 A refit is kept only where it is valid; otherwise the pixel keeps the fit with fewer samples. Long T1 therefore
 comes from the first inversion alone (no recovery bias from the later inversions), short T1 from all seven
 samples (better precision where the later samples are accurate).
+
+Where the first inversion's fit fails, T1 is usually far below RR: the magnetisation has recovered by the second
+image, and five points on a flat line fix no recovery. Those pixels are refitted with the later inversions' samples
+too (they are what ShMOLLI adds them for), and such a refit is kept only where its T1 obeys the same rule (below
+``sample_6_max_t1_per_rr`` x RR with six samples, ``sample_7_max_t1_per_rr`` x RR with seven).
 """
 
 from __future__ import annotations
@@ -124,18 +129,24 @@ def fit_t1_shmolli(
     in_set = rank == 0
     fit = fit_ir_pixels(pixels[in_set], ti_ms[in_set], t1_max_ms=t1_max_ms)
     fields = {name: getattr(fit, name).copy() for name in PixelFit.__dataclass_fields__}
-    eligible = fit.valid & (fit.t1_ms < sample_6_max_t1_per_rr * rr_ms)
-    # T1/RR limit for the inversion after the one being added; nothing follows the third
-    next_limits = (sample_7_max_t1_per_rr, 0.0)
-    for extra_rank, next_max_t1_per_rr in zip(range(1, int(rank.max()) + 1), next_limits, strict=False):
+    unfitted = ~fit.valid  # no value yet: refitted with every inversion's samples (see the module docstring)
+    eligible = (fit.valid & (fit.t1_ms < sample_6_max_t1_per_rr * rr_ms)) | unfitted
+    # T1/RR limit of the inversion being added, and of the one after it; nothing follows the third
+    limits = (sample_6_max_t1_per_rr, sample_7_max_t1_per_rr, 0.0)
+    for extra_rank in range(1, int(rank.max()) + 1):
+        this_max, next_max = limits[extra_rank - 1], limits[extra_rank]
         in_set = in_set | (rank == extra_rank)
         chosen = np.flatnonzero(eligible)
         refit = fit_ir_pixels(pixels[in_set][:, chosen], ti_ms[in_set], t1_max_ms=t1_max_ms)
-        accepted = chosen[refit.valid]
+        # A pixel without a first-inversion value takes the refit only where its T1 obeys this inversion's rule.
+        keep = refit.valid & (~unfitted[chosen] | (refit.t1_ms < this_max * rr_ms))
+        accepted = chosen[keep]
         for name in fields:
-            fields[name][accepted] = getattr(refit, name)[refit.valid]
+            fields[name][accepted] = getattr(refit, name)[keep]
+        unfitted[accepted] = False
         eligible = np.zeros_like(eligible)
-        eligible[accepted] = refit.t1_ms[refit.valid] < next_max_t1_per_rr * rr_ms
+        eligible[accepted] = refit.t1_ms[keep] < next_max * rr_ms
+        eligible |= unfitted
         LOGGER.debug(
             "ShMOLLI: inversion %d added in %d of %d pixels", extra_rank + 1, accepted.size, fit.valid.size
         )

@@ -28,6 +28,7 @@ R2 = 0) at no cost.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -38,11 +39,19 @@ from inference.errors import ShapeMismatchError, SignalError, TimingError
 
 LOGGER = logging.getLogger(__name__)
 
-#: A pixel is background when its brightest image is below this fraction of the slice's reference signal, the
-#: 99th percentile over pixels of each pixel's brightest image (robust to a few hot pixels). Air and lung sit
-#: well below it; blood, myocardium, liver and chest wall well above it.
+#: A pixel is fitted when its brightest image (the maximum over all images, so short-T1 tissue near its null at a
+#: mid TI still counts by its recovered images) reaches NOISE_MULTIPLE times the background noise sigma (the
+#: Rayleigh scale of magnitude noise; see :func:`background_noise`). The chance that a background pixel's maximum
+#: of n images exceeds 5 sigma is about n exp(-12.5), 4e-5 for 11 images.
+NOISE_MULTIPLE = 5.0
+#: The noise threshold is kept between these fractions of the slice's reference signal (the 99th percentile of the
+#: per-pixel maxima, robust to a few hot pixels). The floor keeps a background of near-constant values out; the
+#: ceiling, the old fraction-of-the-brightest rule, takes over when the noise cannot be estimated (too few pixels,
+#: or too little background, so that the estimate lands on tissue): the mask is never stricter than that rule.
+MIN_FOREGROUND_FRACTION = 0.01
 BACKGROUND_FRACTION = 0.1
 _REFERENCE_PERCENTILE = 99.0
+_MIN_NOISE_PIXELS = 64
 
 #: Grid of T1* for the variable-projection search: log-spaced, about 14 % apart between these bounds.
 _GRID_POINTS = 48
@@ -139,19 +148,76 @@ def as_image_stack(
     return stack, times
 
 
-def foreground_mask(flat_images: np.ndarray, background_fraction: float = BACKGROUND_FRACTION) -> np.ndarray:
-    """Pixels bright enough to fit, from (n, pixels) images; see :data:`BACKGROUND_FRACTION`.
+@functools.lru_cache(maxsize=64)
+def rayleigh_max_mode(n_images: int) -> float:
+    """Mode of the largest of ``n_images`` Rayleigh samples of scale 1 (1 for one image, about 2.1 for eight).
 
-    Pixels with any non-finite value are background too.
+    The density is n (1 - exp(-x^2 / 2))^(n - 1) x exp(-x^2 / 2); its maximum is found on a fine grid.
     """
-    finite = np.all(np.isfinite(flat_images), axis=0)
-    peak = np.where(finite, np.max(np.where(np.isfinite(flat_images), flat_images, 0.0), axis=0), 0.0)
+    x = np.linspace(0.01, 8.0, 8000)
+    u = 0.5 * x * x
+    log_density = (n_images - 1) * np.log(-np.expm1(-u)) + np.log(x) - u
+    return float(x[int(np.argmax(log_density))])
+
+
+def _half_sample_mode(sorted_values: np.ndarray) -> float:
+    """Robust mode of sorted values: repeatedly keep the half with the smallest range (Bickel & Fruehwirth 2006)."""
+    values = sorted_values
+    while values.size > 3:
+        half = (values.size + 1) // 2
+        widths = values[half - 1 :] - values[: values.size - half + 1]
+        start = int(np.argmin(widths))
+        values = values[start : start + half]
+    return float(np.median(values))
+
+
+def background_noise(flat_images: np.ndarray) -> float:
+    """Rayleigh scale (sigma) of the background noise of (n, pixels) magnitude images, in image units.
+
+    Air fills the darkest part of a slice and its per-pixel maxima over the n images pile up around the mode of
+    the largest of n Rayleigh samples (:func:`rayleigh_max_mode` sigma). That pile is found as the robust mode of
+    the lower half of the positive maxima (exact zeros, a scanner's zero-filled border, are left out), so the
+    estimate holds while air is a sizeable part of the slice; with little air it lands on tissue and is too high,
+    which :func:`foreground_mask` caps. NaN with fewer than 64 positive pixels.
+    """
+    images = np.asarray(flat_images, dtype=np.float64)
+    finite = np.all(np.isfinite(images), axis=0)
+    peak = images[:, finite].max(axis=0) if np.any(finite) else np.zeros(0)
+    positive = np.sort(peak[peak > 0])
+    if positive.size < _MIN_NOISE_PIXELS:
+        return float("nan")
+    lower_half = positive[: (positive.size + 1) // 2]
+    return _half_sample_mode(lower_half) / rayleigh_max_mode(images.shape[0])
+
+
+def foreground_mask(flat_images: np.ndarray, background_fraction: float = BACKGROUND_FRACTION) -> np.ndarray:
+    """Pixels bright enough to fit, from (n, pixels) images.
+
+    A pixel is fitted when its maximum over the images reaches NOISE_MULTIPLE times the background noise
+    (:func:`background_noise`), with that threshold kept between MIN_FOREGROUND_FRACTION and
+    ``background_fraction`` of the reference signal (see :data:`NOISE_MULTIPLE`; the ceiling alone when the
+    noise cannot be estimated). A threshold on the brightest
+    pixel alone dropped short-T1 and low-proton-density tissue (vials, myocardium beside bright fat and blood).
+    ``background_fraction`` 0 fits every finite pixel. Pixels with any non-finite value are background.
+    """
+    images = np.asarray(flat_images, dtype=np.float64)
+    finite = np.all(np.isfinite(images), axis=0)
     if not np.any(finite):
         return finite
-    reference = np.percentile(peak[finite], _REFERENCE_PERCENTILE)
+    peak = np.where(finite, np.max(np.where(np.isfinite(images), images, 0.0), axis=0), 0.0)
+    reference = float(np.percentile(peak[finite], _REFERENCE_PERCENTILE))
     if reference <= 0:
         return np.zeros_like(finite)
-    return finite & (peak >= background_fraction * reference)
+    noise_threshold = NOISE_MULTIPLE * background_noise(images)
+    ceiling = background_fraction * reference
+    if np.isfinite(noise_threshold):
+        threshold = min(ceiling, max(MIN_FOREGROUND_FRACTION * reference, noise_threshold))
+    else:
+        threshold = ceiling
+    LOGGER.debug(
+        "foreground: noise threshold %.4g, reference %.4g, threshold %.4g", noise_threshold, reference, threshold
+    )
+    return finite & (peak >= threshold)
 
 
 def fit_t1_molli(
@@ -172,7 +238,8 @@ def fit_t1_molli(
     t1_max_ms
         Longest T1 (and T1*) taken as valid; longer fits are marked invalid.
     background_fraction
-        Pixels whose brightest image is below this fraction of the slice's reference signal are not fitted.
+        Ceiling of the background threshold as a fraction of the slice's reference signal
+        (:func:`foreground_mask`: pixels are fitted down to five times the background noise); 0 fits every pixel.
 
     Returns
     -------

@@ -24,10 +24,10 @@ from inference.contour_fit import fit_contours
 from inference.grids import mask_centre_px
 from inference.mapping import MapKind
 from inference.motion import MotionResult
-from inference.myocardium_values import region_values, segment_values
+from inference.myocardium_values import mid_wall_mask, region_values, segment_values
 from inference.quality import QualityEstimate
 from inference.segmentation import Segmentation
-from inference.slice_analysis import ERODE_MM, SliceAnalysis
+from inference.slice_analysis import SliceAnalysis
 from phantom.model import Vendor
 from phantom.study import SequenceChoice, StudyRequest, generate_study, plan_study
 from reports.map_mr import build_mr_map
@@ -78,6 +78,7 @@ def analysis_from_truth(
             attention[segment] = (blob / max(float(blob.max()), 1e-6)).astype(np.float32)
         motion = MotionResult(probabilities, 0.7 if motion_segments else 0.12, attention, MOTION_THRESHOLD)
     probabilities = np.stack([~(cavity | myocardium), cavity, myocardium]).astype(np.float32)
+    mid_wall = mid_wall_mask(myocardium, cavity, spacing)
     return SliceAnalysis(
         map_kind=MapKind(kind),
         level=level,
@@ -89,8 +90,8 @@ def analysis_from_truth(
         anterior_insertion_px=anterior,
         inferior_insertion_px=inferior,
         aha_segment_map=segments,
-        myocardium_values=region_values(values, myocardium, pixel_spacing_mm=spacing, erode_mm=ERODE_MM),
-        segment_values=segment_values(values, segments, pixel_spacing_mm=spacing, erode_mm=ERODE_MM),
+        myocardium_values=region_values(values, mid_wall, pixel_spacing_mm=spacing),
+        segment_values=segment_values(values, segments, pixel_spacing_mm=spacing, within=mid_wall),
         wall_thickness=wall_thickness_mm(contours, spacing, centre, anterior, level, inferior_insertion_px=inferior),
         motion=motion,
         quality=QualityEstimate(predicted_dice=predicted_dice, reconstruction_error=0.01, evaluations=40),

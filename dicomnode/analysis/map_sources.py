@@ -139,9 +139,8 @@ def reference_image(item: PreparedSlice) -> Dataset | None:
 
 
 def value_region_mask(analysis: SliceAnalysis) -> np.ndarray:
-    """The pixels the slice's reported values are from (the analysis' value region, else its myocardium)."""
-    mask = getattr(analysis, "value_mask", None)
-    return np.asarray(mask if mask is not None else analysis.segmentation.myocardium_mask, dtype=bool)
+    """The pixels the slice's reported values are from (its mid-wall region)."""
+    return np.asarray(analysis.value_mask, dtype=bool)
 
 
 def compare_maps(maps: SliceMaps, analysis: SliceAnalysis) -> SliceComparison:
@@ -168,7 +167,7 @@ def add_source_figures(figures: SliceFigures, prepared: PreparedSlice, analysis:
     figures.notes = list(prepared.notes)
     if analysis is None or comparison is None:
         return
-    figures.value_region = str(getattr(analysis, "value_region", "myocardium"))
+    figures.value_region = analysis.value_region
     if maps.cross_check_label is not None:
         figures.cross_check = CrossCheckFigures(label=maps.cross_check_label,
                                                 median_difference_percent=rounded(comparison.cross_check_percent, 2))

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from dicomnode.analysis.study import AnalysisReport, analyze_paths, files_under
 from inference.model_set import load_models
+from inference.slice_analysis import VALUE_REGION
 from reports.result_summary import QualityFigures, RegionFigures
 
 
@@ -128,7 +129,7 @@ def model_table(report: AnalysisReport) -> Table:
             _number(quality.predicted_dice, 3) + (" (doubtful)" if quality.doubtful else ""),
             model.banner,
         )
-    table.caption = "values in ms over the model's myocardium, eroded by 1 mm"
+    table.caption = f"values in ms over the {VALUE_REGION} of the model's myocardium"
     return table
 
 

@@ -6,9 +6,10 @@ Fixtures (all processes bind 127.0.0.1 and are stopped at teardown):
 - ``dcmtk_env`` (session): ``os.environ`` plus ``TCP_NODELAY=1`` (without it Nagle's delay dominates DCMTK timings);
   pass it as ``env=`` to storescu, echoscu, storescp and Orthanc.
 - ``node_factory`` (function): ``node_factory(database_url=None, **settings_overrides) -> RunningNode`` builds
-  settings under ``tmp_path`` (port 0, ``min_free_mb=0``, ``quiet_seconds=0.5`` unless overridden), migrates the
-  database, starts an :class:`~dicomnode.store.assembly.Assembler` recording completions in ``node.completed`` and a
-  :class:`~dicomnode.net.scp.StorageSCP`; every node started is stopped at teardown.
+  settings under ``tmp_path`` (port 0, ``min_free_mb=0``, ``quiet_seconds=0.5``, ``pairing_seconds=0`` unless
+  overridden), migrates the database, starts an :class:`~dicomnode.store.assembly.Assembler` recording
+  completions in ``node.completed`` and a :class:`~dicomnode.net.scp.StorageSCP`; every node started is stopped
+  at teardown.
 - ``node`` (function): ``node_factory()`` with the defaults (SQLite, any calling AE allowed).
 - ``console`` (function): DCMTK storescp as the scanner console (:class:`tests.integration.node_harness.Console`)
   on a free port, receiving into ``tmp_path / "console"``; for nodes run by
@@ -152,7 +153,7 @@ def _settings(tmp_path: Path, database_url: str | None, overrides: dict[str, Any
     values: dict[str, Any] = {
         "dicom": {"port": 0, "bind": LOOPBACK},
         "storage": {"path": tmp_path / "storage", "min_free_mb": 0},
-        "series": {"quiet_seconds": 0.5},
+        "series": {"quiet_seconds": 0.5, "pairing_seconds": 0.0},
     }
     if database_url:
         values["database"] = {"url": database_url}

@@ -41,7 +41,7 @@ def test_storescu_store_resend_and_version(
         versions = sorted(session.scalars(select(Instance.version)))
         assert session.scalars(select(Study)).one().patient_name == "Doe^Jane"
     assert versions == [1] * 7 + [2]
-    assert node.completed == [(series.id, 0), (series.id, 1)]
+    assert wait_until(lambda: node.completed == [(series.id, 0), (series.id, 1)], timeout_s=5)
 
 
 def test_quiet_period_completion(

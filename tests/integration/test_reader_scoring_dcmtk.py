@@ -82,16 +82,31 @@ def send(port: int, files: list[Path]) -> dict[Path, str]:
     return parse_storescu_log((done.stdout + done.stderr).splitlines())
 
 
-def _received(console: Console) -> tuple[dict[str, pydicom.Dataset], dict[str, pydicom.Dataset]]:
-    """SRs and Secondary Captures at the console, by SOP Instance UID."""
+def _received(console: Console, node: NodeProcess | None = None) -> tuple[dict[str, pydicom.Dataset],
+                                                                           dict[str, pydicom.Dataset]]:
+    """The SRs and Secondary Captures at the console, by SOP Instance UID; with ``node``, those of the maps' own
+    analysis (which the console gets too) left out."""
     srs, scs = {}, {}
+    map_outputs = _map_analysis_uids(node) if node is not None else set()
     for path in console.files():
         ds = pydicom.dcmread(path)
+        if ds.SOPInstanceUID in map_outputs:
+            continue
         if ds.SOPClassUID == SR_STORAGE:
             srs[ds.SOPInstanceUID] = ds
         elif str(ds.SOPClassUID).startswith(SC_STORAGE_PREFIX):
             scs[ds.SOPInstanceUID] = ds
     return srs, scs
+
+
+def _map_analysis_uids(node: NodeProcess) -> set[str]:
+    """SOP Instance UIDs of the outputs of the node's map analyses (not the readers' results)."""
+    engine = create_engine(f"sqlite:///{node.data / 'myomap.db'}")
+    with Session(engine) as session:
+        paths = [path for result in session.scalars(select(Result).where(Result.kind != RESULT_KIND))
+                 for path in result.paths]
+    engine.dispose()
+    return {pydicom.dcmread(node.data / path, stop_before_pixels=True).SOPInstanceUID for path in paths}
 
 
 def _dice(sr: pydicom.Dataset) -> list[float]:
@@ -182,7 +197,7 @@ def test_every_contour_series_comes_back_as_a_comparison_sr_and_overlay(
 
     # Everything the results list reached the console: one overlay per result (an expert scored before the other
     # experts arrived has two), an SR per scored one.
-    srs, scs = _received(console)
+    srs, scs = _received(console, node)
     sent_uids = {
         output: {pydicom.dcmread(node.data / path, stop_before_pixels=True).SOPInstanceUID
                  for result in results for path in result.summary["outputs"][output]}
@@ -225,7 +240,7 @@ def test_comparison_sr_and_overlay_pass_dciodvfy(
     database = _send_experts_then_trainees(node, maps, experts, trainee)
     n_results = len(database.results())
     database.engine.dispose()
-    srs, scs = _received(console)
+    srs, scs = _received(console, node)
     assert len(srs) >= 1 and len(scs) == n_results >= len(experts) + 1
     for path in console.files():
         done = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
@@ -273,7 +288,7 @@ def test_contours_sent_before_their_map_wait_for_it_and_are_scored_when_it_arriv
     trainee = next(result for result in database.results() if result.summary["reader"] == "trainee1")
     database.engine.dispose()
     assert trainee_job()["state"] == "done" and trainee_job()["error"] == ""
-    srs, scs = _received(console)
+    srs, scs = _received(console, node)
     assert len(scs) == 4 and len(srs) >= 1
     (sr_path,) = trainee.summary["outputs"]["sr"]
     sr = srs[pydicom.dcmread(node.data / sr_path, stop_before_pixels=True).SOPInstanceUID]
@@ -313,7 +328,7 @@ def test_a_trainee_scored_before_the_experts_is_scored_again_when_they_arrive(
     assert first.summary["slices"][0]["reference"] == "consensus_model"
     (first_sr_path,) = first.summary["outputs"]["sr"]
     first_sr_uid = pydicom.dcmread(node.data / first_sr_path, stop_before_pixels=True).SOPInstanceUID
-    srs, _ = _received(console)
+    srs, _ = _received(console, node)
     assert set(srs) == {first_sr_uid}
     assert any(text.startswith("trainee1 vs consensus model") for text in _texts(srs[first_sr_uid].ContentSequence))
 
@@ -333,7 +348,7 @@ def test_a_trainee_scored_before_the_experts_is_scored_again_when_they_arrive(
     assert slice_summary["reference"] == "staple"
     assert slice_summary["reference_readers"] == ["expert1", "expert2", "expert3"]
     (sr_path,) = second.summary["outputs"]["sr"]
-    srs, _ = _received(console)
+    srs, _ = _received(console, node)
     sr = srs[pydicom.dcmread(node.data / sr_path, stop_before_pixels=True).SOPInstanceUID]
     assert first_sr_uid in srs and sr.SOPInstanceUID != first_sr_uid
     assert sr.SeriesInstanceUID != srs[first_sr_uid].SeriesInstanceUID

@@ -60,11 +60,11 @@ def test_storescu_stores_files_and_rows_and_completes_at_once(node: RunningNode,
     result = node.storescu(files)
 
     assert result.returncode == 0, result.stdout + result.stderr
-    # Complete the moment the last image is stored: ImagesInAcquisition says 8.
+    # Complete the moment the last image is stored: ImagesInAcquisition says 8; handed on once the study settled.
     series = _series(node)
     assert len(series) == 1 and series[0].state == SeriesState.COMPLETE
     assert series[0].role == SeriesRole.RAW_IR and series[0].n_instances == 8
-    assert node.completed == [(series[0].id, 0)]
+    assert wait_until(lambda: node.completed == [(series[0].id, 0)], timeout_s=5)
     with node.session_factory() as session:
         study = session.scalars(select(Study)).one()
         assert (study.patient_name, study.patient_id) == ("Doe^Jane", "MYO-0042")
@@ -96,7 +96,7 @@ def test_resend_is_idempotent_and_changed_content_is_version_2(node: RunningNode
     assert _count(node, Instance) == 8
     series = _series(node)[0]
     assert (series.revision, series.state) == (0, SeriesState.COMPLETE)
-    assert node.completed == [(series.id, 0)]
+    assert wait_until(lambda: node.completed == [(series.id, 0)], timeout_s=5)
 
     changed = datasets[3].copy()
     changed.file_meta = datasets[3].file_meta
@@ -117,7 +117,7 @@ def test_resend_is_idempotent_and_changed_content_is_version_2(node: RunningNode
     )
     assert _count(node, Instance) == 8
     # The series was re-opened and, holding its 8 images, completed again as revision 1.
-    assert node.completed == [(series.id, 0), (series.id, 1)]
+    assert wait_until(lambda: node.completed == [(series.id, 0), (series.id, 1)], timeout_s=5)
 
 
 def test_series_without_count_completes_after_quiet_period(node: RunningNode, tmp_path: Path) -> None:
@@ -127,7 +127,7 @@ def test_series_without_count_completes_after_quiet_period(node: RunningNode, tm
 
     assert _series(node)[0].state == SeriesState.RECEIVING
     assert wait_until(lambda: _series(node)[0].state == SeriesState.COMPLETE, timeout_s=5)
-    assert node.completed == [(_series(node)[0].id, 0)]
+    assert wait_until(lambda: node.completed == [(_series(node)[0].id, 0)], timeout_s=5)
 
 
 def test_bad_inputs_get_specific_statuses_and_the_node_keeps_serving(
@@ -304,4 +304,4 @@ def test_parallel_associations_store_everything(node: RunningNode, tmp_path: Pat
     assert _count(node, Instance) == 32
     assert _count(node, Study) == 1
     assert sorted(s.n_instances for s in _series(node)) == [8, 8, 8, 8]
-    assert len(node.completed) == 4
+    assert wait_until(lambda: len(node.completed) == 4, timeout_s=5)

@@ -13,7 +13,7 @@ from inference.aha import (
     segment_of_angle,
     wall_thickness_mm,
 )
-from inference.contour_fit import fit_contours
+from inference.contour_fit import FittedContours, fit_contours
 from inference.errors import AnalysisError
 from phantom import anatomy as phantom_anatomy
 from phantom.anatomy import make_slice_anatomy
@@ -98,3 +98,35 @@ def test_wall_thickness_within_1_mm(seed: int, level: SliceLevel) -> None:
     for segment, truth_mm in anatomy.wall_thickness_mm.items():
         assert thickness.per_segment_mm[segment] == pytest.approx(truth_mm, abs=1.0)
     assert thickness.mean_mm == pytest.approx(np.mean(list(anatomy.wall_thickness_mm.values())), abs=1.0)
+
+
+def _circle_px(centre: tuple[float, float], radius_px: float, n: int = 128) -> np.ndarray:
+    angle = np.arange(n) * 2 * np.pi / n
+    return np.stack([centre[0] + radius_px * np.cos(angle), centre[1] - radius_px * np.sin(angle)], axis=1)
+
+
+def test_wall_thickness_is_never_negative_and_crossed_rays_are_left_out() -> None:
+    """An epicardium shifted so far that it dips inside the endocardium on one side: those rays cross no wall."""
+    centre = (60.0, 60.0)
+    fitted = FittedContours(endo_px=_circle_px(centre, 20.0), epi_px=_circle_px((70.0, 60.0), 26.0),
+                            pixel_spacing_mm=(1.0, 1.0))
+    # Mid slice with the default insertions: the lateral wall (0 deg, +x) is thickest, the septum (180 deg) crossed.
+    thickness = wall_thickness_mm(fitted, None, centre, (50.0, 40.0), SliceLevel.MID.value)
+    values = np.array(list(thickness.per_segment_mm.values()))
+    assert np.all(values[np.isfinite(values)] > 0)
+    assert 0.0 < thickness.invalid_ray_fraction < 0.5
+    assert thickness.mean_mm > 0
+    septal = [thickness.per_segment_mm[s] for s in (8, 9)]
+    assert all(np.isnan(v) or v < 3.0 for v in septal)
+    assert thickness.per_segment_mm[11] > 10.0 or thickness.per_segment_mm[12] > 10.0
+
+
+def test_swapped_contours_give_no_wall_thickness() -> None:
+    """The vial segmentation whose 'wall thickness' was -17 mm: the epicardium inside the endocardium."""
+    centre = (60.0, 60.0)
+    swapped = FittedContours(endo_px=_circle_px(centre, 30.0), epi_px=_circle_px(centre, 18.0),
+                             pixel_spacing_mm=(1.4, 1.4))
+    with pytest.raises(AnalysisError, match="epicardium does not lie outside the endocardium"):
+        wall_thickness_mm(swapped, None, centre, (50.0, 40.0), "mid")
+    with pytest.raises(AnalysisError):
+        wall_thickness_mm(swapped, None, centre, (50.0, 40.0), "mid", n_rays=0)

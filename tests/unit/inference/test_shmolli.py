@@ -65,6 +65,22 @@ def test_short_t1_uses_all_seven_samples_and_gains_precision():
     assert np.nanstd(conditional.t1_ms) < 0.9 * np.nanstd(first_only.t1_ms)
 
 
+def test_short_t1_without_a_first_inversion_fit_is_refitted_with_the_later_inversions():
+    # Post-contrast blood at a slow heart rate: recovered by the first inversion's second image, so five points on a
+    # flat line fix no recovery; the second and third inversions' samples are what ShMOLLI adds for this T1.
+    rng = np.random.default_rng(11)
+    signal, ti = simulate_shmolli([250.0], [150.0], rr_ms=1200.0)
+    pixels = np.repeat(signal, 3000, axis=1)
+    sigma = signal.max() / 30.0
+    noisy = np.hypot(pixels + rng.normal(0, sigma, pixels.shape), rng.normal(0, sigma, pixels.shape))
+    first_only = fit_t1_molli(noisy[:5], ti[:5])
+    conditional = fit_t1_shmolli(noisy, ti, rr_ms=1200.0)
+    assert np.mean(first_only.valid) < 0.9  # the first inversion alone leaves pixels without a value
+    assert np.mean(conditional.valid) > 0.98
+    assert abs(np.nanmedian(conditional.t1_ms) / 250.0 - 1.0) < 0.1
+    assert set(np.unique(conditional.samples_used[conditional.valid])) <= {6, 7}
+
+
 def test_given_inversion_index_and_shuffled_order_agree_with_inferred():
     rng = np.random.default_rng(2)
     signal, ti = simulate_shmolli([1500.0, 900.0, 350.0], [250.0, 45.0, 45.0], rr_ms=800.0)

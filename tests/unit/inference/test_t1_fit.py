@@ -13,7 +13,7 @@ import pytest
 
 from inference.errors import ShapeMismatchError, SignalError, TimingError, UnknownSchemeError
 from inference.mapping import MapKind, MappingScheme, reconstruct_map
-from inference.t1_fit import fit_t1_molli
+from inference.t1_fit import background_noise, fit_t1_molli, foreground_mask, rayleigh_max_mode
 from tests.unit.inference.bloch_reference import simulate_bssfp_ir
 
 RR_MS = 1000.0
@@ -131,6 +131,56 @@ def test_background_pixels_are_invalid_nan_and_a_slice_keeps_its_shape():
     assert np.isnan(result.t1_ms[:4]).all()
     assert np.all(result.r2[:4] == 0.0)
     np.testing.assert_allclose(result.t1_ms[4:], 1000.0, rtol=1e-6)
+
+
+def _vial_slice(rng: np.random.Generator, size: int = 64):
+    """MOLLI 5(3)3 images of two vials in air, noise sigma 1: 300 ms at a proton density 1/27 of the 1900 ms one."""
+    _, _, ti = molli_533()
+    rows, columns = np.indices((size, size))
+    short = np.hypot(rows - 20, columns - 20) < 10
+    bright = np.hypot(rows - 40, columns - 42) < 14
+    t1_ms = np.where(short, 300.0, np.where(bright, 1900.0, 1000.0))
+    a = np.where(short, 15.0, np.where(bright, 400.0, 0.0))
+    clean = look_locker_curve(t1_ms.ravel(), a.ravel(), 1.9, ti).reshape(len(ti), size, size)
+    return rician(clean, 1.0, rng), ti, short, bright
+
+
+def test_short_t1_low_signal_tissue_is_fitted_and_air_is_not():
+    """A 300 ms vial whose recovered signal is 15 sigma, beside one 27 times brighter: the old threshold (a tenth of
+    the brightest pixels) left it unfitted; a threshold on the noise fits it."""
+    images, ti, short, bright = _vial_slice(np.random.default_rng(5))
+    result = fit_t1_molli(images, ti)
+    assert result.valid[short].mean() >= 0.98
+    assert abs(np.nanmedian(result.t1_ms[short]) / 300.0 - 1.0) < 0.05
+    assert result.valid[bright].mean() == 1.0
+    air = ~short & ~bright
+    assert np.isnan(result.a[air]).mean() > 0.999  # not even fitted
+    assert not result.valid[air].any()
+
+
+def test_background_noise_is_estimated_from_the_air():
+    rng = np.random.default_rng(8)
+    images, _, short, bright = _vial_slice(rng)
+    assert background_noise(images.reshape(images.shape[0], -1)) == pytest.approx(1.0, rel=0.1)
+    # With a third of the slice air and the rest tissue.
+    _, _, ti = molli_533()
+    tissue = np.ones((64, 64), dtype=bool)
+    tissue[:, :21] = False
+    clean = look_locker_curve(np.full(tissue.size, 1200.0), np.where(tissue.ravel(), 50.0, 0.0), 1.9, ti)
+    assert background_noise(rician(clean, 2.0, rng)) == pytest.approx(2.0, rel=0.1)
+    assert rayleigh_max_mode(1) == pytest.approx(1.0, abs=1e-3)  # the Rayleigh mode is sigma
+    assert np.isnan(background_noise(np.ones((8, 10))))  # too few pixels to say
+
+
+def test_foreground_is_never_stricter_than_a_tenth_of_the_reference_and_zeros_stay_out():
+    rng = np.random.default_rng(9)
+    tissue = rng.uniform(50.0, 1000.0, (8, 500))  # no air at all: the noise estimate lands on tissue
+    old_rule = tissue.max(axis=0) >= 0.1 * np.percentile(tissue.max(axis=0), 99)
+    assert np.all(foreground_mask(tissue)[old_rule])
+    zero_filled = np.concatenate([np.zeros((8, 300)), tissue], axis=1)  # a scanner's zeroed border
+    mask = foreground_mask(zero_filled)
+    assert not mask[:300].any() and mask[300:].all()
+    assert foreground_mask(zero_filled, background_fraction=0.0).all()
 
 
 def test_t1_beyond_the_maximum_is_marked_invalid():

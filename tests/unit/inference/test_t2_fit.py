@@ -52,6 +52,23 @@ def test_background_and_non_decaying_pixels_are_invalid():
     assert abs(result.t2_ms[0] - 45.0) < 1e-6
 
 
+def test_low_signal_tissue_beside_bright_fluid_is_fitted_and_air_is_not():
+    """Myocardium-like T2 at a signal 1/25 of a bright fluid vial: below a tenth of the brightest pixels, but 20
+    times the noise, so the noise-based foreground (inference.t1_fit.foreground_mask) keeps it."""
+    rng = np.random.default_rng(12)
+    rows, columns = np.indices((64, 64))
+    dim = np.hypot(rows - 20, columns - 20) < 10
+    fluid = np.hypot(rows - 40, columns - 42) < 14
+    t2_ms = np.where(dim, 50.0, np.where(fluid, 250.0, 100.0))
+    m0 = np.where(dim, 20.0, np.where(fluid, 500.0, 0.0))
+    clean = (m0.ravel() * np.exp(-PREP_MS[:, None] / t2_ms.ravel())).reshape(3, 64, 64)
+    noisy = np.hypot(clean + rng.normal(0, 1.0, clean.shape), rng.normal(0, 1.0, clean.shape))
+    result = fit_t2_prep(noisy, PREP_MS, t2_max_ms=1000.0)
+    assert result.valid[dim].mean() >= 0.98
+    assert abs(np.nanmedian(result.t2_ms[dim]) / 50.0 - 1.0) < 0.1
+    assert np.isnan(result.m0[~dim & ~fluid]).mean() > 0.999
+
+
 def test_t2_above_the_maximum_is_invalid_and_the_slice_shape_is_kept():
     signal = decay(np.array([400.0, 60.0]), 10.0).reshape(3, 1, 2)
     result = fit_t2_prep(signal, PREP_MS)
