@@ -31,12 +31,18 @@ def rounded(value: float | None, digits: int = 1) -> float | None:
 
 
 class RegionFigures(_Part):
-    """Map values and geometry of the myocardium or of one AHA segment of a slice."""
+    """Map values and geometry of the myocardium or of one AHA segment of a slice.
+
+    The values are from the slice's value region (``SliceFigures.value_region``, the mid-wall); the myocardium's
+    area is that of the whole ring, a segment's that of its part of the value region.
+    """
 
     mean_ms: float | None = None
     median_ms: float | None = None
     sd_ms: float | None = None
     area_mm2: float | None = None
+    missing_fraction: float | None = None  # myocardium: share of the ring's pixels without a map value
+    no_value_reason: str | None = None  # why the region has no value (too few pixels with a value)
     wall_thickness_mm: float | None = None
     motion_probability: float | None = None  # segments only; None where motion was not assessed
 
@@ -105,12 +111,13 @@ class SliceFigures(_Part):
             level=analysis.level.value,
             myocardium=RegionFigures(
                 mean_ms=rounded(values.mean), median_ms=rounded(values.median), sd_ms=rounded(values.sd),
-                area_mm2=rounded(values.area_mm2), wall_thickness_mm=rounded(thickness.mean_mm, 2),
+                area_mm2=rounded(analysis.ring_values.area_mm2), wall_thickness_mm=rounded(thickness.mean_mm, 2),
+                missing_fraction=rounded(analysis.missing_fraction, 3), no_value_reason=values.reason,
             ),
             segments={
                 segment: RegionFigures(
                     mean_ms=rounded(v.mean), median_ms=rounded(v.median), sd_ms=rounded(v.sd),
-                    area_mm2=rounded(v.area_mm2),
+                    area_mm2=rounded(v.area_mm2), no_value_reason=v.reason,
                     wall_thickness_mm=rounded(thickness.per_segment_mm.get(segment, float("nan")), 2),
                     motion_probability=None if motion is None else rounded(
                         motion.segment_probabilities.get(segment), 3),

@@ -285,12 +285,14 @@ def check_slice(source: Dataset, analysis: SliceAnalysis) -> None:
     referenced_frames(source)
 
 
-def _region_measurements(values: RegionValues, quantity: hd.sr.CodedConcept) -> list[hd.sr.Measurement]:
+def _region_measurements(values: RegionValues, quantity: hd.sr.CodedConcept,
+                         area_mm2: float | None = None) -> list[hd.sr.Measurement]:
+    """Mean, median and SD of the region's values and its area (``area_mm2`` when given, else the values')."""
     candidates = [
         (quantity, values.mean, codes.UNIT_MS, codes.MEAN),
         (quantity, values.median, codes.UNIT_MS, codes.MEDIAN),
         (quantity, values.sd, codes.UNIT_MS, codes.STANDARD_DEVIATION),
-        (codes.AREA, values.area_mm2, codes.UNIT_MM2, None),
+        (codes.AREA, values.area_mm2 if area_mm2 is None else area_mm2, codes.UNIT_MM2, None),
     ]
     return [_measurement(name, value, unit, derivation) for name, value, unit, derivation in candidates
             if np.isfinite(value)]
@@ -345,7 +347,7 @@ def _slice_groups(
     ]
     sectors = segment_sectors(analysis)
     myocardium = (
-        _region_measurements(analysis.myocardium_values, quantity)
+        _region_measurements(analysis.myocardium_values, quantity, analysis.ring_values.area_mm2)
         + _finite(codes.WALL_THICKNESS, analysis.wall_thickness.mean_mm, codes.UNIT_MM, codes.MEAN)
         + _finite(codes.PREDICTED_DICE, analysis.quality.predicted_dice, codes.UNIT_ONE)
     )
