@@ -32,7 +32,7 @@ N_CONTOUR_POINTS = 360
 MATRICES: tuple[tuple[int, int], ...] = ((256, 218), (192, 144), (288, 384), (218, 256))  # (rows, columns)
 PIXEL_SPACING_RANGE_MM = (1.2, 2.0)
 _FOV_RANGE_MM = (250.0, 480.0)  # smallest and largest field of view side accepted when choosing a spacing
-_ANGLE_GRID_DEG = np.arange(2048) * (360.0 / 2048)
+ANGLE_GRID_DEG = np.arange(2048) * (360.0 / 2048)
 LEVELS = (SliceLevel.BASAL, SliceLevel.MID, SliceLevel.APICAL)
 # Size of each level relative to the basal slice: endocardial radius, wall thickness, RV depth.
 _LEVEL_SCALE = {
@@ -131,10 +131,10 @@ def contour_segments(anatomy: SliceAnatomy, points_px: np.ndarray) -> np.ndarray
 
 
 @dataclass(frozen=True)
-class _Shape:
+class Shape:
     """Everything that decides the labels of a slice, in mm around the LV centre."""
 
-    endo_mm: np.ndarray  # radius on _ANGLE_GRID_DEG, trabeculation included
+    endo_mm: np.ndarray  # radius on ANGLE_GRID_DEG, trabeculation included
     epi_mm: np.ndarray
     rv_depth_mm: np.ndarray  # 0 outside the RV span
     rv_wall_mm: np.ndarray
@@ -148,7 +148,7 @@ class _Shape:
 
     @staticmethod
     def at(values: np.ndarray, theta_deg: np.ndarray) -> np.ndarray:
-        return np.interp(theta_deg, _ANGLE_GRID_DEG, values, period=360.0)
+        return np.interp(theta_deg, ANGLE_GRID_DEG, values, period=360.0)
 
 
 def make_slice_anatomy(
@@ -204,7 +204,7 @@ def make_slice_anatomy(
         raise AnatomyError(f"pixel_spacing_mm must be in [0.5, 4.0], got {pixel_spacing_mm}")
     if pathology is not None and not set(pathology.segments) <= set(level_segments(level)):
         raise AnatomyError(f"pathology segments {pathology.segments} are not all in the {level.value} slice")
-    row_dir, col_dir = _orientation(geometry, orientation)
+    row_dir, col_dir = slice_orientation(geometry, orientation)
     centre_mm = np.asarray(slice_centre_mm if slice_centre_mm is not None else geometry.slice_centre_mm(level))
     properties = properties if properties is not None else sample_tissue_properties(rng, field)
     properties = apply_iron_to_organs(properties, pathology)
@@ -221,11 +221,11 @@ def make_slice_anatomy(
     t1_map, t2_map, pd_map = _property_maps(shape, properties, pathology, level, label_map, x_lv, y_lv, spacing)
 
     theta_contour = np.arange(N_CONTOUR_POINTS) * (360.0 / N_CONTOUR_POINTS)
-    endo = _polar_to_px(shape.at(shape.endo_mm, theta_contour), theta_contour, x_lv, y_lv, spacing)
-    epi = _polar_to_px(shape.at(shape.epi_mm, theta_contour), theta_contour, x_lv, y_lv, spacing)
+    endo = polar_to_px(shape.at(shape.endo_mm, theta_contour), theta_contour, x_lv, y_lv, spacing)
+    epi = polar_to_px(shape.at(shape.epi_mm, theta_contour), theta_contour, x_lv, y_lv, spacing)
     inferior_deg = shape.anterior_insertion_deg + shape.septal_span_deg
     insertion_angles = np.array([shape.anterior_insertion_deg, inferior_deg])
-    insertions = _polar_to_px(shape.at(shape.epi_mm, insertion_angles), insertion_angles, x_lv, y_lv, spacing)
+    insertions = polar_to_px(shape.at(shape.epi_mm, insertion_angles), insertion_angles, x_lv, y_lv, spacing)
 
     yy, xx = np.mgrid[0:rows, 0:columns]
     theta_px = np.degrees(np.arctan2(-(yy - y_lv), xx - x_lv))
@@ -233,7 +233,7 @@ def make_slice_anatomy(
     aha_map = np.where(label_map == Tissue.MYOCARDIUM, segments, 0).astype(np.uint8)
 
     thickness_grid = shape.epi_mm - shape.endo_mm
-    grid_segments = segment_of_angle(_ANGLE_GRID_DEG, level, shape.anterior_insertion_deg, shape.septal_span_deg)
+    grid_segments = segment_of_angle(ANGLE_GRID_DEG, level, shape.anterior_insertion_deg, shape.septal_span_deg)
     wall_thickness = {int(s): float(thickness_grid[grid_segments == s].mean()) for s in level_segments(level)}
 
     position = centre_mm - x_lv * spacing * row_dir - y_lv * spacing * col_dir
@@ -267,10 +267,10 @@ def make_slice_anatomy(
     )
 
 
-def _draw_shape(rng: np.random.Generator, level: SliceLevel, geometry: HeartGeometry) -> _Shape:
+def _draw_shape(rng: np.random.Generator, level: SliceLevel, geometry: HeartGeometry) -> Shape:
     """Draw the radius functions and surrounding organs of one slice."""
     radius_scale, wall_scale, rv_scale = _LEVEL_SCALE[level]
-    theta = np.radians(_ANGLE_GRID_DEG)
+    theta = np.radians(ANGLE_GRID_DEG)
     # Study-wide shape (ellipticity, wall thickness pattern) from the shared seed, varied a little per slice.
     shared = np.random.default_rng(geometry.shape_seed)
     endo_amp = shared.uniform(0.0, [0.06, 0.03]) * rng.uniform(0.7, 1.3, 2)
@@ -303,7 +303,7 @@ def _draw_shape(rng: np.random.Generator, level: SliceLevel, geometry: HeartGeom
     # RV: a crescent over the septum between the two insertion points, deepest in the middle.
     anterior_deg = geometry.anterior_insertion_deg + rng.normal(0.0, 3.0)
     span_deg = geometry.septal_span_deg + rng.normal(0.0, 3.0)
-    position = np.mod(_ANGLE_GRID_DEG - anterior_deg, 360.0) / span_deg
+    position = np.mod(ANGLE_GRID_DEG - anterior_deg, 360.0) / span_deg
     in_span = position < 1.0
     rv_present = level is not SliceLevel.APICAL or rng.random() < 0.75
     rv_depth_max = geometry.rv_depth_mm * rv_scale * rng.uniform(0.9, 1.1) if rv_present else 0.0
@@ -319,7 +319,7 @@ def _draw_shape(rng: np.random.Generator, level: SliceLevel, geometry: HeartGeom
     for i, centre in enumerate(centres):
         amplitude = (rng.uniform(3.0, 8.0) if i < 2 else rng.uniform(1.0, 4.0)) * level_fat
         width = rng.uniform(12.0, 28.0)
-        distance = np.mod(_ANGLE_GRID_DEG - centre + 180.0, 360.0) - 180.0
+        distance = np.mod(ANGLE_GRID_DEG - centre + 180.0, 360.0) - 180.0
         fat += amplitude * np.exp(-0.5 * (distance / width) ** 2)
     fat = np.where(fat > 0.6, fat, 0.0)
 
@@ -329,7 +329,7 @@ def _draw_shape(rng: np.random.Generator, level: SliceLevel, geometry: HeartGeom
         for angle_deg in (anterior_deg - 80.0 + rng.normal(0, 8), anterior_deg + 170.0 + rng.normal(0, 8)):
             semi_a = size * rng.uniform(4.0, 6.5)
             semi_b = size * rng.uniform(3.0, 4.5)
-            wall_radius = float(_Shape.at(smooth_endo, np.array([np.mod(angle_deg, 360.0)]))[0])
+            wall_radius = float(Shape.at(smooth_endo, np.array([np.mod(angle_deg, 360.0)]))[0])
             distance = wall_radius - 0.75 * semi_b
             rad = np.radians(angle_deg)
             # The long axis of the blob runs along the wall (tangential).
@@ -339,7 +339,7 @@ def _draw_shape(rng: np.random.Generator, level: SliceLevel, geometry: HeartGeom
     body = _place_body(rng, heart_outer)
     diaphragm = _place_diaphragm(rng, level, epi + rv_depth + rv_wall + fat)
     has_spleen = diaphragm is not None and level is not SliceLevel.APICAL and rng.random() < 0.35
-    return _Shape(
+    return Shape(
         endo_mm=endo,
         epi_mm=epi,
         rv_depth_mm=rv_depth,
@@ -361,7 +361,7 @@ def _place_body(rng: np.random.Generator, heart_outer_mm: np.ndarray) -> tuple[f
     wall = rng.uniform(18.0, 30.0)
     centre_u = rng.uniform(-40.0, -20.0)
     gap = rng.uniform(4.0, 15.0)
-    theta = np.radians(_ANGLE_GRID_DEG)
+    theta = np.radians(ANGLE_GRID_DEG)
     u = (heart_outer_mm + gap) * np.cos(theta)
     v = -(heart_outer_mm + gap) * np.sin(theta)
     # Smallest downward shift of the body that keeps the heart (plus a gap of lung) inside the thorax.
@@ -379,13 +379,13 @@ def _place_diaphragm(
     probability = {SliceLevel.BASAL: 0.9, SliceLevel.MID: 0.6, SliceLevel.APICAL: 0.5}[level]
     if rng.random() >= probability:
         return None
-    theta = np.radians(_ANGLE_GRID_DEG)
+    theta = np.radians(ANGLE_GRID_DEG)
     heart_bottom = float((-heart_outer_mm * np.sin(theta)).max())
     top = heart_bottom + rng.uniform(3.0, 12.0) + (0.0 if level is SliceLevel.BASAL else rng.uniform(0.0, 20.0))
     return (top, float(rng.uniform(0.004, 0.012)), float(rng.uniform(0.0, 30.0)))
 
 
-def _label_points(shape: _Shape, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _label_points(shape: Shape, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Tissue label at in-plane points (mm around the LV centre); also their radius and display angle."""
     u, v = np.broadcast_arrays(u, v)
     radius = np.hypot(u, v)
@@ -404,13 +404,13 @@ def _label_points(shape: _Shape, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarr
         if shape.has_spleen:
             labels[below & (u > split + 25.0)] = Tissue.SPLEEN
 
-    epi = _Shape.at(shape.epi_mm, theta)
+    epi = Shape.at(shape.epi_mm, theta)
     near = radius < epi + 60.0  # the heart lies within this radius; skip the rest
     r, th, e = radius[near], theta[near], epi[near]
-    rv_outer = e + _Shape.at(shape.rv_depth_mm, th)
-    wall_outer = rv_outer + _Shape.at(shape.rv_wall_mm, th)
-    fat_outer = wall_outer + _Shape.at(shape.fat_mm, th)
-    endo = _Shape.at(shape.endo_mm, th)
+    rv_outer = e + Shape.at(shape.rv_depth_mm, th)
+    wall_outer = rv_outer + Shape.at(shape.rv_wall_mm, th)
+    fat_outer = wall_outer + Shape.at(shape.fat_mm, th)
+    endo = Shape.at(shape.endo_mm, th)
     sub = labels[near]
     sub[(r >= wall_outer) & (r < fat_outer)] = Tissue.EPICARDIAL_FAT
     sub[(r >= rv_outer) & (r < wall_outer)] = Tissue.RV_WALL
@@ -431,7 +431,7 @@ def _label_points(shape: _Shape, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarr
 
 
 def _property_maps(
-    shape: _Shape,
+    shape: Shape,
     properties: dict[Tissue, TissueProperties],
     pathology: Pathology | None,
     level: SliceLevel,
@@ -462,7 +462,7 @@ def _property_maps(
         t1, t2, pd = t1_lut[labels], t2_lut[labels], pd_lut[labels]
         if pathology is not None:
             myo = labels == Tissue.MYOCARDIUM
-            weight = _pathology_weight(shape, pathology, level, radius[myo], theta[myo])
+            weight = pathology_weight(shape, pathology, level, radius[myo], theta[myo])
             t1[myo] *= 1.0 + (pathology.t1_factor - 1.0) * weight
             t2[myo] *= 1.0 + (pathology.t2_factor - 1.0) * weight
         return t1, t2, pd
@@ -483,8 +483,8 @@ def _property_maps(
     return t1_map.astype(np.float32), t2_map.astype(np.float32), pd_map.astype(np.float32)
 
 
-def _pathology_weight(
-    shape: _Shape, pathology: Pathology, level: SliceLevel, radius: np.ndarray, theta: np.ndarray
+def pathology_weight(
+    shape: Shape, pathology: Pathology, level: SliceLevel, radius: np.ndarray, theta: np.ndarray
 ) -> np.ndarray:
     """0..1 extent of the lesion at myocardial points: whole wall for diffuse change, tapered arcs for focal."""
     if not pathology.kind.is_focal:
@@ -493,29 +493,29 @@ def _pathology_weight(
     inside = np.isin(segments, pathology.segments)
     # Taper over the outer 10 deg of the affected arc so the lesion fades at its borders.
     grid_inside = np.isin(
-        segment_of_angle(_ANGLE_GRID_DEG, level, shape.anterior_insertion_deg, shape.septal_span_deg),
+        segment_of_angle(ANGLE_GRID_DEG, level, shape.anterior_insertion_deg, shape.septal_span_deg),
         pathology.segments,
     ).astype(np.float64)
     kernel = np.ones(57) / 57.0  # about 10 deg on the 2048-sample grid
     smooth = np.convolve(np.concatenate([grid_inside[-28:], grid_inside, grid_inside[:28]]), kernel, "valid")
-    angular = np.where(inside, _Shape.at(smooth, theta), 0.0)
+    angular = np.where(inside, Shape.at(smooth, theta), 0.0)
     # Scar and oedema reach from the endocardium through part or all of the wall.
-    endo = _Shape.at(shape.endo_mm, theta)
-    epi = _Shape.at(shape.epi_mm, theta)
+    endo = Shape.at(shape.endo_mm, theta)
+    epi = Shape.at(shape.epi_mm, theta)
     depth = np.clip((radius - endo) / np.maximum(epi - endo, 1e-3), 0.0, 1.0)
     transmural_extent = 0.6 if pathology.kind is PathologyKind.FOCAL_FIBROSIS else 1.0
     radial = np.clip((transmural_extent + 0.1 - depth) / 0.2, 0.0, 1.0)
     return angular * radial
 
 
-def _polar_to_px(radius_mm: np.ndarray, theta_deg: np.ndarray, x_lv: float, y_lv: float, spacing: float) -> np.ndarray:
+def polar_to_px(radius_mm: np.ndarray, theta_deg: np.ndarray, x_lv: float, y_lv: float, spacing: float) -> np.ndarray:
     rad = np.radians(theta_deg)
     x = x_lv + radius_mm * np.cos(rad) / spacing
     y = y_lv - radius_mm * np.sin(rad) / spacing
     return np.stack([x, y], axis=1).astype(np.float64)
 
 
-def _orientation(
+def slice_orientation(
     geometry: HeartGeometry, orientation: tuple[float, float, float, float, float, float] | None
 ) -> tuple[np.ndarray, np.ndarray]:
     if orientation is None:

@@ -1,4 +1,5 @@
-"""The phantom's commands on the `myomap` command line: ``phantom`` (generate studies) and ``phantom-stats``."""
+"""The phantom's commands on the `myomap` command line: ``phantom`` (generate studies), ``phantom-stats`` and
+``phantom-realism``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from phantom.model import FieldStrength, Vendor
+from phantom.model import AnatomyVersion, FieldStrength, Vendor
 
 
 def _parse_readers(text: str) -> tuple[bool, bool]:
@@ -22,7 +23,7 @@ def _parse_readers(text: str) -> tuple[bool, bool]:
 
 
 def register(app: typer.Typer) -> None:
-    """Add the ``phantom`` and ``phantom-stats`` commands to ``app``."""
+    """Add the ``phantom``, ``phantom-stats`` and ``phantom-realism`` commands to ``app``."""
 
     @app.command("phantom")
     def phantom_command(
@@ -62,6 +63,11 @@ def register(app: typer.Typer) -> None:
         vials: Annotated[
             bool, typer.Option("--vials", help="a T1 phantom of 9 vials in a water bath (MOLLI, ShMOLLI), no heart")
         ] = False,
+        anatomy: Annotated[
+            AnatomyVersion,
+            typer.Option("--anatomy", help="v1: textbook anatomy (default); v2: real LV shapes, organs, k-space "
+                         "interpolation, noise in air and lung (docs/phantom.md, Phantom v2)"),
+        ] = AnatomyVersion.V1,
     ) -> None:
         """Generate synthetic CMR mapping studies as DICOM files with JSON sidecars."""
         from phantom.study import SequenceChoice, StudyRequest, generate_studies
@@ -90,8 +96,9 @@ def register(app: typer.Typer) -> None:
                 n_slices=slices,
                 vendor_quirks=quirks,
                 vials=vials,
+                anatomy=anatomy,
             )
-        except ValueError as error:  # a quirk the chosen vendor lacks, or --vials with t2prep
+        except ValueError as error:  # a quirk the chosen vendor lacks, or --vials with t2prep or v2
             raise typer.BadParameter(str(error)) from error
         n_workers = workers if workers is not None else (os.cpu_count() or 1)
         generate_studies(request, out, n_studies=studies, workers=n_workers, progress=True)
@@ -113,3 +120,36 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(stats.to_json(), indent=2))
         else:
             render_table(stats)
+
+    @app.command("phantom-realism")
+    def phantom_realism_command(
+        directories: Annotated[
+            list[Path],
+            typer.Argument(exists=True, file_okay=False, help="phantom folders written by `phantom` (a column each)"),
+        ],
+        sunnybrook: Annotated[
+            Path | None,
+            typer.Option("--sunnybrook", exists=True, file_okay=False,
+                         help="Sunnybrook folder (link.csv, dicoms/, contourfiles/); default: shared/data/sunnybrook"),
+        ] = None,
+        image: Annotated[
+            str, typer.Option("--image", help="map: the first T1 map; magnitude: its longest-TI raw image")
+        ] = "map",
+        as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    ) -> None:
+        """Compare phantom images with real Sunnybrook cine images: tissue intensities, edge sharpness, texture."""
+        from phantom.realism import RealismError, compare_with_sunnybrook, default_sunnybrook_folder, render_comparison
+
+        folder = sunnybrook or default_sunnybrook_folder()
+        if folder is None:
+            typer.echo("phantom-realism: no Sunnybrook folder found; pass --sunnybrook", err=True)
+            raise typer.Exit(code=1)
+        try:
+            comparison = compare_with_sunnybrook(directories, folder, image_kind=image.lower())
+        except RealismError as error:
+            typer.echo(f"phantom-realism: {error}", err=True)
+            raise typer.Exit(code=1) from error
+        if as_json:
+            typer.echo(json.dumps(comparison.to_json(), indent=2))
+        else:
+            render_comparison(comparison)

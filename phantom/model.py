@@ -51,6 +51,13 @@ class SequenceKind(str, Enum):
     T2PREP = "t2prep"  # T2-prepared bSSFP, TE 0/25/55 ms
 
 
+class AnatomyVersion(str, Enum):
+    """Which phantom draws the slices: v1 (textbook shapes, the default) or v2 (closer to real images)."""
+
+    V1 = "v1"
+    V2 = "v2"
+
+
 class SliceLevel(str, Enum):
     BASAL = "basal"
     MID = "mid"

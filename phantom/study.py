@@ -22,7 +22,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from inference.mapping import MappingScheme, reconstruct_map
 from phantom.acquisition import CoilField, acquire, make_coil_field
+from phantom.acquisition_v2 import acquire_v2, scanner_map
 from phantom.anatomy import choose_matrix, make_heart_geometry, make_slice_anatomy
+from phantom.anatomy_v2 import (
+    ImagingV2,
+    RealisticSlice,
+    StudyShape,
+    choose_imaging,
+    make_realistic_slice,
+    make_study_shape,
+)
 from phantom.dicom_contours import build_reader_rtstruct, build_reader_seg
 from phantom.dicom_images import (
     GE_COMPONENTS,
@@ -44,6 +53,7 @@ from phantom.dicom_maps import (
 from phantom.identity import StudyContext, UidFactory, make_patient
 from phantom.model import (
     AcquiredSeries,
+    AnatomyVersion,
     FieldStrength,
     HeartGeometry,
     ReaderContour,
@@ -68,7 +78,7 @@ from phantom.sidecar import (
     wall_thickness,
     write_json,
 )
-from phantom.tissue import TissueProperties, sample_pathology, sample_tissue_properties
+from phantom.tissue import Pathology, TissueProperties, sample_pathology, sample_tissue_properties
 from phantom.vendors import QUIRK_VENDORS, MapEncoding, VendorQuirk, flavour_for, quirks_for
 from phantom.vials import BATH_PROTON_DENSITY, BATH_T1_MS, BATH_T2_MS, ROI_RADIUS_FRACTION, make_vial_phantom
 
@@ -114,6 +124,8 @@ class _Purpose(int, Enum):
     SLICE = 4
     ACQUISITION = 5
     READERS = 6
+    IMAGING = 7  # phantom v2: display and acquired matrix
+    SHAPE = 8  # phantom v2: template patient and deformation of the study
 
 
 @dataclass(frozen=True)
@@ -135,6 +147,8 @@ class StudyRequest:
     # Vendor conventions to imitate (docs/phantom.md); each applies to the studies whose vendor has it.
     vendor_quirks: Iterable[VendorQuirk | str] = frozenset()
     vials: bool = False  # a T1 phantom of vials in a water bath instead of a heart (MOLLI and ShMOLLI)
+    # v1: textbook anatomy (the default, what the shipped models were trained on); v2: closer to real images.
+    anatomy: AnatomyVersion | str = AnatomyVersion.V1
 
     def __post_init__(self) -> None:
         if not 1 <= self.n_slices <= len(LEVEL_ORDER):
@@ -155,6 +169,14 @@ class StudyRequest:
                     )
         if self.vials and SequenceChoice(self.sequence) is SequenceChoice.T2PREP:
             raise ValueError("the vial phantom is a T1 phantom: sequence must be molli, shmolli or all, got t2prep")
+        try:
+            anatomy = AnatomyVersion(self.anatomy)
+        except ValueError:
+            choices = ", ".join(version.value for version in AnatomyVersion)
+            raise ValueError(f"anatomy must be one of {choices}, got {self.anatomy!r}") from None
+        object.__setattr__(self, "anatomy", anatomy)
+        if self.vials and anatomy is not AnatomyVersion.V1:
+            raise ValueError(f"the vial phantom has no heart: anatomy must be v1 with vials, got {anatomy.value}")
 
 
 @dataclass(frozen=True)
@@ -177,6 +199,7 @@ class StudyPlan:
     trainee_skill: float  # 0 novice .. 1 expert level, shared by the study's trainees
     vendor_quirks: frozenset[VendorQuirk] = frozenset()  # those of the request that the vendor has
     vials: bool = False
+    anatomy: AnatomyVersion = AnatomyVersion.V1
 
     @property
     def folder_name(self) -> str:
@@ -235,6 +258,7 @@ def plan_study(request: StudyRequest, study_index: int) -> StudyPlan:
         trainee_skill=round(float(rng.uniform(*TRAINEE_SKILL_RANGE)), 3),
         vendor_quirks=quirks_for(vendor, frozenset(VendorQuirk(quirk) for quirk in request.vendor_quirks)),
         vials=request.vials,
+        anatomy=AnatomyVersion(request.anatomy),
     )
 
 
@@ -332,17 +356,22 @@ def _acquire_and_write(
     label: str | None = None,
     still: bool = False,
     snr_reference_mask: np.ndarray | None = None,
+    realistic: RealisticSlice | None = None,
 ) -> _SequenceProducts:
     """Acquire one sequence of one slice and write its raw series, MOCO, map and fit quality.
 
     ``label`` names the slice's folder and series (the level when None); ``still`` skips the breathing motion;
-    ``snr_reference_mask`` is handed to :func:`acquire` (the vial phantom has no myocardium).
+    ``snr_reference_mask`` is handed to :func:`acquire` (the vial phantom has no myocardium); ``realistic`` (phantom
+    v2) forms the images with :func:`phantom.acquisition_v2.acquire_v2` and the scanner's map of every pixel.
     """
     rng = _rng(plan.seed, plan.study_index, _Purpose.ACQUISITION, level_index, sequence_index)
     scheme = make_scheme(kind, plan.rr_ms, rng)
     motion = None if still else sample_breathing(rng, scheme.n_images, motion_probability=plan.motion_rate)
-    acquired = acquire(anatomy, scheme, rng, snr=plan.snr, motion=motion, b1_scale=b1_scale, coil=coil,
-                       snr_reference_mask=snr_reference_mask)
+    if realistic is None:
+        acquired = acquire(anatomy, scheme, rng, snr=plan.snr, motion=motion, b1_scale=b1_scale, coil=coil,
+                           snr_reference_mask=snr_reference_mask)
+    else:
+        acquired = acquire_v2(realistic, scheme, rng, snr=plan.snr, motion=motion, b1_scale=b1_scale)
     flavour = context.flavour
     level = anatomy.geometry.level
     folder = label if label is not None else level.value
@@ -401,14 +430,19 @@ def _acquire_and_write(
     # The scanner fits its own stored (quantised) magnitude images, so misregistration carries into the map.
     stored = encode_magnitude(acquired.magnitude).astype(np.float64)
     inversion_index = np.asarray(scheme.image_set_index) if kind is SequenceKind.SHMOLLI else None
-    result = reconstruct_map(
-        stored,
-        _fit_times(acquired),
-        _MAPPING_SCHEME[kind],
-        rr_ms=plan.rr_ms,
-        inversion_index=inversion_index,
-        correction="none",  # a scanner's MOLLI/ShMOLLI map is the plain fit
-    )
+    if realistic is None:
+        result = reconstruct_map(
+            stored,
+            _fit_times(acquired),
+            _MAPPING_SCHEME[kind],
+            rr_ms=plan.rr_ms,
+            inversion_index=inversion_index,
+            correction="none",  # a scanner's MOLLI/ShMOLLI map is the plain fit
+        )
+        map_ms, r2 = result.map_ms, result.r2
+    else:  # v2: the scanner fits every pixel, noise included
+        fitted = scanner_map(stored, _fit_times(acquired), kind, rr_ms=plan.rr_ms, inversion_index=inversion_index)
+        map_ms, r2 = fitted.map_ms, fitted.r2
     quantity = MapQuantity.T2 if kind is SequenceKind.T2PREP else MapQuantity.T1
     sources = magnitude_sources
 
@@ -429,13 +463,13 @@ def _acquire_and_write(
         records[role] = writer.save(role, series, f"{folder}/{info.series_number:03d}_{slug}_{role}", description)
         return ds
 
-    map_dataset = write_map("map", result.map_ms, quantity, flavour.map_suffix(kind))
-    write_map("fit_quality", result.r2, MapQuantity.R2, flavour.fit_quality_suffix())
+    map_dataset = write_map("map", map_ms, quantity, flavour.map_suffix(kind))
+    write_map("fit_quality", r2, MapQuantity.R2, flavour.fit_quality_suffix())
     return _SequenceProducts(
         kind=kind,
         records=records,
         map_dataset=map_dataset,
-        scanner_map_ms=np.asarray(result.map_ms),
+        scanner_map_ms=np.asarray(map_ms),
         acquired=acquired,
         scheme=scheme,
         end_offset_s=end_s,
@@ -512,20 +546,65 @@ def _masked_mean(values: np.ndarray, mask: np.ndarray) -> float | None:
     return float(selected.mean()) if selected.size else None
 
 
-def _write_slice(plan: StudyPlan, context: StudyContext, writer: _Writer, level_index: int, heart: HeartGeometry,
-                 properties: dict[Tissue, TissueProperties], matrix: tuple[int, int],
-                 spacing_mm: float) -> dict[str, Any]:
-    level = plan.levels[level_index]
+@dataclass(frozen=True)
+class StudyV2:
+    """The study-wide draws of phantom v2: what the scanner acquires and the LV shape template with its deformation."""
+
+    imaging: ImagingV2
+    shape: StudyShape
+
+
+def draw_study_v2(plan: StudyPlan, heart: HeartGeometry) -> StudyV2:
+    """Phantom v2's study-wide choices, from their own random streams (v1's streams are left as they are)."""
+    imaging = choose_imaging(_rng(plan.seed, plan.study_index, _Purpose.IMAGING), matrix=plan.matrix,
+                             pixel_spacing_mm=plan.pixel_spacing_mm)
+    shape = make_study_shape(_rng(plan.seed, plan.study_index, _Purpose.SHAPE), heart, plan.field)
+    return StudyV2(imaging, shape)
+
+
+@dataclass(frozen=True)
+class SliceTruth:
+    """One slice before acquisition: its truth, receive and transmit fields, and (phantom v2) its realistic form."""
+
+    anatomy: SliceAnatomy
+    pathology: Pathology | None
+    coil: CoilField
+    b1_scale: float
+    realistic: RealisticSlice | None = None
+
+
+def make_slice(plan: StudyPlan, level: SliceLevel, heart: HeartGeometry, properties: dict[Tissue, TissueProperties],
+               matrix: tuple[int, int], spacing_mm: float, study_v2: StudyV2 | None = None) -> SliceTruth:
+    """The slice at ``level`` of the study, as :func:`generate_study` writes it (v2 when ``study_v2`` is given).
+
+    Training draws its slices through this function, so that they equal the files' slices.
+    """
     rng = _rng(plan.seed, plan.study_index, _Purpose.SLICE, LEVEL_ORDER.index(level))
     pathology = sample_pathology(rng, level)
-    anatomy = make_slice_anatomy(
-        rng, level, plan.field, matrix=matrix, pixel_spacing_mm=spacing_mm, pathology=pathology,
-        geometry=heart, properties=properties,
-    )
-    coil = make_coil_field(anatomy, rng)
+    if study_v2 is None:
+        anatomy = make_slice_anatomy(
+            rng, level, plan.field, matrix=matrix, pixel_spacing_mm=spacing_mm, pathology=pathology,
+            geometry=heart, properties=properties,
+        )
+        coil = make_coil_field(anatomy, rng)
+        realistic = None
+    else:
+        realistic = make_realistic_slice(rng, level, plan.field, imaging=study_v2.imaging, geometry=heart,
+                                         study_shape=study_v2.shape, properties=properties, pathology=pathology)
+        anatomy, coil = realistic.anatomy, realistic.coil
     b1_scale = float(rng.uniform(0.8, 1.0) if plan.field is FieldStrength.T3 else rng.uniform(0.95, 1.02))
+    return SliceTruth(anatomy, pathology, coil, b1_scale, realistic)
+
+
+def _write_slice(plan: StudyPlan, context: StudyContext, writer: _Writer, level_index: int, heart: HeartGeometry,
+                 properties: dict[Tissue, TissueProperties], matrix: tuple[int, int],
+                 spacing_mm: float, study_v2: StudyV2 | None = None) -> dict[str, Any]:
+    level = plan.levels[level_index]
+    truth = make_slice(plan, level, heart, properties, matrix, spacing_mm, study_v2)
+    anatomy, pathology, realistic = truth.anatomy, truth.pathology, truth.realistic
     products = [
-        _acquire_and_write(plan, context, writer, anatomy, level_index, index, kind, coil, b1_scale)
+        _acquire_and_write(plan, context, writer, anatomy, level_index, index, kind, truth.coil, truth.b1_scale,
+                           realistic=realistic)
         for index, kind in enumerate(plan.sequences)
     ]
     # Readers contour the first map of the slice: the T1 map when an IR sequence ran, else the T2 map.
@@ -612,6 +691,17 @@ def _write_slice(plan: StudyPlan, context: StudyContext, writer: _Writer, level_
     }
     if plan.vendor_quirks:
         sidecar["vendor_quirks"] = sorted(quirk.value for quirk in plan.vendor_quirks)
+    if realistic is not None:  # keys only for v2, so that v1 sidecars keep their bytes
+        sidecar["anatomy"] = AnatomyVersion.V2.value
+        sidecar["imaging"] = realistic.imaging.to_json()
+        sidecar["shape_template"] = {"source": "Sunnybrook Cardiac Data (CC0)", "patient": realistic.template[0],
+                                     "instance_number": realistic.template[1]}
+        truth_record = sidecar["truth"]
+        assert isinstance(truth_record, dict)
+        truth_record["cavity_pixels"] = int(np.count_nonzero(anatomy.cavity_mask))
+        truth_record["rv_pixels"] = int(np.count_nonzero(realistic.rv_mask))
+        truth_record["through_plane_spread_mm"] = realistic.extras["through_plane_mm"]
+        truth_record["lv_offset_from_image_centre_mm"] = realistic.extras["lv_offset_from_image_centre_mm"]
     relative = f"{level.value}/{SIDECAR_NAME}"
     write_json(writer.folder / relative, sidecar)
     return {"level": level.value, "sidecar": relative, "sequences": [item.kind.value for item in products]}
@@ -739,12 +829,15 @@ def generate_study(plan: StudyPlan, out_dir: Path) -> StudyOutcome:
     matrix, spacing_mm = choose_matrix(heart_rng)
     matrix = plan.matrix or matrix
     spacing_mm = plan.pixel_spacing_mm or spacing_mm
+    study_v2 = draw_study_v2(plan, heart) if plan.anatomy is AnatomyVersion.V2 else None
+    if study_v2 is not None:
+        matrix, spacing_mm = study_v2.imaging.display_matrix, study_v2.imaging.pixel_spacing_mm
     writer = _Writer(folder)
     if plan.vials:
         slices = [_write_vials(plan, context, writer, matrix, spacing_mm)]
     else:
         slices = [
-            _write_slice(plan, context, writer, index, heart, properties, matrix, spacing_mm)
+            _write_slice(plan, context, writer, index, heart, properties, matrix, spacing_mm, study_v2)
             for index in range(len(plan.levels))
         ]
     manifest = {
@@ -768,6 +861,10 @@ def generate_study(plan: StudyPlan, out_dir: Path) -> StudyOutcome:
         manifest["vendor_quirks"] = sorted(quirk.value for quirk in plan.vendor_quirks)
     if plan.vials:
         manifest["study_kind"] = "t1_vials"
+    if study_v2 is not None:
+        manifest["anatomy"] = AnatomyVersion.V2.value
+        manifest["imaging"] = study_v2.imaging.to_json()
+        manifest["shape_template_patient"] = study_v2.shape.patient
     write_json(folder / MANIFEST_NAME, manifest)
     LOGGER.info("study %d written: %d DICOM files", plan.study_index, writer.n_files)
     return StudyOutcome(plan.study_index, folder, writer.n_files, context.study_instance_uid)
