@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from config import Settings
 from config.settings import Output
-from db.models import Result
+from db.models import Job, Result
 from db.session import session_scope
 from dicomnode.analysis.map_sources import (
     SCANNER_MAP,
@@ -108,7 +108,7 @@ def run_job(
         plan = plan_unit(claimed.series_id, session_factory=session_factory, storage_root=settings.storage_root)
         unit = claim_unit(plan, claimed.job_id, session_factory=session_factory)
         if not isinstance(unit, UnitClaim):
-            _close_without_result(claimed, f"analysed with its unit by job {unit}", session_factory)
+            _close_without_result(claimed, _analysed_elsewhere(unit, session_factory), session_factory)
             LOGGER.info("job %d: its series is analysed with its unit by job %d", job_id, unit)
             return JobOutcome.DONE
         datasets = [(m.role, read_datasets(m.paths)) for m in plan.members]
@@ -171,6 +171,15 @@ def _claim(job_id: int, session_factory: sessionmaker[Session]) -> ClaimedJob | 
             return job
         return ClaimedJob(job_id=job.id, key=job.key, kind=JobKind(job.kind), series_id=job.series_id,
                           series_revision=job.series_revision)
+
+
+def _analysed_elsewhere(job_id: int, session_factory: sessionmaker[Session]) -> str:
+    """Where a series analysed in another job's unit finds its result, in words for the series page."""
+    with session_factory() as session:
+        job = session.get(Job, job_id)
+        series = job.series if job is not None else None
+        where = f"series {series.series_number} {series.description}".rstrip() if series is not None else "its unit"
+    return f"analysed with the other series of its slices: the result is under {where} (job {job_id})"
 
 
 def _close_without_result(claimed: ClaimedJob, note: str, session_factory: sessionmaker[Session]) -> None:
@@ -279,7 +288,9 @@ def summarise(written: Sequence[WrittenSlice], *, plan: UnitPlan, unit: UnitClai
     """Figures of a unit's result without patient data: sources, slices, statistics of the reported maps."""
     prepared = [item.prepared for item in written]
     values = np.concatenate([p.maps.primary_ms[np.isfinite(p.maps.primary_ms)].ravel() for p in prepared])
-    fits = [p.fit for p in prepared if p.fit is not None]
+    # The fit's own figures describe the map only where the node's reconstruction is the reported map; where the
+    # scanner's map is, the fit is the cross-check, reported per slice.
+    fits = [p.fit for p in prepared if p.fit is not None and p.maps.source != SCANNER_MAP]
     fitted = sum(int(np.sum(fit.r2 > 0)) for fit in fits)
     fitted_valid = sum(int(np.sum(fit.valid)) for fit in fits)
     r2_values = np.concatenate([fit.r2[fit.valid].ravel() for fit in fits]) if fits else np.array([])

@@ -286,7 +286,8 @@ def test_raw_images_and_the_scanner_map_of_a_slice_are_analysed_once_from_the_sc
         (result,) = session.scalars(select(Result)).all()
         (unit,) = session.scalars(select(AnalysisUnit)).all()
         assert result.job_id == map_job_id == unit.job_id
-        assert session.get(Job, raw_job).error == f"analysed with its unit by job {map_job_id}"
+        assert session.get(Job, raw_job).error == ("analysed with the other series of its slices: the result is under "
+                                                   f"series 13 (job {map_job_id})")
         assert session.get(Job, raw_job).series.state is SeriesState.DONE
     summary = result.summary
     assert summary["map_source"] == "scanner map" and summary["slices"] == 1
