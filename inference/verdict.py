@@ -8,6 +8,8 @@ from inference.mapping import MapKind
 from inference.slice_analysis import SliceAnalysis
 
 REPEAT_ADVICE = "consider repeating the breath-hold"
+#: Said instead of values when the quality model doubts the automatic contours.
+UNCERTAIN_CONTOURS = "automatic contours uncertain - check before use"
 
 
 def motion_text(segments: Iterable[int]) -> str:
@@ -23,7 +25,9 @@ def banner_text(analysis: SliceAnalysis | None, failure_reason: str | None = Non
     """The one-line verdict of one slice, at the top of every console image.
 
     "Motion artefact in segments 1, 4, 5 - consider repeating the breath-hold" (AHA numbers in order),
-    "No motion artefact detected", "No motion check (T2 map)" or "Analysis not possible: <reason>".
+    "No motion artefact detected", "No motion check (T2 map)" or "Analysis not possible: <reason>"; when the
+    quality model doubts the contours, "; automatic contours uncertain - check before use" follows (the motion
+    verdict comes first: it is what the radiographer can still act on while the patient is on the table).
 
     Raises
     ------
@@ -34,6 +38,11 @@ def banner_text(analysis: SliceAnalysis | None, failure_reason: str | None = Non
         return f"Analysis not possible: {failure_reason}"
     if analysis is None:
         raise ValueError("banner_text needs an analysis or a failure reason")
+    verdict = _motion_verdict(analysis)
+    return f"{verdict}; {UNCERTAIN_CONTOURS}" if analysis.segmentation_doubtful else verdict
+
+
+def _motion_verdict(analysis: SliceAnalysis) -> str:
     motion = analysis.motion
     if motion is None:
         kind = MapKind(analysis.map_kind)

@@ -20,7 +20,7 @@ from scipy import ndimage
 from inference.aha import LEVEL_SEGMENTS, AhaLevel
 from inference.mapping import MapKind
 from inference.slice_analysis import SliceAnalysis
-from inference.verdict import banner_text
+from inference.verdict import UNCERTAIN_CONTOURS, banner_text
 
 LOGGER = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ _FONT_PATHS = (
 ALERT = (170, 20, 20)  # motion found or analysis failed
 GOOD = (20, 110, 40)  # no motion
 NEUTRAL = (60, 60, 70)  # no motion check
+CAUTION = (170, 100, 0)  # the quality model doubts the contours: no values shown
 INFO = (30, 60, 120)  # reader comparison
 WHITE = (255, 255, 255)
 BLACK = (0, 0, 0)
@@ -106,6 +107,8 @@ def _wrap(text: str, typeface: ImageFont.FreeTypeFont | ImageFont.ImageFont, wid
 def _banner_colour(text: str) -> tuple[int, int, int]:
     if text.startswith(("Motion artefact", "Analysis not possible")):
         return ALERT
+    if text.endswith(UNCERTAIN_CONTOURS):
+        return CAUTION
     if text.startswith("No motion artefact"):
         return GOOD
     return NEUTRAL
@@ -238,12 +241,14 @@ def _map_image(analysis: SliceAnalysis, banner: str) -> ConsoleImage:
     _draw_contour(draw, panel, analysis.contours.endo_px, ENDO_COLOUR)
     values = analysis.myocardium_values
     quantity = _quantity(analysis)
-    lines = [
-        f"{quantity} myocardium {_format_ms(values.mean)} ms (SD {_format_ms(values.sd)}), "
-        f"{AhaLevel(analysis.level).value} slice",
-    ]
     if analysis.segmentation_doubtful:
-        lines.append(f"Check the contours: predicted Dice {analysis.quality.predicted_dice:.2f}")
+        # No number the console could read as a result: the contours it would come from are in doubt.
+        lines = [f"{quantity} myocardium not shown: automatic contours uncertain (predicted Dice "
+                 f"{analysis.quality.predicted_dice:.2f}), {AhaLevel(analysis.level).value} slice",
+                 "Check the contours before use"]
+    else:
+        lines = [f"{quantity} myocardium {_format_ms(values.mean)} ms (SD {_format_ms(values.sd)}), "
+                 f"{AhaLevel(analysis.level).value} slice"]
     description = f"{quantity} map with the endocardial (red) and epicardial (green) contours"
     image = _stack([_banner(banner, _banner_colour(banner)), panel.image, _text_panel(lines)])
     return ConsoleImage("map with contours", description, image, banner, in_image_plane=True)
@@ -307,13 +312,15 @@ def _bullseye_image(analysis: SliceAnalysis, banner: str) -> ConsoleImage:
         x, y = centre[0] + radius * np.cos(middle), centre[1] - radius * np.sin(middle)
         values = analysis.segment_values.get(segment)
         if on_slice:
-            draw.text((x, y - 12), _format_ms(values.mean if values is not None else np.nan), fill=BLACK,
-                      font=value_font, anchor="mm")
+            shown = np.nan if values is None or analysis.segmentation_doubtful else values.mean
+            draw.text((x, y - 12), _format_ms(shown), fill=BLACK, font=value_font, anchor="mm")
             draw.text((x, y + 14), f"({segment})", fill=BLACK, font=small_font, anchor="mm")
         else:
             draw.text((x, y), str(segment), fill=(110, 110, 110), font=small_font, anchor="mm")
     quantity = _quantity(analysis)
     legend = [f"{quantity} mean (ms) per AHA segment, {level.value} slice"]
+    if analysis.segmentation_doubtful:
+        legend = [f"{quantity} per AHA segment not shown: automatic contours uncertain, {level.value} slice"]
     if analysis.motion is not None:
         legend.append("Red: motion artefact" if motion else "No segment with motion artefact")
     description = f"AHA bullseye with the {quantity} mean of each segment of the {level.value} slice"

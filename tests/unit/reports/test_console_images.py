@@ -199,3 +199,18 @@ def test_secondary_captures_of_scanner_maps(vendor: Vendor, phantom_folders: dic
     for index, image in enumerate(images):
         read = _check_capture(image, source, tmp_path / f"sc{index}.dcm")
         assert read.PatientName == source.PatientName
+
+
+def test_doubtful_contours_show_no_values_and_say_so(slices: list) -> None:
+    """When the quality model doubts the contours the console must not show numbers as if they could be trusted."""
+    basal, mid, _, _ = (analysis for _, analysis in slices)
+    doubtful = dataclasses.replace(mid, quality=dataclasses.replace(mid.quality, predicted_dice=0.55))
+    assert banner_text(doubtful) == "No motion artefact detected; automatic contours uncertain - check before use"
+    moving = dataclasses.replace(basal, quality=dataclasses.replace(basal.quality, predicted_dice=0.55))
+    assert banner_text(moving).startswith("Motion artefact in segments 1, 4, 5 - consider repeating the breath-hold;")
+    trusted, uncertain = render_console_images(mid), render_console_images(doubtful)
+    assert all(image.banner.endswith("automatic contours uncertain - check before use") for image in uncertain)
+    # The banner is amber, not the green of a clean verdict; the images differ where the values were written.
+    assert _count(uncertain[0].rgb, GOOD) == 0 and _count(trusted[0].rgb, GOOD) > 0
+    for before, after in zip(trusted[:2], uncertain[:2], strict=True):
+        assert before.rgb.shape != after.rgb.shape or not np.array_equal(before.rgb, after.rgb)
