@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1.7
 # myomap with ONNX Runtime on the GPU (CUDA 12 + cuDNN 9, as onnxruntime-gpu 1.19+ expects).
-# Build: docker build -t myomap:gpu .    Run: see docs/deployment.md.
+# Build: docker build -t myomap:gpu .    Run: see docs/deployment.md.    Without a GPU: Dockerfile.cpu.
 ARG CUDA_IMAGE=nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04
 
 FROM ${CUDA_IMAGE} AS build
@@ -58,8 +58,10 @@ EXPOSE 11112 8080
 USER myomap
 WORKDIR /var/lib/myomap
 
+# Unhealthy when /healthz is not "ok": failing (database, disk below the watermark) or degraded (transfers given up,
+# disk near the watermark, queue stalled); the reasons are in `docker inspect` (.State.Health.Log).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python3.11", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4)"]
+    CMD ["python", "-m", "reports.web.healthcheck", "http://127.0.0.1:8080/healthz"]
 
 # tini forwards SIGTERM to the node, which then stops accepting associations and lets running jobs finish.
 ENTRYPOINT ["/usr/bin/tini", "--", "myomap"]

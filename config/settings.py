@@ -77,7 +77,9 @@ class Output(str, Enum):
     MAPS = "maps"  # reconstructed T1/T2 maps (Parametric Map and MR)
     SR = "sr"
     SEG = "seg"
-    SC = "sc"
+    SC = "sc"  # the console's Secondary Captures of a map analysis
+    READER_SC = "reader_sc"  # the overlay of a reader's contours scored against the reference
+    PDF = "pdf"  # a trainee's progress report (Encapsulated PDF) after each scored attempt
 
 
 class DicomSettings(BaseModel):
@@ -86,11 +88,24 @@ class DicomSettings(BaseModel):
     port: int = Field(default=11112, ge=0, le=65535)
     allow_any_calling_ae: bool = True
     max_associations: int = Field(default=16, ge=1)
+    # Processes that receive on the DICOM ports (SO_REUSEPORT), each with its own associations (max_associations,
+    # pending connections and inflation budget are per process); 0: one per CPU core.
+    processes: int = Field(default=0, ge=0)
     max_pdu_bytes: int = Field(default=262144, ge=0)
     acse_timeout_s: float = Field(default=30.0, gt=0)
     dimse_timeout_s: float = Field(default=60.0, gt=0)
     network_timeout_s: float = Field(default=60.0, gt=0)
     max_image_pixels: int = Field(default=16_777_216, gt=0)
+    # A Deflated data set is inflated in bounded chunks and refused (0xA700) beyond this size or beyond what
+    # max_image_pixels allows, whichever is smaller: a small deflate bomb must not take the node's memory.
+    max_inflated_mb: int = Field(default=256, gt=0)
+    # Connections that have not yet sent their A-ASSOCIATE-RQ: bounded apart from associations, closed after
+    # request_timeout_s; when full, the oldest such connection (of an unknown address first) makes room.
+    request_timeout_s: float = Field(default=5.0, gt=0)
+    max_pending_connections: int = Field(default=32, ge=1)
+    max_pending_per_address: int = Field(default=4, ge=1)  # not for the hosts of configured peers
+    # Association slots beyond max_associations that only configured peers may take.
+    reserved_peer_associations: int = Field(default=4, ge=0)
     # DICOM TLS (PS3.15 B.1): a second listener on tls_port (0: none) speaking TLS 1.2 or later; the node's
     # certificate and unencrypted private key (PEM) also authenticate it to peers it sends to over TLS.
     tls_port: int = Field(default=0, ge=0, le=65535)
@@ -130,8 +145,11 @@ class WebSettings(BaseModel):
     port: int = Field(default=8080, ge=0, le=65535)
     login: bool = True
     session_hours: float = Field(default=12.0, gt=0)
-    # Signs the session cookies; empty: a random key kept in <storage root>/web_secret_key. Secret: never printed.
+    # Keys the forms' CSRF tokens; empty: a random key kept in <storage root>/web_secret_key. Secret: never printed.
     secret_key: SecretStr = SecretStr("")
+    # Origins (scheme://host[:port]) whose state-changing requests are taken besides the page's own, for a proxy
+    # that does not pass the browser's Host header on; the CSRF check refuses every other foreign Origin.
+    trusted_origins: list[str] = Field(default_factory=list)
 
 
 class StorageSettings(BaseModel):
@@ -146,6 +164,11 @@ class DatabaseSettings(BaseModel):
 class QueueSettings(BaseModel):
     url: str = ""
     workers: int = Field(default=2, ge=1)
+    # `myomap serve` runs the workers in a child process of their own, so that analysis never slows ingest
+    # (false: threads of the node's process, as an embedded Node does).
+    separate_process: bool = True
+    # /healthz says "degraded" when jobs have waited this long and no worker has taken one meanwhile.
+    stalled_after_s: float = Field(default=300.0, gt=0)
 
 
 class SeriesSettings(BaseModel):
@@ -195,6 +218,15 @@ class ScoringSettings(BaseModel):
 
 class LoggingSettings(BaseModel):
     level: str = "INFO"
+    # highdicom, pynetdicom and huey log at the higher of this and ``level`` (dicomnode/app/logging_setup.py).
+    libraries: str = Field(default="WARNING", pattern="(?i)^(debug|info|warning|error|critical)$")
+
+
+class ConsoleSettings(BaseModel):
+    """What the images for the scanner console say beyond the verdict."""
+
+    # True at sites whose governance requires the node's images to say they are not for diagnosis.
+    not_for_diagnostic_use: bool = False
 
 
 class Peer(BaseModel):
@@ -236,6 +268,7 @@ class Settings(BaseSettings):
     mapping: MappingSettings = MappingSettings()
     scoring: ScoringSettings = ScoringSettings()
     logging: LoggingSettings = LoggingSettings()
+    console: ConsoleSettings = ConsoleSettings()
     peers: list[Peer] = []
 
     @classmethod

@@ -12,9 +12,14 @@ ALEMBIC_INI = Path(__file__).with_name("alembic.ini")
 
 
 def alembic_config(url: str) -> Config:
+    """The Alembic configuration of the shipped migrations for ``url``.
+
+    Alembic keeps options in a ``configparser``, which reads ``%`` as the start of an interpolation: an encoded
+    password (``%40``) or a socket path would crash it, so each ``%`` is doubled on the way in.
+    """
     config = Config(str(ALEMBIC_INI))
-    config.set_main_option("script_location", str(ALEMBIC_INI.parent / "alembic"))
-    config.set_main_option("sqlalchemy.url", url)
+    config.set_main_option("script_location", str(ALEMBIC_INI.parent / "alembic").replace("%", "%%"))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 
 

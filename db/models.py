@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import Enum
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy import Enum as SqlEnum
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -217,6 +217,93 @@ class Reader(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class ReaderRole(str, Enum):
+    """What a reader is to the training programme; experts' contours make the reference."""
+
+    TRAINEE = "trainee"
+    EXPERT = "expert"
+    SUPERVISOR = "supervisor"
+
+
+class WebRole(str, Enum):
+    """What a web user may see: a trainee their own results, a supervisor their teams', an admin everything."""
+
+    ADMIN = "admin"
+    SUPERVISOR = "supervisor"
+    TRAINEE = "trainee"
+
+
+class ReferencePolicy(str, Enum):
+    """Which contour a reader is scored against (decided by dicomnode.analysis.reference)."""
+
+    GOLD_STANDARD = "gold_standard"  # an uploaded expert contour named per case
+    EXPERT_STAPLE = "expert_staple"  # STAPLE of the experts' contours
+    CONSENSUS_MODEL = "consensus_model"  # the node's consensus segmentation model
+    TEAM_AVERAGE = "team_average"  # STAPLE or mean signed distance of the team's contours
+
+
+class ReaderAlias(Base):
+    """A name as it arrives in DICOM (ContentCreatorName, OperatorsName, a series description's reader part)
+    mapped to a reader; ``pattern`` is matched case-insensitively and may hold ``*`` and ``?`` wildcards."""
+
+    __tablename__ = "reader_alias"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pattern: Mapped[str] = mapped_column(String(128), unique=True)
+    reader_id: Mapped[int] = mapped_column(ForeignKey("reader.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    reader: Mapped[Reader] = relationship()
+
+
+class TrainingSet(Base):
+    """Studies a supervisor marked as a training set, with the accreditation criteria for it."""
+
+    __tablename__ = "training_set"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    # Cases without experts' contours are scored against the consensus model when set.
+    auto_consensus: Mapped[bool] = mapped_column(Boolean, default=True)
+    criteria: Mapped[dict] = mapped_column(JSON, default=dict)  # see reports.programme.training_sets.Criteria
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    cases: Mapped[list[TrainingCase]] = relationship(
+        back_populates="training_set", order_by="TrainingCase.id", cascade="all, delete-orphan"
+    )
+
+
+class TrainingCase(Base):
+    """One study of a training set; ``reference_policy`` None means automatic (gold standard, else the experts'
+    STAPLE, else the consensus model when the set allows it)."""
+
+    __tablename__ = "training_case"
+    __table_args__ = (UniqueConstraint("training_set_id", "study_instance_uid"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    training_set_id: Mapped[int] = mapped_column(ForeignKey("training_set.id", ondelete="CASCADE"), index=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), index=True)
+    reference_policy: Mapped[str | None] = mapped_column(String(32))  # a ReferencePolicy value
+    gold_standard_reader: Mapped[str | None] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(64), default="")
+
+    training_set: Mapped[TrainingSet] = relationship(back_populates="cases")
+
+
+class Accreditation(Base):
+    """The date a reader first met a training set's criteria (kept when later attempts fall below them)."""
+
+    __tablename__ = "accreditation"
+    __table_args__ = (UniqueConstraint("reader_id", "training_set_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    reader_id: Mapped[int] = mapped_column(ForeignKey("reader.id", ondelete="CASCADE"), index=True)
+    training_set_id: Mapped[int] = mapped_column(ForeignKey("training_set.id", ondelete="CASCADE"), index=True)
+    met_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    criteria: Mapped[dict] = mapped_column(JSON, default=dict)  # the criteria as they were when met
+
+
 class WebUser(Base):
     """A person who may log in to the web page; the password is kept only as a salted scrypt hash."""
 
@@ -226,3 +313,49 @@ class WebUser(Base):
     username: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    role: Mapped[str] = mapped_column(String(16), default=WebRole.ADMIN.value, server_default=WebRole.ADMIN.value)
+    # The reader a trainee (or a supervisor who also reads) is; their results are the ones shown to them.
+    reader_id: Mapped[int | None] = mapped_column(
+        ForeignKey("reader.id", name="fk_web_user_reader_id", ondelete="SET NULL"), index=True
+    )
+
+
+
+class WebSession(Base):
+    """A logged-in browser: its cookie's token is kept only as a SHA-256 digest, and deleting the row (logout,
+    a new password, the user's removal) ends the session at once."""
+
+    __tablename__ = "web_session"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("web_user.id", name="fk_web_session_user_id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+# Indexes of the admin page's search and filters and of the health check (migration 0004).
+Index("ix_study_patient_id", Study.patient_id)
+Index("ix_study_accession_number", Study.accession_number)
+Index("ix_study_study_date", Study.study_date)
+Index("ix_series_state_study_id", Series.state, Series.study_id)
+Index("ix_job_started_at", Job.started_at)
+Index("ix_transfer_ae_title", Transfer.ae_title)
+
+
+class RefusedInstance(Base):
+    """A re-send of a known SOP Instance UID under another Patient ID or Study Instance UID, refused with 0xA900
+    while the stored instance stayed as it was (migration 0006). UIDs, AE title and host only: no patient data."""
+
+    __tablename__ = "refused_instance"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64))
+    instance_id: Mapped[int | None] = mapped_column(ForeignKey("instance.id"))
+    stored_study_instance_uid: Mapped[str] = mapped_column(String(64))
+    sent_study_instance_uid: Mapped[str] = mapped_column(String(64))
+    patient_id_differs: Mapped[bool] = mapped_column(Boolean)
+    calling_ae: Mapped[str] = mapped_column(String(16))
+    calling_host: Mapped[str] = mapped_column(String(255))
+    refused_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)

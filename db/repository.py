@@ -5,15 +5,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Any, TypedDict, cast
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     CursorResult,
     Integer,
     Table,
+    Text,
+    and_,
     bindparam,
     case,
+    exists,
     func,
     insert,
     null,
@@ -21,9 +26,24 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.orm import Session, selectinload
 
-from db.models import Instance, Series, SeriesRole, SeriesState, Study, Transfer, TransferState, utcnow
+from db import readers
+from db.models import (
+    Instance,
+    Job,
+    JobState,
+    ReaderRole,
+    Result,
+    Series,
+    SeriesRole,
+    SeriesState,
+    Study,
+    Transfer,
+    TransferState,
+    utcnow,
+)
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -309,6 +329,21 @@ _COUNT_ARRIVAL = (
 )
 
 
+_COUNT_ARRIVAL_RETURNING = _COUNT_ARRIVAL.returning(
+    _SERIES.c.n_instances, _SERIES.c.revision, _SERIES.c.role, _SERIES.c.expected_instances
+)
+
+
+@dataclass(frozen=True)
+class SeriesArrival:
+    """A series as an arrival left it (RECEIVING): what assembly needs to complete it without reading it again."""
+
+    n_instances: int
+    revision: int
+    role: SeriesRole
+    expected_instances: int | None
+
+
 def find_instance_row(connection: Connection, *, sop_instance_uid: str) -> InstanceRow | None:
     row = connection.execute(_SELECT_INSTANCE_ROW, {"sop_instance_uid": sop_instance_uid}).first()
     return None if row is None else InstanceRow(*row)
@@ -431,6 +466,32 @@ def count_arrival(
     return result.rowcount == 1
 
 
+def count_arrival_returning(
+    connection: Connection,
+    *,
+    series_id: int,
+    series_instance_uid: str,
+    study_id: int,
+    added: int,
+    at: datetime | None = None,
+) -> SeriesArrival | None:
+    """:func:`count_arrival` that also returns the series as the statement left it (one statement, RETURNING);
+    None when no series has this id, UID and study."""
+    row = connection.execute(
+        _COUNT_ARRIVAL_RETURNING,
+        {
+            "b_series_id": series_id,
+            "b_series_instance_uid": series_instance_uid,
+            "b_study_id": study_id,
+            "b_added": added,
+            "b_at": at or utcnow(),
+        },
+    ).first()
+    if row is None:
+        return None
+    return SeriesArrival(int(row[0]), int(row[1]), SeriesRole(row[2]), row[3])
+
+
 class InstanceFileColumns(TypedDict):
     """The columns of an instance row that describe its stored file: inserted and updated alike."""
 
@@ -548,3 +609,144 @@ def retry_transfer(session: Session, *, transfer_id: int) -> Transfer:
     transfer.last_error = ""
     session.flush()
     return transfer
+
+
+# ---- The admin page's studies list: search, filters, keyset pages ------------------------------------------------
+
+
+class StudyAttention(str, Enum):
+    """What the studies list can be filtered to: studies with a series in this condition."""
+
+    FAILED = "failed"  # a series, job or slice whose analysis failed
+    MOTION = "motion"  # a slice with a motion artefact
+    DOUBTFUL = "doubtful"  # contours the quality check doubts, or a reader's slices not scored
+    PENDING = "pending"  # a series receiving or queued, a job queued, running or waiting
+
+
+@dataclass(frozen=True)
+class StudySearch:
+    """The studies list's search: every field given must match (empty fields match everything).
+
+    ``patient_name`` matches when every word of it appears in the name, in any case ("doe jane" finds Doe^Jane);
+    ``patient_id`` and ``accession_number`` match exactly, or as a prefix when they end with ``*`` (indexed);
+    ``date_from`` and ``date_to`` are DICOM dates (YYYYMMDD), both ends included (indexed).
+    """
+
+    patient_name: str = ""
+    patient_id: str = ""
+    accession_number: str = ""
+    date_from: str = ""
+    date_to: str = ""
+    attention: StudyAttention | None = None
+
+
+def _identifier_condition(column: Any, value: str) -> ColumnElement[bool]:
+    if value.endswith("*"):
+        prefix = value.rstrip("*").replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return cast(ColumnElement[bool], column.like(f"{prefix}%", escape="\\"))
+    return cast(ColumnElement[bool], column == value)
+
+
+def _like_words(column: Any, words: Iterable[str]) -> list[ColumnElement[bool]]:
+    conditions = []
+    for word in words:
+        escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        conditions.append(column.ilike(f"%{escaped}%", escape="\\"))
+    return conditions
+
+
+#: Text of a result's JSON summary that marks a slice or report in each condition (JSON as json.dumps writes it).
+#: It selects candidates in SQL; the page then reads the summaries and keeps the studies that really are.
+_SUMMARY_MARKS: dict[StudyAttention, tuple[str, ...]] = {
+    StudyAttention.FAILED: ('"status": "failed"', '"reports_error": "'),
+    StudyAttention.MOTION: ('"has_motion": true',),
+    StudyAttention.DOUBTFUL: ('"doubtful": true', '"status": "not scored"', '"problems": ["'),
+    StudyAttention.PENDING: (),
+}
+
+
+def _attention_condition(attention: StudyAttention) -> ColumnElement[bool]:
+    # Series and job states: the studies that have one, collected once (IN), so that a state no study is in costs
+    # one pass over the index instead of a lookup per study. The summaries' text: per study (EXISTS), so that a
+    # page of a common condition stops reading once it is full.
+    conditions: list[ColumnElement[bool]] = []
+    series_states, job_states = {
+        StudyAttention.FAILED: ([SeriesState.FAILED], [JobState.FAILED]),
+        StudyAttention.PENDING: ([SeriesState.RECEIVING, SeriesState.COMPLETE],
+                                 [JobState.QUEUED, JobState.RUNNING, JobState.WAITING]),
+    }.get(attention, ([], []))
+    if series_states:
+        conditions.append(Study.id.in_(select(Series.study_id).where(Series.state.in_(series_states))))
+    if job_states:
+        conditions.append(Study.id.in_(
+            select(Series.study_id).join(Job, Job.series_id == Series.id).where(Job.state.in_(job_states))))
+    marks = _SUMMARY_MARKS[attention]
+    if marks:
+        summary_text = sql_cast(Result.summary, Text)
+        conditions.append(exists().where(
+            Series.study_id == Study.id, Job.series_id == Series.id, Result.job_id == Job.id,
+            or_(*(summary_text.contains(mark, autoescape=True) for mark in marks))))
+    return or_(*conditions)
+
+
+def study_search_conditions(search: StudySearch) -> list[ColumnElement[bool]]:
+    """The WHERE conditions of ``search`` on the study table."""
+    conditions: list[ColumnElement[bool]] = []
+    words = search.patient_name.replace("^", " ").replace(",", " ").split()
+    conditions.extend(_like_words(Study.patient_name, words))
+    if search.patient_id:
+        conditions.append(_identifier_condition(Study.patient_id, search.patient_id))
+    if search.accession_number:
+        conditions.append(_identifier_condition(Study.accession_number, search.accession_number))
+    if search.date_from:
+        conditions.append(and_(Study.study_date >= search.date_from, Study.study_date != ""))
+    if search.date_to:
+        conditions.append(and_(Study.study_date <= search.date_to, Study.study_date != ""))
+    if search.attention is not None:
+        conditions.append(_attention_condition(search.attention))
+    return conditions
+
+
+def search_studies(
+    session: Session, *, search: StudySearch, limit: int, before_id: int | None = None,
+    after_id: int | None = None, offset: int = 0,
+) -> list[Study]:
+    """One page of the studies matching ``search``, newest first (highest id first), with their series, jobs and
+    results loaded.
+
+    Keyset pages: ``before_id`` gives the studies older than that one (the next page), ``after_id`` the ``limit``
+    studies just newer than that one (the previous page); the cost of a page does not grow with its position.
+    ``offset`` skips that many more (the JSON API's older paging; its cost grows with the offset).
+    """
+    query = select(Study).where(*study_search_conditions(search))
+    if after_id is not None:
+        newer = list(session.scalars(
+            select(Study.id).where(*study_search_conditions(search), Study.id > after_id)
+            .order_by(Study.id.asc()).limit(limit)
+        ))
+        if not newer:
+            return []
+        query = query.where(Study.id.in_(newer))
+    elif before_id is not None:
+        query = query.where(Study.id < before_id)
+    query = query.options(
+        selectinload(Study.series).selectinload(Series.jobs).selectinload(Job.results)
+    ).order_by(Study.id.desc()).limit(limit).offset(offset)
+    return list(session.scalars(query))
+
+
+def count_studies(session: Session, *, search: StudySearch | None = None) -> int:
+    """How many studies match ``search`` (all studies without one)."""
+    conditions = study_search_conditions(search) if search is not None else []
+    return session.scalar(select(func.count(Study.id)).where(*conditions)) or 0
+
+
+def newest_study_id(session: Session, *, search: StudySearch) -> int | None:
+    """The id of the newest study matching ``search`` (to tell whether a page is the first)."""
+    return session.scalar(select(func.max(Study.id)).where(*study_search_conditions(search)))
+
+
+def reader_role(session: Session, name: str) -> ReaderRole | None:
+    """The role of the reader ``name`` (a reader's name or a DICOM name an alias maps) stands for; None when no
+    reader row says, so that the caller's own convention decides (see :mod:`db.readers`)."""
+    return readers.reader_role(session, name)

@@ -45,3 +45,8 @@ class CannotUnderstandError(StoreRejectedError):
 
 class UnknownPeerError(MyomapError):
     """A calling AE title (or its host) is not among the configured peers (the association is rejected)."""
+
+
+class ConflictingInstanceError(DatasetMismatchError):
+    """A known SOP Instance UID re-sent under another Patient ID or Study Instance UID (0xA900): a UID names one
+    instance for ever, so the stored instance is kept where it is and the re-send is refused."""

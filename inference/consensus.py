@@ -1,4 +1,7 @@
-"""Consensus of several readers' masks: STAPLE, the average of signed distance maps, or a gold standard.
+"""Consensus of several readers' masks: STAPLE, or the average of signed distance maps.
+
+Which readers make a reference, and whether a gold standard takes their place, is decided outside the models'
+analysis (``dicomnode.analysis.reference``); this module only combines the masks it is given.
 
 STAPLE follows Warfield, Zou and Wells, "Simultaneous truth and performance level estimation (STAPLE)", IEEE
 Trans Med Imaging 23(7):903-921, 2004: expectation-maximisation over the hidden true segmentation, with one
@@ -31,16 +34,15 @@ class ConsensusError(AnalysisError):
 
 
 class ConsensusMethod(str, Enum):
-    """How readers' masks are combined when no gold standard takes precedence."""
+    """How readers' masks are combined."""
 
     STAPLE = "staple"
     AVERAGE = "average"
 
 
 class ReferenceKind(str, Enum):
-    """Which reference a consensus result stands for."""
+    """Which combination a consensus result stands for."""
 
-    GOLD_STANDARD = "gold_standard"
     STAPLE = "staple"
     AVERAGE = "average"
 
@@ -68,7 +70,7 @@ class ConsensusResult:
 
     mask: np.ndarray  # bool
     reference: ReferenceKind
-    n_readers: int  # readers combined (0 when the gold standard was used)
+    n_readers: int  # readers combined
     staple: StapleResult | None = None
 
 
@@ -218,47 +220,30 @@ def consensus(
     masks: Sequence[np.ndarray],
     *,
     method: ConsensusMethod | str = ConsensusMethod.STAPLE,
-    gold_standard: np.ndarray | None = None,
-    prefer_gold_standard: bool = True,
     pixel_spacing_mm: float | Sequence[float] | None = None,
 ) -> ConsensusResult:
-    """The reference for a set of readers: the supervisor's gold standard when there is one and it is preferred,
-    otherwise the readers' consensus by ``method``.
+    """The readers' consensus by ``method``.
 
     Parameters
     ----------
     masks
-        Readers' boolean masks (may be empty when a preferred gold standard is given).
+        Readers' boolean masks, all of one shape.
     method
         ``"staple"`` or ``"average"`` (the latter needs ``pixel_spacing_mm``).
-    gold_standard
-        A supervisor's mask, of the readers' shape.
-    prefer_gold_standard
-        Use ``gold_standard`` whenever it is given.
 
     Raises
     ------
     ConsensusError
-        If ``method`` is unknown, no reader is given and no gold standard is used, or the average is asked for
-        without ``pixel_spacing_mm``.
+        If ``method`` is unknown, no reader is given, or the average is asked for without ``pixel_spacing_mm``.
     ShapeMismatchError
-        If the masks or the gold standard differ in shape.
+        If the masks differ in shape.
     """
     try:
         method = ConsensusMethod(method)
     except ValueError as error:
         raise ConsensusError(f"method must be one of {[m.value for m in ConsensusMethod]}, got {method!r}") from error
-    if gold_standard is not None:
-        gold = np.asarray(gold_standard, dtype=bool)
-        for index, mask in enumerate(masks):
-            if np.shape(mask) != gold.shape:
-                raise ShapeMismatchError(
-                    f"mask {index} has shape {np.shape(mask)}, expected {gold.shape} like the gold standard"
-                )
-        if prefer_gold_standard:
-            return ConsensusResult(mask=gold.copy(), reference=ReferenceKind.GOLD_STANDARD, n_readers=0)
     if len(masks) == 0:
-        raise ConsensusError("no readers' masks to combine and no preferred gold standard")
+        raise ConsensusError("no readers' masks to combine")
     if method is ConsensusMethod.STAPLE:
         result = staple(masks)
         return ConsensusResult(

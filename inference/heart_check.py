@@ -185,8 +185,9 @@ def check_left_ventricle(
     reason = None
     if enclosure < MIN_ENCLOSURE:
         reason = (
-            f"the myocardium surrounds only {100.0 * enclosure:.0f} % of the cavity's border, expected at least "
-            f"{100.0 * MIN_ENCLOSURE:.0f} % (a ring around the blood pool)"
+            # Rounded down: 74.6 % must not read as the 75 % it falls short of.
+            f"the myocardium surrounds only {np.floor(100.0 * enclosure):.0f} % of the cavity's border, expected at "
+            f"least {100.0 * MIN_ENCLOSURE:.0f} % (a ring around the blood pool)"
         )
     elif _outside(cavity_mm2, CAVITY_AREA_MM2):
         reason = (

@@ -22,8 +22,9 @@ from inference.runtime import Model
 BACKGROUND, CAVITY, MYOCARDIUM = 0, 1, 2
 INPUT_NAME = "map"
 OUTPUT_NAME = "logits"
-#: Maps run through the model together; bounds the memory of a large series without losing batching speed.
-MAX_BATCH = 16
+#: Maps run through the model together. On the CPU a map costs least in batches of 2-4 (9 ms against 11 ms alone);
+#: from 8 on the activations leave the caches and each map costs 14-22 ms.
+MAX_BATCH = 4
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
@@ -68,6 +69,8 @@ def segment_maps(maps: Sequence[np.ndarray], pixel_spacings_mm: Sequence[tuple[f
     if len(maps) != len(pixel_spacings_mm):
         raise AnalysisError(f"got {len(maps)} maps but {len(pixel_spacings_mm)} pixel spacings")
     values = [_check_map(item) for item in maps]
+    if not values:
+        return []
     grids = [image_centre_grid(item.shape, _check_spacing(spacing)) for item, spacing in
              zip(values, pixel_spacings_mm, strict=True)]
     inputs = np.stack([normalise_map(sample(item, grid)) for item, grid in zip(values, grids, strict=True)])
@@ -80,6 +83,12 @@ def segment_maps(maps: Sequence[np.ndarray], pixel_spacings_mm: Sequence[tuple[f
             probabilities = source_probabilities(grid_probabilities, grids[index], values[index].shape)
             results.append(segmentation_from_probabilities(probabilities))
     return results
+
+
+def check_input(map_values: np.ndarray, pixel_spacing_mm: tuple[float, float]) -> None:
+    """Raise the :class:`AnalysisError` that :func:`segment_maps` would raise for this map and spacing."""
+    _check_map(map_values)
+    _check_spacing(pixel_spacing_mm)
 
 
 def softmax(logits: np.ndarray, axis: int) -> np.ndarray:
@@ -107,12 +116,12 @@ def segmentation_from_probabilities(probabilities: np.ndarray) -> Segmentation:
         empty = np.zeros(labels.shape, dtype=bool)
         return Segmentation(empty, empty.copy(), probabilities)
     predicted_cavity = labels == CAVITY
-    holes = ndimage.binary_fill_holes(myocardium) & ~myocardium
+    holes = enclosed(myocardium)
     if holes.any():
         hole_labels, count = ndimage.label(holes)
+        overlap = np.bincount(hole_labels.ravel(), weights=predicted_cavity.ravel(), minlength=count + 1)[1:]
+        sizes = np.bincount(hole_labels.ravel(), minlength=count + 1)[1:]
         index = np.arange(1, count + 1)
-        overlap = ndimage.sum_labels(predicted_cavity, hole_labels, index)
-        sizes = ndimage.sum_labels(np.ones_like(holes), hole_labels, index)
         # The cavity hole holds the predicted cavity; size decides when no hole does.
         best = int(index[np.lexsort((sizes, overlap))[-1]])
         cavity = hole_labels == best
@@ -130,8 +139,17 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     labels, count = ndimage.label(mask, structure=_EIGHT_CONNECTED)
     if count <= 1:
         return labels > 0
-    sizes = ndimage.sum_labels(np.ones_like(labels), labels, np.arange(1, count + 1))
+    sizes = np.bincount(labels.ravel())[1:]
     return labels == int(np.argmax(sizes)) + 1
+
+
+def enclosed(mask: np.ndarray) -> np.ndarray:
+    """The pixels outside ``mask`` that it encloses: ``binary_fill_holes(mask) & ~mask``, by labelling the
+    complement (4-connected, as binary_fill_holes) and keeping the components that do not reach the image edge,
+    a fraction of the cost of the iterated dilation."""
+    outside, _ = ndimage.label(~mask)
+    edge = np.unique(np.concatenate([outside[0], outside[-1], outside[:, 0], outside[:, -1]]))
+    return (outside > 0) & ~np.isin(outside, edge)
 
 
 def _check_map(map_values: np.ndarray) -> np.ndarray:

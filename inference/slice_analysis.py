@@ -13,10 +13,12 @@ the full ring gives the wall thickness, the myocardial area and :attr:`SliceAnal
 
 from __future__ import annotations
 
+import functools
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import numpy as np
 
@@ -24,7 +26,7 @@ from inference import expert_consensus, motion, quality, segmentation
 from inference.aha import AhaLevel, WallThickness, aha_segments, rv_insertion_points, wall_thickness_mm
 from inference.contour_fit import FittedContours, fit_contours
 from inference.grids import mask_centre_px
-from inference.heart_check import NoLeftVentricleError, require_left_ventricle
+from inference.heart_check import HeartCheck, NoLeftVentricleError, require_left_ventricle
 from inference.mapping import MapKind
 from inference.model_set import ModelSet
 from inference.motion import MotionResult
@@ -38,13 +40,15 @@ from inference.myocardium_values import (
     region_values,
     segment_values,
 )
+from inference.plausibility import contour_doubts
 from inference.quality import QualityEstimate
 from inference.segmentation import Segmentation
+from inference.t2_motion import detect_t2_motion
 
 LOGGER = logging.getLogger(__name__)
 
 __all__ = ["ALGORITHM_NAME", "QC_DOUBTFUL_DICE", "VALUE_REGION", "NoLeftVentricleError", "RawImages",
-           "SliceAnalysis", "analyse_slice", "reader_consensus"]
+           "SliceAnalysis", "SliceRequest", "analyse_slice", "analyse_slices", "reader_consensus"]
 
 ALGORITHM_NAME = "myomap"
 #: Where the reported myocardial values come from, in words for the reports.
@@ -59,10 +63,10 @@ QC_NOT_A_HEART_DICE = 0.3
 
 @dataclass(frozen=True)
 class RawImages:
-    """The raw inversion-recovery images of the slice, for motion detection."""
+    """The raw images of the slice (inversion recovery or T2-prep) and the fit's quality, for motion detection."""
 
     images: np.ndarray  # (n, rows, columns) magnitude, any order
-    times_ms: np.ndarray  # (n,) inversion times
+    times_ms: np.ndarray  # (n,) inversion times or T2-prep durations
     r2: np.ndarray  # (rows, columns) fit quality of the map, 0..1
 
 
@@ -89,13 +93,15 @@ class SliceAnalysis:
     myocardium_values: RegionValues
     segment_values: dict[int, RegionValues]
     wall_thickness: WallThickness
-    motion: MotionResult | None  # None for T2 maps and maps without raw images
+    motion: MotionResult | None  # None for maps without raw images (T2: inference/t2_motion.py)
     quality: QualityEstimate
     consensus_mask: np.ndarray | None = None  # expert consensus from a reader's contour, when one was given
 
     @property
     def segmentation_doubtful(self) -> bool:
-        return self.quality.predicted_dice < QC_DOUBTFUL_DICE
+        """The predicted Dice is low or the contours have an implausible anatomy or values
+        (``quality.doubts``)."""
+        return self.quality.predicted_dice < QC_DOUBTFUL_DICE or bool(self.quality.doubts)
 
     @cached_property
     def ring_values(self) -> RegionValues:
@@ -114,6 +120,19 @@ class SliceAnalysis:
         return fraction if np.isfinite(fraction) else 0.0
 
 
+@dataclass(frozen=True)
+class SliceRequest:
+    """One slice to analyse: the arguments of :func:`analyse_slice`."""
+
+    map_ms: np.ndarray
+    map_kind: MapKind
+    pixel_spacing_mm: tuple[float, float]
+    level: AhaLevel | str
+    raw: RawImages | None = None
+    rv_mask: np.ndarray | None = None
+    field_strength_t: float | None = None
+
+
 def analyse_slice(
     map_ms: np.ndarray,
     map_kind: MapKind,
@@ -123,11 +142,13 @@ def analyse_slice(
     *,
     raw: RawImages | None = None,
     rv_mask: np.ndarray | None = None,
+    field_strength_t: float | None = None,
 ) -> SliceAnalysis:
     """Segment the map, check it is a short-axis LV, fit the contours, measure and check one slice.
 
     ``map_ms`` may mark pixels without a value with NaN or with 0 (or below); they are 0 for the models and left
-    out of every statistic.
+    out of every statistic. ``field_strength_t`` sets the plausible myocardial T1 (inference/plausibility.py;
+    the wider 3 T range when None).
 
     Raises
     ------
@@ -137,45 +158,155 @@ def analyse_slice(
     AnalysisError
         When the contours cannot be fitted or do not describe a wall; the message says why in plain words.
     """
-    level = AhaLevel(level)
-    spacing = (float(pixel_spacing_mm[0]), float(pixel_spacing_mm[1]))
-    given = np.asarray(map_ms, dtype=np.float32)
+    request = SliceRequest(map_ms, map_kind, pixel_spacing_mm, level, raw, rv_mask, field_strength_t)
+    result = analyse_slices([request], models)[0]
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    level: AhaLevel
+    spacing: tuple[float, float]
+    valued: np.ndarray  # pixels with a value
+    values: np.ndarray  # the models' input: 0 where there is no value
+    measured: np.ndarray  # NaN where there is no value: statistics over pixels with a value only
+
+
+@dataclass(frozen=True)
+class _Measured:
+    found: Segmentation
+    shape: HeartCheck
+    contours: FittedContours
+    centre: tuple[float, float]
+    anterior: tuple[float, float]
+    inferior: tuple[float, float]
+    segments: np.ndarray
+    myocardium: RegionValues
+    per_segment: dict[int, RegionValues]
+    thickness: WallThickness
+
+
+_T = TypeVar("_T")
+
+
+def analyse_slices(requests: Sequence[SliceRequest], models: ModelSet) -> list[SliceAnalysis | Exception]:
+    """:func:`analyse_slice` of every request, each model run once per batch of slices rather than once per slice.
+
+    The result of each slice is the one it gets alone (up to the models' rounding in larger batches), or the
+    exception :func:`analyse_slice` would raise for it: one slice's failure never stops the others. An exception
+    in a batched model run is raised.
+    """
+    failures: dict[int, Exception] = {}
+
+    def guarded(index: int, step: Callable[[], _T]) -> _T | None:
+        try:
+            return step()
+        except Exception as error:  # any fault stays with its slice; the caller sorts analysis errors from faults
+            failures[index] = error
+            return None
+
+    prepared = {i: p for i, request in enumerate(requests)
+                if (p := guarded(i, functools.partial(_prepare, request))) is not None}
+    found = segmentation.segment_maps([p.values for p in prepared.values()], [p.spacing for p in prepared.values()],
+                                      models.segmentation)
+    measured = {i: m for i, own in zip(prepared, found, strict=True)
+                if (m := guarded(i, functools.partial(_measure, requests[i], prepared[i], own))) is not None}
+    # The mirrored maps of the slices that passed as a heart, for the QC's agreement.
+    mirrored = iter(segmentation.segment_maps(
+        [image for i in measured for image in quality.mirrored_maps(prepared[i].values)],
+        [prepared[i].spacing for i in measured for _ in range(2)], models.segmentation))
+    agreements = {i: quality.mirror_agreement(m.found.myocardium_mask, [next(mirrored), next(mirrored)])
+                  for i, m in measured.items()}
+    motions = _detect_motion(requests, prepared, measured, models, guarded)
+    judged = [i for i in measured if i not in failures]
+    estimates = quality.predict_dices(
+        [quality.QualityInput(prepared[i].values, measured[i].found.myocardium_mask, prepared[i].spacing,
+                              measured[i].centre, agreements[i])
+         for i in judged], models.qc_encoder, models.qc_decoder)
+    analyses = {i: a for i, estimate in zip(judged, estimates, strict=True)
+                if (a := guarded(i, functools.partial(_finish, requests[i], prepared[i], measured[i],
+                                                      motions.get(i), estimate))) is not None}
+    return [analyses[i] if i in analyses else failures[i] for i in range(len(requests))]
+
+
+def _prepare(request: SliceRequest) -> _Prepared:
+    level = AhaLevel(request.level)
+    segmentation.check_input(request.map_ms, request.pixel_spacing_mm)
+    given = np.asarray(request.map_ms, dtype=np.float32)
     valued = has_value(given)
-    values = np.where(valued, given, np.float32(0.0)).astype(np.float32)  # the models' input: no NaN
-    found = segmentation.segment_map(values, spacing, models.segmentation)
-    require_left_ventricle(found.myocardium_mask, found.cavity_mask, spacing)
+    return _Prepared(level=level, spacing=(float(request.pixel_spacing_mm[0]), float(request.pixel_spacing_mm[1])),
+                     valued=valued, values=np.where(valued, given, np.float32(0.0)).astype(np.float32),
+                     measured=np.where(valued, given, np.float32(np.nan)))
+
+
+def _measure(request: SliceRequest, prepared: _Prepared, found: Segmentation) -> _Measured:
+    """Heart check, contours, AHA segments, values and wall thickness of a segmented slice."""
+    spacing, level = prepared.spacing, prepared.level
+    shape = require_left_ventricle(found.myocardium_mask, found.cavity_mask, spacing)
     contours = fit_contours(found.cavity_mask, found.myocardium_mask, spacing)
     centre = mask_centre_px(found.cavity_mask | found.myocardium_mask)
-    anterior, inferior = rv_insertion_points(found.myocardium_mask, rv_mask, centre, pixel_spacing_mm=spacing)
+    anterior, inferior = rv_insertion_points(found.myocardium_mask, request.rv_mask, centre, pixel_spacing_mm=spacing)
     segments = aha_segments(found.myocardium_mask, centre, anterior, level, inferior_insertion_px=inferior,
                             pixel_spacing_mm=spacing)
     mid_wall = mid_wall_mask(found.myocardium_mask, found.cavity_mask, spacing)
-    measured = np.where(valued, given, np.float32(np.nan))  # statistics over pixels with a value only
-    myocardium = region_values(measured, mid_wall, pixel_spacing_mm=spacing, min_pixels=MIN_SEGMENT_PIXELS,
-                               min_valid_fraction=MIN_VALID_FRACTION)
-    per_segment = segment_values(measured, segments, pixel_spacing_mm=spacing, within=mid_wall)
-    thickness = wall_thickness_mm(contours, spacing, centre, anterior, level, inferior_insertion_px=inferior)
-    motion_result = None
-    if raw is not None and map_kind is MapKind.T1:
-        motion_result = motion.detect_motion(raw.images, raw.times_ms, values, raw.r2, segments, centre, spacing,
-                                             models.motion)
-    estimate = quality.predict_dice(values, found.myocardium_mask, spacing, models.qc_encoder, models.qc_decoder,
-                                    lv_centre_px=centre)
-    _require_recognised(measured, found, estimate)
+    return _Measured(
+        found=found, shape=shape, contours=contours, centre=centre, anterior=anterior,
+        inferior=inferior, segments=segments,
+        myocardium=region_values(prepared.measured, mid_wall, pixel_spacing_mm=spacing, min_pixels=MIN_SEGMENT_PIXELS,
+                                 min_valid_fraction=MIN_VALID_FRACTION),
+        per_segment=segment_values(prepared.measured, segments, pixel_spacing_mm=spacing, within=mid_wall),
+        thickness=wall_thickness_mm(contours, spacing, centre, anterior, level, inferior_insertion_px=inferior),
+    )
+
+
+def _detect_motion(requests: Sequence[SliceRequest], prepared: dict[int, _Prepared], measured: dict[int, _Measured],
+                   models: ModelSet, guarded: Callable[[int, Callable[[], object]], object]) -> dict[int, MotionResult]:
+    """Motion of every measured slice with raw images: the T1 slices through the motion model together (a slice
+    with bad inputs fails alone), the T2 slices from their fit quality."""
+    motions: dict[int, MotionResult] = {}
+    batch: dict[int, motion.MotionInput] = {}
+    for i, m in measured.items():
+        raw = requests[i].raw
+        if raw is None:
+            continue
+        if requests[i].map_kind is not MapKind.T1:  # T2: the fit quality of the T2-prep images
+            result = guarded(i, functools.partial(detect_t2_motion, raw.r2, m.segments))
+            if isinstance(result, MotionResult):
+                motions[i] = result
+            continue
+        one = motion.MotionInput(raw.images, raw.times_ms, prepared[i].values, raw.r2, m.segments, m.centre,
+                                 prepared[i].spacing)
+        if guarded(i, functools.partial(motion.motion_inputs, one.images, one.times_ms, one.t1_map_ms, one.r2,
+                                        one.aha_segment_map, one.lv_centre_px, one.pixel_spacing_mm)) is not None:
+            batch[i] = one
+    if batch:
+        motions.update(zip(batch, motion.detect_motions(list(batch.values()), models.motion), strict=True))
+    return motions
+
+
+def _finish(request: SliceRequest, prepared: _Prepared, measured: _Measured, motion_result: MotionResult | None,
+            estimate: QualityEstimate) -> SliceAnalysis:
+    _require_recognised(prepared.measured, measured.found, estimate)
+    estimate = replace(estimate, doubts=contour_doubts(measured.shape, measured.myocardium.median, request.map_kind,
+                                                       request.field_strength_t))
+    if estimate.doubts:
+        LOGGER.info("contours doubtful: %s", "; ".join(estimate.doubts))
     analysis = SliceAnalysis(
-        map_kind=map_kind,
-        level=level,
-        pixel_spacing_mm=spacing,
-        map_ms=values,
-        segmentation=found,
-        contours=contours,
-        lv_centre_px=centre,
-        anterior_insertion_px=anterior,
-        inferior_insertion_px=inferior,
-        aha_segment_map=segments,
-        myocardium_values=myocardium,
-        segment_values=per_segment,
-        wall_thickness=thickness,
+        map_kind=request.map_kind,
+        level=prepared.level,
+        pixel_spacing_mm=prepared.spacing,
+        map_ms=prepared.values,
+        segmentation=measured.found,
+        contours=measured.contours,
+        lv_centre_px=measured.centre,
+        anterior_insertion_px=measured.anterior,
+        inferior_insertion_px=measured.inferior,
+        aha_segment_map=measured.segments,
+        myocardium_values=measured.myocardium,
+        segment_values=measured.per_segment,
+        wall_thickness=measured.thickness,
         motion=motion_result,
         quality=estimate,
     )
@@ -185,8 +316,9 @@ def analyse_slice(
 
 
 def _require_recognised(measured_ms: np.ndarray, found: Segmentation, estimate: QualityEstimate) -> None:
-    """Refuse a segmentation the quality model does not recognise as a left ventricle."""
-    if estimate.predicted_dice >= QC_NOT_A_HEART_DICE:
+    """Refuse a segmentation the quality model's autoencoder does not recognise as a left ventricle (a low
+    agreement under mirroring alone makes contours doubtful, not the heart absent)."""
+    if estimate.autoencoder_dice >= QC_NOT_A_HEART_DICE:
         return
     ring = measured_ms[found.myocardium_mask & np.isfinite(measured_ms)]
     cavity = measured_ms[found.cavity_mask & np.isfinite(measured_ms)]
@@ -194,7 +326,7 @@ def _require_recognised(measured_ms: np.ndarray, found: Segmentation, estimate: 
         else ""
     raise NoLeftVentricleError(
         f"no left ventricle found: the quality model does not recognise the segmented ring as one (predicted Dice "
-        f"{estimate.predicted_dice:.2f}){values}"
+        f"{estimate.autoencoder_dice:.2f}){values}"
     )
 
 

@@ -707,6 +707,9 @@ def _heart_blobs(rng: np.random.Generator, level: SliceLevel, smooth_endo: np.nd
     return tuple(blobs)
 
 
+_BODY_ATTEMPTS = 20
+
+
 def _place_body(rng: np.random.Generator,
                 heart_outer_mm: np.ndarray) -> tuple[tuple[float, float], np.ndarray, np.ndarray, np.ndarray]:
     """Body outline (centre, radius per angle), subcutaneous fat and muscle thickness, with the heart in the thorax.
@@ -715,26 +718,28 @@ def _place_body(rng: np.random.Generator,
     within the thorax; the anterior gap may vanish, where the RV touches the chest wall.
     """
     theta = np.radians(ANGLE_GRID_DEG)
-    semi_u = rng.uniform(150.0, 185.0)
-    semi_v = rng.uniform(100.0, 130.0)
-    ellipse = 1.0 / np.sqrt((np.cos(theta) / semi_u) ** 2 + (np.sin(theta) / semi_v) ** 2)
-    wobble = 1.0 + sum(rng.normal(0.0, 0.02) * np.cos(k * theta + rng.uniform(0, 2 * np.pi)) for k in range(2, 6))
-    body = ellipse * wobble
-    # Subcutaneous fat: thicker at the front and sides; muscle (pectoral, intercostal, back) under it.
-    subcutaneous = rng.uniform(5.0, 22.0) * (1.0 + 0.3 * np.sin(theta) + rng.normal(0.0, 0.1) * np.cos(2 * theta))
-    subcutaneous = np.clip(subcutaneous, 3.0, 35.0)
-    muscle = np.clip(rng.uniform(8.0, 16.0) * (1.0 - 0.3 * np.sin(theta)), 5.0, 25.0)
-    thorax = body - subcutaneous - muscle
-    centre_u = rng.uniform(-45.0, -15.0)
-    gap = rng.uniform(0.0, 15.0)
-    u = (heart_outer_mm + gap) * np.cos(theta)
-    v = -(heart_outer_mm + gap) * np.sin(theta)
-    for centre_v in np.linspace(0.0, 110.0, 221):
-        du, dv = u - centre_u, v - centre_v
-        angle = np.mod(np.degrees(np.arctan2(-dv, du)), 360.0)
-        limit = np.interp(angle, ANGLE_GRID_DEG, thorax, period=360.0)
-        if np.all(np.hypot(du, dv) <= limit):
-            return (float(centre_u), float(centre_v)), body, subcutaneous, muscle
+    # A large heart may not fit a small body: draw another body (the first draw is kept when it fits).
+    for _attempt in range(_BODY_ATTEMPTS):
+        semi_u = rng.uniform(150.0, 185.0)
+        semi_v = rng.uniform(100.0, 130.0)
+        ellipse = 1.0 / np.sqrt((np.cos(theta) / semi_u) ** 2 + (np.sin(theta) / semi_v) ** 2)
+        wobble = 1.0 + sum(rng.normal(0.0, 0.02) * np.cos(k * theta + rng.uniform(0, 2 * np.pi)) for k in range(2, 6))
+        body = ellipse * wobble
+        # Subcutaneous fat: thicker at the front and sides; muscle (pectoral, intercostal, back) under it.
+        subcutaneous = rng.uniform(5.0, 22.0) * (1.0 + 0.3 * np.sin(theta) + rng.normal(0.0, 0.1) * np.cos(2 * theta))
+        subcutaneous = np.clip(subcutaneous, 3.0, 35.0)
+        muscle = np.clip(rng.uniform(8.0, 16.0) * (1.0 - 0.3 * np.sin(theta)), 5.0, 25.0)
+        thorax = body - subcutaneous - muscle
+        centre_u = rng.uniform(-45.0, -15.0)
+        gap = rng.uniform(0.0, 15.0)
+        u = (heart_outer_mm + gap) * np.cos(theta)
+        v = -(heart_outer_mm + gap) * np.sin(theta)
+        for centre_v in np.linspace(0.0, 110.0, 221):
+            du, dv = u - centre_u, v - centre_v
+            angle = np.mod(np.degrees(np.arctan2(-dv, du)), 360.0)
+            limit = np.interp(angle, ANGLE_GRID_DEG, thorax, period=360.0)
+            if np.all(np.hypot(du, dv) <= limit):
+                return (float(centre_u), float(centre_v)), body, subcutaneous, muscle
     raise AnatomyError("the heart does not fit in the body")
 
 

@@ -1,5 +1,5 @@
-"""The phantom's commands on the `myomap` command line: ``phantom`` (generate studies), ``phantom-stats`` and
-``phantom-realism``."""
+"""The phantom's commands on the `myomap` command line: ``phantom`` (generate studies), ``phantom-training-set``,
+``phantom-stats`` and ``phantom-realism``."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def _parse_readers(text: str) -> tuple[bool, bool]:
 
 
 def register(app: typer.Typer) -> None:
-    """Add the ``phantom``, ``phantom-stats`` and ``phantom-realism`` commands to ``app``."""
+    """Add the ``phantom``, ``phantom-training-set``, ``phantom-stats`` and ``phantom-realism`` commands to ``app``."""
 
     @app.command("phantom")
     def phantom_command(
@@ -102,6 +102,20 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(str(error)) from error
         n_workers = workers if workers is not None else (os.cpu_count() or 1)
         generate_studies(request, out, n_studies=studies, workers=n_workers, progress=True)
+
+    @app.command("phantom-training-set")
+    def phantom_training_set_command(
+        out: Annotated[Path, typer.Option("--out", help="folder to write the cases and training_set.json into")],
+        cases: Annotated[int, typer.Option("--cases", min=1, max=20, help="number of cases (studies)")] = 3,
+        attempts: Annotated[int, typer.Option("--attempts", min=1, max=10, help="attempts per trainee and case")] = 3,
+        seed: Annotated[int, typer.Option("--seed", min=0, help="seed; the same seed gives the same bytes")] = 0,
+    ) -> None:
+        """A training set: cases contoured by three experts and by trainees (improving, persistent error) on
+        repeated attempts; training_set.json lists them in the order to send."""
+        from phantom.training_set import generate_training_set
+
+        outcome = generate_training_set(out, n_cases=cases, n_attempts=attempts, seed=seed)
+        typer.echo(f"{len(outcome.cases)} cases, {len(outcome.submissions)} contour series in {out}")
 
     @app.command("phantom-stats")
     def phantom_stats_command(

@@ -79,6 +79,7 @@ from phantom.sidecar import (
     write_json,
 )
 from phantom.tissue import Pathology, TissueProperties, sample_pathology, sample_tissue_properties
+from phantom.training_attempts import TrainingAttempt, attempt_contours
 from phantom.vendors import QUIRK_VENDORS, MapEncoding, VendorQuirk, flavour_for, quirks_for
 from phantom.vials import BATH_PROTON_DENSITY, BATH_T1_MS, BATH_T2_MS, ROI_RADIUS_FRACTION, make_vial_phantom
 
@@ -149,6 +150,8 @@ class StudyRequest:
     vials: bool = False  # a T1 phantom of vials in a water bath instead of a heart (MOLLI and ShMOLLI)
     # v1: textbook anatomy (the default, what the shipped models were trained on); v2: closer to real images.
     anatomy: AnatomyVersion | str = AnatomyVersion.V1
+    # A training set's trainees: each attempt is one more contour series of the same reader on every slice.
+    training_attempts: tuple[TrainingAttempt, ...] = ()
 
     def __post_init__(self) -> None:
         if not 1 <= self.n_slices <= len(LEVEL_ORDER):
@@ -200,6 +203,7 @@ class StudyPlan:
     vendor_quirks: frozenset[VendorQuirk] = frozenset()  # those of the request that the vendor has
     vials: bool = False
     anatomy: AnatomyVersion = AnatomyVersion.V1
+    training_attempts: tuple[TrainingAttempt, ...] = ()
 
     @property
     def folder_name(self) -> str:
@@ -259,6 +263,7 @@ def plan_study(request: StudyRequest, study_index: int) -> StudyPlan:
         vendor_quirks=quirks_for(vendor, frozenset(VendorQuirk(quirk) for quirk in request.vendor_quirks)),
         vials=request.vials,
         anatomy=AnatomyVersion(request.anatomy),
+        training_attempts=tuple(request.training_attempts),
     )
 
 
@@ -613,21 +618,27 @@ def _write_slice(plan: StudyPlan, context: StudyContext, writer: _Writer, level_
         anatomy, _rng(plan.seed, plan.study_index, _Purpose.READERS, LEVEL_ORDER.index(level)),
         with_experts=plan.with_experts, with_trainees=plan.with_trainees, trainee_skill=plan.trainee_skill,
     )
+    if plan.training_attempts:  # a stream of their own, so that the other readers keep their contours
+        readers.extend(attempt_contours(
+            anatomy, _rng(plan.seed, plan.study_index, _Purpose.READERS, LEVEL_ORDER.index(level), 1),
+            plan.training_attempts))
     reader_entries: list[dict[str, Any]] = []
     for reader in readers:
         offset_s = READER_OFFSET_S + 60.0 * len(reader_entries)
-        key = (level.value, "reader", reader.reader)
-        seg_info = _series_info(context, writer, (*key, "seg"), f"SEG {reader.reader} {level.value}",
+        attempt = reader.parameters.get("attempt")
+        series_name = reader.reader if attempt is None else f"{reader.reader}_attempt{int(attempt)}"
+        key = (level.value, "reader", series_name)
+        seg_info = _series_info(context, writer, (*key, "seg"), f"SEG {series_name} {level.value}",
                                 "contours", offset_s)
         seg = build_reader_seg(reader, drawn_on.map_dataset, context, seg_info, context.uids.uid("sop", *key, "seg"))
         seg_record = writer.save(
-            "seg", [seg], f"{level.value}/readers/{reader.reader}_seg", seg_info.series_description
+            "seg", [seg], f"{level.value}/readers/{series_name}_seg", seg_info.series_description
         )
-        rt_info = _series_info(context, writer, (*key, "rtstruct"), f"RTSTRUCT {reader.reader} {level.value}",
+        rt_info = _series_info(context, writer, (*key, "rtstruct"), f"RTSTRUCT {series_name} {level.value}",
                                "contours", offset_s)
         rtstruct = build_reader_rtstruct(reader, drawn_on.map_dataset, anatomy.geometry, context, rt_info,
                                          context.uids.uid("sop", *key, "rtstruct"))
-        rt_record = writer.save("rtstruct", [rtstruct], f"{level.value}/readers/{reader.reader}_rtstruct",
+        rt_record = writer.save("rtstruct", [rtstruct], f"{level.value}/readers/{series_name}_rtstruct",
                                 rt_info.series_description)
         reader_entries.append(reader_json(reader, seg_record, rt_record, drawn_on.records["map"]))
 

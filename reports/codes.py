@@ -6,6 +6,8 @@ end of this module, and every one of them is listed in the conformance statement
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from highdicom.sr import CodedConcept
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
@@ -56,12 +58,40 @@ WALL_THICKNESS = CodedConcept.from_code(codes.DCM.WallThickness)  # (122445, DCM
 ENDOCARDIAL_AREA = CodedConcept.from_code(codes.LN.EndocardialArea)  # (59094-3, LN)
 EPICARDIAL_AREA = CodedConcept.from_code(codes.LN.EpicardialArea)  # (59093-5, LN)
 
-#: Anatomy: findings, finding sites and segmented properties (CID 7150/7151, CID 7166).
+#: Anatomy. Each structure the node outlines is coded once, as a :class:`Structure`, and written the same way in the
+#: SEG (Segmented Property Category / Type, Anatomic Region of the segment) and in the SRs (Finding Category, Finding,
+#: Finding Site of the TID 1410 groups), as dcmqi pairs them. Code values and meanings are those of PS3.16.
+#: CID 7150 "Segmentation Property Category".
 ANATOMICAL_STRUCTURE = CodedConcept.from_code(codes.SCT.AnatomicalStructure)  # (91723000, SCT)
 TISSUE = CodedConcept.from_code(codes.SCT.Tissue)  # (85756007, SCT)
-LEFT_VENTRICLE = CodedConcept.from_code(codes.SCT.LeftVentricle)  # (87878005, SCT)
-MYOCARDIUM = CodedConcept("74281007", "SCT", "Myocardium")
-LEFT_VENTRICLE_MYOCARDIUM = CodedConcept("49848007", "SCT", "Left ventricle myocardium")
+#: CID 4 "Anatomic Region" (also CID 4031 "Common Anatomic Region" for the heart; CID 7152 "Cardiac Structure
+#: Segmentation Type" for both).
+HEART = CodedConcept.from_code(codes.SCT.Heart)  # (80891009, SCT)
+LEFT_VENTRICLE = CodedConcept.from_code(codes.SCT.LeftVentricle)  # (87878005, SCT): the whole ventricle, wall included
+#: CID 7191 "Tissue Segmentation Property Type" (within CID 7151 and CID 7166): the blood pool is blood in the left
+#: ventricle; PS3.16 has no code for the cavity itself.
+BLOOD = CodedConcept.from_code(codes.SCT.Blood)  # (87612001, SCT)
+#: CID 12305 "Basic Echo Anatomic Site" (SNOMED "Structure of myocardium of left ventricle"). CID 7151 is extensible
+#: and none of its groups holds a myocardium; the generic "Myocardium structure" (74281007, SCT) is in no CID.
+LEFT_VENTRICLE_MYOCARDIUM = CodedConcept("49848007", "SCT", "Left Ventricle Myocardium")
+
+
+@dataclass(frozen=True)
+class Structure:
+    """An outlined structure: category (CID 7150), property type or finding (CID 7151), anatomic region or finding
+    site (CID 4)."""
+
+    category: CodedConcept
+    property_type: CodedConcept
+    region: CodedConcept
+
+
+#: Inside the endocardial contour: the blood pool (the models' "cavity" class).
+LV_BLOOD_POOL = Structure(TISSUE, BLOOD, LEFT_VENTRICLE)
+#: Between the contours.
+LV_MYOCARDIUM = Structure(ANATOMICAL_STRUCTURE, LEFT_VENTRICLE_MYOCARDIUM, LEFT_VENTRICLE)
+#: Inside the epicardial contour: blood pool and wall.
+LV_WHOLE = Structure(ANATOMICAL_STRUCTURE, LEFT_VENTRICLE, HEART)
 
 #: AHA 17-segment model, segments 1-16 (CID 3782 basal, 3783 mid-level and 3784 apical wall segments).
 AHA_SEGMENTS: dict[int, CodedConcept] = {

@@ -1,9 +1,14 @@
 """Result images for the scanner console, read at a glance: the map with its contours, the AHA bullseye, the motion
-attention map, a failure notice and a reader's contour against a reference.
+attention map, a failure notice, a reader's contour against a reference, and the study's 16-segment bullseye.
 
-Every image is at least :data:`WIDTH` pixels wide with a banner at the top that says what to do (repeat the
-breath-hold, or not). Rendering uses numpy and Pillow only, so that all images of a slice take tens of
-milliseconds: the radiographer sees them within a second of the last image of the series.
+Every image is at least :data:`WIDTH` pixels wide with a banner at the top that names what it shows and says what
+to do: "MOLLI 5(3)3, mid: motion artefact in segments 7, 10 - consider repeating the breath-hold". Under the
+banner a sub-line names the map and its source series, and, where the site's configuration says so
+(``[console] not_for_diagnostic_use``), a line says the image is not for diagnostic use. The banner's colour is the
+verdict's: red for motion or a failed analysis, amber when the quality model doubts the contours (no values are
+shown then), green for no motion, grey where motion was not checked. Rendering uses numpy and Pillow only, so
+that all images of a slice take tens of milliseconds: the radiographer sees them within a second of the last
+image of the series.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from scipy import ndimage
 from inference.aha import LEVEL_SEGMENTS, AhaLevel
 from inference.mapping import MapKind
 from inference.slice_analysis import SliceAnalysis
-from inference.verdict import UNCERTAIN_CONTOURS, banner_text
+from inference.verdict import REPEAT_ADVICE, UNCERTAIN_CONTOURS, banner_text, segment_list
 
 LOGGER = logging.getLogger(__name__)
 
@@ -44,6 +49,8 @@ GOOD = (20, 110, 40)  # no motion
 NEUTRAL = (60, 60, 70)  # no motion check
 CAUTION = (170, 100, 0)  # the quality model doubts the contours: no values shown
 INFO = (30, 60, 120)  # reader comparison
+SUB_LINE = (35, 35, 42)  # the strip under the banner naming the map and its source series
+NOT_FOR_DIAGNOSIS = (255, 220, 0)  # the "not for diagnostic use" line, yellow on black
 WHITE = (255, 255, 255)
 BLACK = (0, 0, 0)
 ENDO_COLOUR = (255, 40, 40)
@@ -51,6 +58,8 @@ EPI_COLOUR = (40, 220, 60)
 MOTION_COLOUR = (230, 60, 20)
 SLICE_COLOUR = (170, 200, 235)
 OTHER_COLOUR = (215, 215, 215)
+DOUBTFUL_COLOUR = (240, 190, 90)  # study bullseye: a level whose contours the quality model doubts, no values
+NO_SLICE_COLOUR = (90, 90, 96)  # study bullseye: no slice analysed at this level
 READER_COLOUR = (255, 60, 60)
 REFERENCE_COLOUR = (60, 230, 90)
 
@@ -61,6 +70,9 @@ _RING_START_DEG = {AhaLevel.BASAL: 60.0, AhaLevel.MID: 60.0, AhaLevel.APICAL: 45
 _APEX_RADIUS = 48
 _SLICE_RING_PX = 104  # the ring of the analysed slice is wider, to hold its values in large type
 _OTHER_RING_PX = 66
+_STUDY_RING_PX = 88  # the study bullseye's three rings are equal: every level holds values
+#: The line a site's configuration can have every console image carry.
+NOT_FOR_DIAGNOSTIC_USE = "Not for diagnostic use"
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,6 +89,28 @@ class ConsoleImage:
     rgb: np.ndarray  # (rows, columns, 3) uint8
     banner: str = ""
     in_image_plane: bool = False
+
+
+@dataclass(frozen=True)
+class ConsoleLabel:
+    """What the images of one analysed unit say they show, beyond the verdict.
+
+    ``title`` heads the banner ("MOLLI 5(3)3, mid"), ``source_line`` is the sub-line under it ("T1 map, source
+    series 12 (MOLLI_5(3)3_SAX_MID)"); ``not_for_diagnostic_use`` adds that line (the site's setting).
+    """
+
+    title: str = ""
+    source_line: str = ""
+    not_for_diagnostic_use: bool = False
+
+
+def labelled_banner(verdict: str, label: ConsoleLabel | None) -> str:
+    """The banner's text: the verdict after the label's title ("MOLLI 5(3)3, mid: motion artefact in ..."), or
+    the verdict alone without a title."""
+    if label is None or not label.title:
+        return verdict
+    lowered = verdict[:1].lower() + verdict[1:] if verdict[1:2].islower() else verdict
+    return f"{label.title}: {lowered}"
 
 
 # --- text ------------------------------------------------------------------------------------------------------------
@@ -104,14 +138,39 @@ def _wrap(text: str, typeface: ImageFont.FreeTypeFont | ImageFont.ImageFont, wid
     return [*lines, current] if current else lines or [""]
 
 
-def _banner_colour(text: str) -> tuple[int, int, int]:
-    if text.startswith(("Motion artefact", "Analysis not possible")):
+def _banner_colour(verdict: str) -> tuple[int, int, int]:
+    """The colour of a verdict (:func:`inference.verdict.banner_text`'s words, before any title)."""
+    if verdict.startswith(("Motion artefact", "Analysis not possible")):
         return ALERT
-    if text.endswith(UNCERTAIN_CONTOURS):
+    if verdict.endswith(UNCERTAIN_CONTOURS):
         return CAUTION
-    if text.startswith("No motion artefact"):
+    if verdict.startswith("No motion artefact"):
         return GOOD
     return NEUTRAL
+
+
+def _strip(text: str, background: tuple[int, int, int], foreground: tuple[int, int, int],
+           size_px: int = SMALL_FONT_PX, width: int = WIDTH) -> Image.Image:
+    """A line of smaller type on its own background (wrapped when long)."""
+    typeface = font(size_px)
+    lines = _wrap(text, typeface, width - 2 * PADDING)
+    line_px = int(size_px * 1.3)
+    image = Image.new("RGB", (width, PADDING + line_px * len(lines)), background)
+    draw = ImageDraw.Draw(image)
+    for index, line in enumerate(lines):
+        draw.text((PADDING, PADDING // 2 + index * line_px), line, fill=foreground, font=typeface)
+    return image
+
+
+def _header(verdict: str, label: ConsoleLabel | None, colour: tuple[int, int, int] | None = None
+            ) -> list[Image.Image]:
+    """The banner (title and verdict, in the verdict's colour), the source sub-line and the site's notice."""
+    parts = [_banner(labelled_banner(verdict, label), colour or _banner_colour(verdict))]
+    if label is not None and label.source_line:
+        parts.append(_strip(label.source_line, SUB_LINE, WHITE))
+    if label is not None and label.not_for_diagnostic_use:
+        parts.append(_strip(NOT_FOR_DIAGNOSTIC_USE.upper(), BLACK, NOT_FOR_DIAGNOSIS, size_px=TEXT_FONT_PX))
+    return parts
 
 
 def _banner(text: str, colour: tuple[int, int, int], width: int = WIDTH) -> Image.Image:
@@ -232,7 +291,7 @@ def _format_ms(value: float) -> str:
     return "-" if not np.isfinite(value) else f"{value:.0f}"
 
 
-def _map_image(analysis: SliceAnalysis, banner: str) -> ConsoleImage:
+def _map_image(analysis: SliceAnalysis, verdict: str, label: ConsoleLabel | None) -> ConsoleImage:
     myocardium = np.asarray(analysis.segmentation.myocardium_mask, dtype=bool)
     panel = _panel(_grey(analysis.map_ms, _window(analysis.map_ms, myocardium)), analysis.pixel_spacing_mm,
                    _lv_box(analysis))
@@ -243,15 +302,17 @@ def _map_image(analysis: SliceAnalysis, banner: str) -> ConsoleImage:
     quantity = _quantity(analysis)
     if analysis.segmentation_doubtful:
         # No number the console could read as a result: the contours it would come from are in doubt.
-        lines = [f"{quantity} myocardium not shown: automatic contours uncertain (predicted Dice "
-                 f"{analysis.quality.predicted_dice:.2f}), {AhaLevel(analysis.level).value} slice",
-                 "Check the contours before use"]
+        why = analysis.quality.doubts[0] if analysis.quality.doubts else \
+            f"predicted Dice {analysis.quality.predicted_dice:.2f}"
+        lines = [f"{quantity} myocardium not shown: automatic contours uncertain ({why}), "
+                 f"{AhaLevel(analysis.level).value} slice", "Check the contours before use"]
     else:
         lines = [f"{quantity} myocardium {_format_ms(values.mean)} ms (SD {_format_ms(values.sd)}), "
                  f"{AhaLevel(analysis.level).value} slice"]
     description = f"{quantity} map with the endocardial (red) and epicardial (green) contours"
-    image = _stack([_banner(banner, _banner_colour(banner)), panel.image, _text_panel(lines)])
-    return ConsoleImage("map with contours", description, image, banner, in_image_plane=True)
+    image = _stack([*_header(verdict, label), panel.image, _text_panel(lines)])
+    return ConsoleImage("map with contours", description, image, labelled_banner(verdict, label),
+                        in_image_plane=True)
 
 
 # --- bullseye --------------------------------------------------------------------------------------------------------
@@ -290,7 +351,7 @@ def _ring_layout() -> dict[int, tuple[AhaLevel, float, float]]:
 _LAYOUT = _ring_layout()
 
 
-def _bullseye_image(analysis: SliceAnalysis, banner: str) -> ConsoleImage:
+def _bullseye_image(analysis: SliceAnalysis, verdict: str, label: ConsoleLabel | None) -> ConsoleImage:
     size = WIDTH
     image = Image.new("RGB", (size, size), BLACK)
     draw = ImageDraw.Draw(image)
@@ -322,10 +383,137 @@ def _bullseye_image(analysis: SliceAnalysis, banner: str) -> ConsoleImage:
     if analysis.segmentation_doubtful:
         legend = [f"{quantity} per AHA segment not shown: automatic contours uncertain, {level.value} slice"]
     if analysis.motion is not None:
-        legend.append("Red: motion artefact" if motion else "No segment with motion artefact")
+        legend.append(f"Red: motion artefact in {segment_list(motion)}" if motion
+                      else "No segment with motion artefact")
     description = f"AHA bullseye with the {quantity} mean of each segment of the {level.value} slice"
-    rgb = _stack([_banner(banner, _banner_colour(banner)), image, _text_panel(legend)])
-    return ConsoleImage("AHA bullseye", description, rgb, banner)
+    rgb = _stack([*_header(verdict, label), image, _text_panel(legend)])
+    return ConsoleImage("AHA bullseye", description, rgb, labelled_banner(verdict, label))
+
+
+# --- study bullseye --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StudyLevel:
+    """The slice of one level on the study bullseye: its segments' means and what the console must know of it.
+
+    ``segment_means_ms`` holds the level's AHA segments (a missing or non-finite mean: no value); ``doubtful``
+    says the quality model doubts its contours (its values are not shown); ``source`` names where it came from
+    ("series 12").
+    """
+
+    level: AhaLevel
+    segment_means_ms: dict[int, float]
+    motion_checked: bool = False
+    motion_segments: tuple[int, ...] = ()
+    whole_image_motion: bool = False
+    doubtful: bool = False
+    level_assumed: bool = False
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class StudyBullseye:
+    """The study's 16-segment bullseye of one map kind and sequence: one slice per level, basal to apical."""
+
+    quantity: str  # "T1" or "T2"
+    sequence: str  # "MOLLI 5(3)3"
+    levels: tuple[StudyLevel, ...]
+    not_for_diagnostic_use: bool = False
+
+    def level(self, level: AhaLevel) -> StudyLevel | None:
+        return next((item for item in self.levels if item.level is level), None)
+
+
+def _level_names(levels: list[StudyLevel] | list[AhaLevel]) -> str:
+    names = [(item.level if isinstance(item, StudyLevel) else item).value for item in levels]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def study_verdict(study: StudyBullseye) -> tuple[str, tuple[int, int, int]]:
+    """The study's verdict in words and its colour: motion in any level's segments (red), else doubtful contours
+    (amber), else no motion (green), else no motion check (grey)."""
+    segments = sorted({s for item in study.levels for s in item.motion_segments})
+    moved_whole = [item for item in study.levels if item.whole_image_motion and not item.motion_segments]
+    doubtful = [item for item in study.levels if item.doubtful]
+    checked = [item for item in study.levels if item.motion_checked]
+    parts = []
+    if segments:
+        parts.append(f"Motion artefact in {segment_list(segments)} - {REPEAT_ADVICE}")
+    elif moved_whole:
+        parts.append(f"Motion artefact in the {_level_names(moved_whole)} slice - {REPEAT_ADVICE}")
+    elif checked:
+        parts.append("No motion artefact detected")
+    else:
+        parts.append("No motion check (no raw images)")
+    if doubtful:
+        parts.append(f"{UNCERTAIN_CONTOURS} ({_level_names(doubtful)} slice)")
+    colour = ALERT if segments or moved_whole else CAUTION if doubtful else GOOD if checked else NEUTRAL
+    return "; ".join(parts), colour
+
+
+def render_study_bullseye(study: StudyBullseye) -> ConsoleImage:
+    """The 16-segment AHA bullseye of the study: basal 1-6, mid 7-12 and apical 13-16, each ring from its level's
+    slice; segments with motion marked red, a level with doubtful contours amber and without values, a level
+    without a slice dark grey."""
+    size = WIDTH
+    image = Image.new("RGB", (size, size), BLACK)
+    draw = ImageDraw.Draw(image)
+    centre = (size / 2.0, size / 2.0)
+    value_font, small_font = font(VALUE_FONT_PX), font(SMALL_FONT_PX)
+    radii, inner = {}, _APEX_RADIUS
+    for ring in (AhaLevel.APICAL, AhaLevel.MID, AhaLevel.BASAL):
+        radii[ring] = (inner, inner + _STUDY_RING_PX)
+        inner += _STUDY_RING_PX
+    draw.ellipse([centre[0] - _APEX_RADIUS, centre[1] - _APEX_RADIUS, centre[0] + _APEX_RADIUS,
+                  centre[1] + _APEX_RADIUS], fill=NO_SLICE_COLOUR, outline=BLACK, width=2)
+    draw.text(centre, "17", fill=OTHER_COLOUR, font=small_font, anchor="mm")
+    for segment, (ring, start, width) in _LAYOUT.items():
+        inner_px, outer_px = radii[ring]
+        item = study.level(ring)
+        if item is None:
+            colour = NO_SLICE_COLOUR
+        elif segment in item.motion_segments:
+            colour = MOTION_COLOUR
+        elif item.doubtful:
+            colour = DOUBTFUL_COLOUR
+        else:
+            colour = SLICE_COLOUR
+        draw.polygon(_sector(centre, inner_px, outer_px, start, width), fill=colour, outline=BLACK, width=2)
+        middle = np.radians(start + width / 2.0)
+        radius = (inner_px + outer_px) / 2.0
+        x, y = centre[0] + radius * np.cos(middle), centre[1] - radius * np.sin(middle)
+        if item is None:
+            draw.text((x, y), str(segment), fill=OTHER_COLOUR, font=small_font, anchor="mm")
+            continue
+        # No number where the contours it would come from are in doubt.
+        shown = "?" if item.doubtful else _format_ms(item.segment_means_ms.get(segment, float("nan")))
+        draw.text((x, y - 12), shown, fill=BLACK, font=value_font, anchor="mm")
+        draw.text((x, y + 14), f"({segment})", fill=BLACK, font=small_font, anchor="mm")
+    verdict, colour = study_verdict(study)
+    missing = [level for level in (AhaLevel.BASAL, AhaLevel.MID, AhaLevel.APICAL) if study.level(level) is None]
+    label = ConsoleLabel(
+        title=f"Study bullseye, {study.sequence}",
+        source_line=f"{study.quantity} map, " + ", ".join(f"{item.level.value} {item.source}".strip()
+                                                        for item in study.levels),
+        not_for_diagnostic_use=study.not_for_diagnostic_use,
+    )
+    legend = [f"{study.quantity} mean (ms) per AHA segment: basal 1-6, mid 7-12, apical 13-16"]
+    segments = sorted({s for item in study.levels for s in item.motion_segments})
+    if segments:
+        legend.append(f"Red: motion artefact in {segment_list(segments)}")
+    doubtful = [item for item in study.levels if item.doubtful]
+    if doubtful:
+        legend.append(f"Amber: automatic contours uncertain, values not shown ({_level_names(doubtful)} slice)")
+    if missing:
+        legend.append(f"Dark grey: no {_level_names(missing)} slice analysed")
+    assumed = [item for item in study.levels if item.level_assumed]
+    if assumed:
+        legend.append(f"Level assumed, not named by the series: {_level_names(assumed)}")
+    description = (f"AHA 16-segment bullseye of the study with the {study.quantity} mean of each segment, "
+                   f"{study.sequence}")
+    rgb = _stack([*_header(verdict, label, colour), image, _text_panel(legend)])
+    return ConsoleImage("study bullseye", description, rgb, labelled_banner(verdict, label))
 
 
 # --- attention map -------------------------------------------------------------------------------------------------
@@ -339,7 +527,7 @@ def _heat_overlay(grey: np.ndarray, heat: np.ndarray, colour_strength: float = 0
     return (base * (1.0 - alpha) + colour * alpha).astype(np.uint8)
 
 
-def _attention_image(analysis: SliceAnalysis, banner: str) -> ConsoleImage:
+def _attention_image(analysis: SliceAnalysis, verdict: str, label: ConsoleLabel | None) -> ConsoleImage:
     motion = analysis.motion
     if motion is None:
         raise ValueError("an attention map needs the result of motion detection")
@@ -355,34 +543,36 @@ def _attention_image(analysis: SliceAnalysis, banner: str) -> ConsoleImage:
     draw = ImageDraw.Draw(panel.image)
     _draw_contour(draw, panel, analysis.contours.epi_px, WHITE, width=2)
     _draw_contour(draw, panel, analysis.contours.endo_px, WHITE, width=2)
-    listed = ", ".join(str(s) for s in motion.motion_segments) or "none (whole image)"
-    lines = [f"Where the motion model looked: segments {listed}"]
+    listed = segment_list(motion.motion_segments) or "the whole image (no segment named)"
+    lines = [f"Where the motion model looked: {listed}"]
     description = "Attention of the motion model on the map, for the segments with a motion artefact"
-    rgb = _stack([_banner(banner, _banner_colour(banner)), panel.image, _text_panel(lines)])
-    return ConsoleImage("attention map", description, rgb, banner, in_image_plane=True)
+    rgb = _stack([*_header(verdict, label), panel.image, _text_panel(lines)])
+    return ConsoleImage("attention map", description, rgb, labelled_banner(verdict, label), in_image_plane=True)
 
 
 # --- public ----------------------------------------------------------------------------------------------------------
 
 
-def render_console_images(analysis: SliceAnalysis) -> list[ConsoleImage]:
-    """The map with its contours and the AHA bullseye, plus the attention map when motion was found."""
-    banner = banner_text(analysis)
-    images = [_map_image(analysis, banner), _bullseye_image(analysis, banner)]
+def render_console_images(analysis: SliceAnalysis, label: ConsoleLabel | None = None) -> list[ConsoleImage]:
+    """The map with its contours and the AHA bullseye, plus the attention map when motion was found; ``label``
+    names the unit in the banner and its sub-line."""
+    verdict = banner_text(analysis)
+    images = [_map_image(analysis, verdict, label), _bullseye_image(analysis, verdict, label)]
     if analysis.motion is not None and analysis.motion.has_motion:
-        images.append(_attention_image(analysis, banner))
+        images.append(_attention_image(analysis, verdict, label))
     return images
 
 
-def render_failure_image(reason: str, map_ms: np.ndarray | None) -> ConsoleImage:
+def render_failure_image(reason: str, map_ms: np.ndarray | None, label: ConsoleLabel | None = None) -> ConsoleImage:
     """A notice that the slice could not be analysed, over the map when there is one."""
-    banner = banner_text(None, reason)
+    verdict = banner_text(None, reason)
+    banner = labelled_banner(verdict, label)
     with_map = map_ms is not None and np.ndim(map_ms) == 2 and np.size(map_ms) > 0
     if map_ms is not None and with_map:  # with_map implies a map; mypy cannot see it through the flag
         body = _panel(_grey(map_ms, _window(map_ms, None)), (1.0, 1.0)).image
     else:
         body = _text_panel(["No map could be made from the images."])
-    return ConsoleImage("analysis not possible", banner, _stack([_banner(banner, ALERT), body]), banner,
+    return ConsoleImage("analysis not possible", banner, _stack([*_header(verdict, label, ALERT), body]), banner,
                         in_image_plane=with_map)
 
 
@@ -427,6 +617,7 @@ def render_reader_overlay(
 
 
 __all__ = [
-    "WIDTH", "ConsoleImage", "banner_text", "font", "render_console_images", "render_failure_image",
-    "render_reader_overlay",
+    "NOT_FOR_DIAGNOSTIC_USE", "WIDTH", "ConsoleImage", "ConsoleLabel", "StudyBullseye", "StudyLevel", "banner_text",
+    "font", "labelled_banner", "render_console_images", "render_failure_image", "render_reader_overlay",
+    "render_study_bullseye", "study_verdict",
 ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 import importlib.metadata
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +54,21 @@ _ACQUISITION_KEYWORDS = (
     "BodyPartExamined", "ProtocolName", "PatientPosition",
 )
 _CONTRAST_KEYWORDS = ("ContrastBolusAgent", "ContrastBolusRoute", "ContrastBolusVolume", "ContrastBolusIngredient")
+# Where an Enhanced MR image (PS3.3 C.8.13) keeps what a classic MR image has at the top level: (functional group
+# sequence, keyword in it, classic keyword).
+_FRAME_GEOMETRY = (
+    ("PixelMeasuresSequence", "PixelSpacing", "PixelSpacing"),
+    ("PixelMeasuresSequence", "SliceThickness", "SliceThickness"),
+    ("PlaneOrientationSequence", "ImageOrientationPatient", "ImageOrientationPatient"),
+    ("PlanePositionSequence", "ImagePositionPatient", "ImagePositionPatient"),
+)
+_FRAME_ACQUISITION = (
+    ("MRTimingAndRelatedParametersSequence", "RepetitionTime", "RepetitionTime"),
+    ("MRTimingAndRelatedParametersSequence", "FlipAngle", "FlipAngle"),
+    ("MRTimingAndRelatedParametersSequence", "EchoTrainLength", "EchoTrainLength"),
+    ("MREchoSequence", "EffectiveEchoTime", "EchoTime"),
+    ("MRAveragesSequence", "NumberOfAverages", "NumberOfAverages"),
+)
 
 
 @dataclass(frozen=True)
@@ -93,6 +108,8 @@ def build_mr_map(
     series_description: str | None = None,
     derivation_description: str = "",
     further_source_images: Sequence[Dataset] = (),
+    frame_number: int = 1,
+    referenced_frame_numbers: Mapping[str, Sequence[int]] | None = None,
     manufacturer: str = "myomap",
     manufacturer_model_name: str = "myomap",
     software_versions: str = SOFTWARE_VERSION,
@@ -117,6 +134,12 @@ def build_mr_map(
         How the map was computed (e.g. ``"MOLLI 3-parameter + Look-Locker, 8 images"``).
     further_source_images
         Other images the map was computed from; referenced in SourceImageSequence with ``source_image``.
+    frame_number
+        1-based frame of a multi-frame (Enhanced MR) ``source_image`` whose functional groups place the map; a
+        single-frame source carries its geometry at the top level and ignores it.
+    referenced_frame_numbers
+        SOP Instance UID -> the frames of that multi-frame source the map was computed from (Referenced Frame
+        Number in SourceImageSequence); a multi-frame source not listed is referenced as a whole.
     manufacturer, manufacturer_model_name, software_versions
         The equipment that made the map.
 
@@ -140,9 +163,11 @@ def build_mr_map(
     rows, columns = int(source_image.Rows), int(source_image.Columns)
     if pixels.shape != (rows, columns):
         raise ValueError(f"map_ms must have the source's shape ({rows}, {columns}), got {pixels.shape}")
+    frame = single_frame_view(source_image, frame_number)
     for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "FrameOfReferenceUID"):
-        if keyword not in source_image:
-            raise ValueError(f"source_image must carry {keyword} to place the map, it has none")
+        if keyword not in frame:
+            raise ValueError(f"source_image must carry {keyword} to place the map (at the top level or in frame "
+                             f"{frame_number}'s functional groups), it has none")
     description = series_description or f"MYOMAP {_SERIES_SUFFIX[kind]}"
     if not description.endswith(_SERIES_SUFFIX[kind]) or len(description) > 64:
         raise ValueError(
@@ -184,8 +209,8 @@ def build_mr_map(
     ds.SoftwareVersions = software_versions
     # MR acquisition attributes of the raw series (General Acquisition, General Series, MR Image)
     for keyword in _ACQUISITION_KEYWORDS:
-        if keyword in source_image:
-            setattr(ds, keyword, source_image[keyword].value)
+        if keyword in frame:
+            setattr(ds, keyword, frame[keyword].value)
     _complete_mr_acquisition(ds)
     if not ds.get("BodyPartExamined"):
         ds.BodyPartExamined = "HEART"
@@ -200,17 +225,19 @@ def build_mr_map(
     ds.ContentTime = now.strftime("%H%M%S")
     ds.ImageType = ["DERIVED", "PRIMARY", _MAP_IMAGE_TYPE[kind]]
     ds.DerivationDescription = derivation_description[:1024] or f"{kind.value} map in ms"
+    frames = referenced_frame_numbers or {}
     ds.SourceImageSequence = DicomSequence(
-        [_reference(image) for image in unique_images([source_image, *further_source_images])]
+        [_reference(image, frames.get(str(image.SOPInstanceUID), ()))
+         for image in unique_images([source_image, *further_source_images])]
     )
     ds.BurnedInAnnotation = "NO"
     # Image Plane
-    ds.PixelSpacing = source_image.PixelSpacing
-    ds.ImageOrientationPatient = source_image.ImageOrientationPatient
-    ds.ImagePositionPatient = source_image.ImagePositionPatient
-    ds.SliceThickness = source_image.get("SliceThickness", None)
-    if "SliceLocation" in source_image:
-        ds.SliceLocation = source_image.SliceLocation
+    ds.PixelSpacing = frame.PixelSpacing
+    ds.ImageOrientationPatient = frame.ImageOrientationPatient
+    ds.ImagePositionPatient = frame.ImagePositionPatient
+    ds.SliceThickness = frame.get("SliceThickness", None)
+    if "SliceLocation" in frame:
+        ds.SliceLocation = frame.SliceLocation
     # Image Pixel
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
@@ -236,6 +263,53 @@ def build_mr_map(
     ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     LOGGER.debug("built %s map %s in series %s", kind.value, sop_instance_uid, series_instance_uid)
     return ds
+
+
+def single_frame_view(source_image: Dataset, frame_number: int = 1) -> Dataset:
+    """``source_image`` as a classic single-frame MR image would carry it: for an Enhanced MR image (per-frame
+    functional groups) a shallow copy with frame ``frame_number``'s geometry and acquisition parameters at the
+    top level (per-frame group first, then shared), its scanning sequence read from the frame's modifiers; any
+    other image as it is.
+
+    Raises
+    ------
+    ValueError
+        If ``frame_number`` is not a frame of the image.
+    """
+    per_frame = source_image.get("PerFrameFunctionalGroupsSequence")
+    if not per_frame:
+        return source_image
+    if not 1 <= frame_number <= len(per_frame):
+        raise ValueError(f"frame_number must be in 1..{len(per_frame)}, got {frame_number}")
+    shared_items = source_image.get("SharedFunctionalGroupsSequence")
+    holders = (per_frame[frame_number - 1], shared_items[0] if shared_items else Dataset())
+    # A new mapping of the same elements: what is set below replaces elements of the view only (copy.copy of a
+    # Dataset would share its element dictionary with the source).
+    view = Dataset(dict(source_image.items()))
+    view.file_meta = getattr(source_image, "file_meta", FileMetaDataset())
+    for sequence, keyword, classic in (*_FRAME_GEOMETRY, *_FRAME_ACQUISITION):
+        for holder in holders:
+            items = holder.get(sequence)
+            if items and keyword in items[0]:
+                if classic in view:
+                    del view[classic]
+                setattr(view, classic, items[0][keyword].value)
+                break
+    if "ScanningSequence" not in view:
+        view.ScanningSequence = _scanning_sequence(source_image, holders)
+    return view
+
+
+def _scanning_sequence(source_image: Dataset, holders: Sequence[Dataset]) -> list[str]:
+    """The classic Scanning Sequence of an Enhanced MR frame: its echo type, plus IR for an inversion."""
+    echo = str(source_image.get("EchoPulseSequence", "") or "")
+    scanning = ["SE"] if echo == "SPIN" else ["GR"]
+    for holder in holders:
+        modifier = holder.get("MRModifierSequence")
+        if modifier and modifier[0].get("InversionRecovery") == "YES":
+            scanning.append("IR")
+            break
+    return scanning
 
 
 def _complete_mr_acquisition(ds: Dataset) -> None:
@@ -278,10 +352,15 @@ def unique_images(images: Sequence[Dataset]) -> list[Dataset]:
     return unique
 
 
-def _reference(image: Dataset) -> Dataset:
+def _reference(image: Dataset, frame_numbers: Sequence[int] = ()) -> Dataset:
     item = Dataset()
     item.ReferencedSOPClassUID = image.SOPClassUID
     item.ReferencedSOPInstanceUID = image.SOPInstanceUID
+    # Type 1C: only for a multi-frame image, and only when the map comes from some of its frames
+    n_frames = int(image.get("NumberOfFrames", 1) or 1)
+    used = sorted({int(number) for number in frame_numbers})
+    if n_frames > 1 and used and len(used) < n_frames:
+        item.ReferencedFrameNumber = used if len(used) > 1 else used[0]
     return item
 
 
@@ -293,5 +372,5 @@ def read_map_ms(dataset: Dataset) -> np.ndarray:
 
 __all__ = [
     "SOFTWARE_VERSION", "DisplayWindow", "build_mr_map", "display_window", "field_strength_t", "map_to_uint16",
-    "read_map_ms", "unique_images",
+    "read_map_ms", "single_frame_view", "unique_images",
 ]

@@ -1,7 +1,8 @@
 """A reconstructed T1 or T2 map as a float Parametric Map (PS3.3 A.75), built with highdicom.
 
 The pixels are float32 milliseconds with a Real World Value Mapping (slope 1, intercept 0, UCUM ``ms``) whose
-quantity is the DCM code for T1 or T2, and every frame references the source images it was fitted from.
+quantity is the DCM code for T1 or T2, and every frame references the source images it was fitted from. The series'
+modality is MR, that of the images the map was fitted from.
 """
 
 from __future__ import annotations
@@ -15,11 +16,42 @@ from pydicom.dataset import Dataset
 
 from inference.mapping import MapKind
 from reports.codes import UNIT_MS, quantity_of
-from reports.map_mr import SOFTWARE_VERSION, display_window, field_strength_t
+from reports.map_mr import SOFTWARE_VERSION, display_window, field_strength_t, single_frame_view
 
 LOGGER = logging.getLogger(__name__)
 
 _CONTENT_LABEL = {MapKind.T1: "T1MAP", MapKind.T2: "T2MAP"}
+#: The maps are fitted from MR images.
+MODALITY = "MR"
+
+
+_FrameGeometry = tuple[
+    hd.PixelMeasuresSequence | None, hd.PlaneOrientationSequence | None, list[hd.PlanePositionSequence] | None
+]
+
+
+def _frame_geometry(source: Dataset, frame_number: int) -> _FrameGeometry:
+    """highdicom's geometry arguments for a map of one frame of a multi-frame source (highdicom would otherwise
+    give the map one plane per source frame); nothing for a single-frame source, whose geometry it reads."""
+    if "PerFrameFunctionalGroupsSequence" not in source:
+        return None, None, None
+    frame = single_frame_view(source, frame_number)
+    for keyword in ("PixelSpacing", "ImageOrientationPatient", "ImagePositionPatient"):
+        if keyword not in frame:
+            raise ValueError(f"frame {frame_number} of the source image must carry {keyword} to place the map")
+    thickness = frame.get("SliceThickness")
+    return (
+        hd.PixelMeasuresSequence(
+            pixel_spacing=[float(v) for v in frame.PixelSpacing],
+            slice_thickness=float(thickness) if thickness not in (None, "") else None,
+        ),
+        hd.PlaneOrientationSequence(
+            coordinate_system="PATIENT", image_orientation=[float(v) for v in frame.ImageOrientationPatient],
+        ),
+        [hd.PlanePositionSequence(
+            coordinate_system="PATIENT", image_position=[float(v) for v in frame.ImagePositionPatient],
+        )],
+    )
 
 
 def build_parametric_map(
@@ -37,6 +69,7 @@ def build_parametric_map(
     manufacturer_model_name: str = "myomap",
     software_versions: str = SOFTWARE_VERSION,
     device_serial_number: str = "0",
+    frame_number: int = 1,
 ) -> hd.pm.ParametricMap:
     """Build a float32 Parametric Map of a T1 or T2 map in ms.
 
@@ -59,6 +92,8 @@ def build_parametric_map(
         Defaults to ``"MYOMAP T1MAP"`` or ``"MYOMAP T2MAP"``.
     manufacturer, manufacturer_model_name, software_versions, device_serial_number
         The equipment that made the map.
+    frame_number
+        1-based frame of a multi-frame (Enhanced MR) first source image whose functional groups place the map.
 
     Returns
     -------
@@ -90,6 +125,7 @@ def build_parametric_map(
         quantity_definition=quantity,
     )
     window = display_window(kind, field_strength_t(first))
+    pixel_measures, plane_orientation, plane_positions = _frame_geometry(first, frame_number)
     parametric_map = hd.pm.ParametricMap(
         source_images=[first],
         pixel_array=values,
@@ -113,8 +149,14 @@ def build_parametric_map(
         content_label=_CONTENT_LABEL[kind],
         content_description=content_description,
         further_source_images=list(source_images[1:]) or None,
+        pixel_measures=pixel_measures,
+        plane_orientation=plane_orientation,
+        plane_positions=plane_positions,
     )
     parametric_map.SeriesDescription = series_description or f"MYOMAP {_CONTENT_LABEL[kind]}"
+    # highdicom writes "OT"; PS3.3 C.8.32.1 (Parametric Map Series) expects the acquisition modality, "OT" only for
+    # maps of several modalities, and viewers file an "OT" series away from the study's MR series.
+    parametric_map.Modality = MODALITY
     # General Series: naming the (unpaired) body part settles the Laterality condition
     parametric_map.BodyPartExamined = first.get("BodyPartExamined") or "HEART"
     LOGGER.debug("built %s parametric map %s", kind.value, sop_instance_uid)

@@ -56,8 +56,11 @@ class MotionFigures(_Part):
 class QualityFigures(_Part):
     """How far the automatic contours can be trusted: the Dice the quality model predicts for them."""
 
-    predicted_dice: float | None = None
+    predicted_dice: float | None = None  # the lower of the two estimates below
+    autoencoder_dice: float | None = None  # the generative model's latent search
+    augmentation_agreement: float | None = None  # agreement with the segmentation of the mirrored map
     doubtful: bool = False
+    doubts: list[str] = []  # implausible anatomy or values, in words (inference/plausibility.py)
 
 
 class CrossCheckFigures(_Part):
@@ -129,7 +132,9 @@ class SliceFigures(_Part):
                 segments_with_motion=list(motion.motion_segments), has_motion=motion.has_motion,
             ),
             quality=QualityFigures(predicted_dice=rounded(analysis.quality.predicted_dice, 3),
-                                   doubtful=analysis.segmentation_doubtful),
+                                   autoencoder_dice=rounded(analysis.quality.autoencoder_dice, 3),
+                                   augmentation_agreement=rounded(analysis.quality.augmentation_agreement, 3),
+                                   doubtful=analysis.segmentation_doubtful, doubts=list(analysis.quality.doubts)),
         )
 
 
@@ -199,6 +204,16 @@ class MapResultSummary(_Part):
     analysis: AnalysisFigures | None = None
     reports_error: str | None = None  # why the SR and SEG are missing, when they could not be written
     outputs: ResultOutputs = ResultOutputs()
+    # What the outputs name the unit by (console banner, series descriptions): "MOLLI 5(3)3", "MOLLI", the level.
+    sequence: str = ""
+    sequence_family: str = ""
+    level: str = ""
+    level_assumed: bool = False
+    source_series_number: int | None = None
+    # Per slice (by index): the map image its outputs reference, relative to the storage root; "" for none.
+    slice_images: list[str] = []
+    # A study bullseye's result: the map jobs whose unit results it is drawn from.
+    study_of_jobs: list[int] = []
 
     def figures(self) -> dict[str, Any]:
         """The map's own figures (everything but the analysis and the outputs), for a table."""
@@ -223,6 +238,13 @@ class ReaderSliceFigures(_Part):
     map_difference_ms: float | None = None
     wall_thickness_difference_mm: float | None = None
     error_mode: str | None = None
+    # For the training programme: the reader's own myocardial mean (the team's spread of T1), reader minus
+    # reference per AHA segment (keys are segment numbers as text), Dice against each other reader's contour on
+    # the slice when scored, and the overlay Secondary Capture (relative to the storage root).
+    map_mean_ms: float | None = None
+    segment_map_differences_ms: dict[str, float] | None = None
+    peer_dice: dict[str, float] | None = None
+    overlay: str | None = None
 
 
 class ReaderResultSummary(_Part):

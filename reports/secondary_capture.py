@@ -22,7 +22,11 @@ from reports.map_mr import SOFTWARE_VERSION
 
 LOGGER = logging.getLogger(__name__)
 
-SERIES_DESCRIPTION = "myomap results"
+#: The Series Description of a Secondary Capture series whose builder names none; the jobs name theirs
+#: ("myomap T1 MOLLI mid SC", "myomap T1 study bullseye SC").
+SERIES_DESCRIPTION = "myomap SC"
+#: DICOM's limit on Series Description (VR LO).
+MAX_DESCRIPTION_CHARS = 64
 _AXIS_LETTERS = (("L", "R"), ("P", "A"), ("H", "F"))  # +x, -x; +y, -y; +z, -z in the patient coordinate system
 _MIN_COSINE = 0.25  # a direction names an axis when its cosine with it is at least this large
 
@@ -54,14 +58,20 @@ def build_secondary_capture(
     sop_instance_uid: str,
     series_number: int,
     instance_number: int,
+    series_description: str = SERIES_DESCRIPTION,
 ) -> hd.sc.SCImage:
     """Build an RGB Secondary Capture of a console image, in the study and for the patient of ``source``.
+
+    ``series_description`` says what the series holds on the console's series list ("myomap T1 MOLLI mid SC").
 
     Raises
     ------
     ValueError
-        If the image is not (rows, columns, 3) uint8.
+        If the image is not (rows, columns, 3) uint8, or the series description is longer than DICOM allows.
     """
+    if not series_description or len(series_description) > MAX_DESCRIPTION_CHARS:
+        raise ValueError(f"a series description must have 1 to {MAX_DESCRIPTION_CHARS} characters, "
+                         f"got {series_description!r}")
     rgb = np.asarray(image.rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"a console image must be (rows, columns, 3) uint8, got {rgb.shape} {rgb.dtype}")
@@ -91,7 +101,7 @@ def build_secondary_capture(
         # takes None as the empty value.
         capture.PatientOrientation = None  # type: ignore[assignment]
     capture.ConversionType = "WSD"  # workstation: rendered by the node, not digitised
-    capture.SeriesDescription = SERIES_DESCRIPTION
+    capture.SeriesDescription = series_description
     capture.ImageComments = image.banner or image.description
     capture.DerivationDescription = f"{image.name}: {image.description}"[:1024]
     source_item = Dataset()
@@ -109,4 +119,6 @@ def build_secondary_capture(
     return capture
 
 
-__all__ = ["SERIES_DESCRIPTION", "build_secondary_capture", "direction_letters", "image_orientation"]
+__all__ = [
+    "MAX_DESCRIPTION_CHARS", "SERIES_DESCRIPTION", "build_secondary_capture", "direction_letters", "image_orientation",
+]

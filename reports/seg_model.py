@@ -2,9 +2,11 @@
 
 Segments: 1 "Left ventricle cavity" and 2 "Myocardium" (AUTOMATIC, the node's analysis as the algorithm), and 3
 "Consensus myocardium" (SEMIAUTOMATIC: the consensus model's myocardium drawn from a reader's contour) when asked
-for and at least one slice has one. One frame per source image and segment, empty frames kept, so every slice can
-be read back from the object whatever it holds. The source images are the map images the analysis ran on: single-
-frame images of one series (the node's maps), or one single-slice multi-frame map.
+for and at least one slice has one. The segments are coded as :mod:`reports.codes` codes the structures, the same
+way as the measurement reports' contours (cavity: Blood, Anatomic Region Left ventricle; myocardium: Left Ventricle
+Myocardium), and carry a recommended display colour. One frame per source image and segment, empty frames kept, so
+every slice can be read back from the object whatever it holds. The source images are the map images the analysis
+ran on: single-frame images of one series (the node's maps), or one single-slice multi-frame map.
 """
 
 from __future__ import annotations
@@ -26,6 +28,23 @@ SERIES_DESCRIPTION = "myomap segmentation"
 CAVITY_LABEL = "Left ventricle cavity"
 MYOCARDIUM_LABEL = "Myocardium"
 CONSENSUS_LABEL = "Consensus myocardium"
+#: Recommended display colours (sRGB; written as CIELab): the console images draw the endocardium red and the
+#: epicardium green, so a viewer shows the cavity and the wall in the same colours; the consensus is blue.
+CAVITY_RGB = (255, 40, 40)
+MYOCARDIUM_RGB = (40, 220, 60)
+CONSENSUS_RGB = (60, 120, 255)
+
+
+def _segment(number: int, label: str, structure: codes.Structure, rgb: tuple[int, int, int],
+             algorithm_type: hd.seg.SegmentAlgorithmTypeValues, algorithm: hd.AlgorithmIdentificationSequence,
+             ) -> hd.seg.SegmentDescription:
+    """A segment coded as ``structure`` (the SRs code their contours the same way), with its display colour."""
+    return hd.seg.SegmentDescription(
+        segment_number=number, segment_label=label, segmented_property_category=structure.category,
+        segmented_property_type=structure.property_type, anatomic_regions=[structure.region],
+        algorithm_type=algorithm_type, algorithm_identification=algorithm,
+        display_color=hd.color.CIELabColor.from_rgb(*rgb),
+    )
 
 
 def _check_sources(sources: Sequence[Dataset]) -> None:
@@ -74,23 +93,14 @@ def build_model_segmentation(
         name=ALGORITHM_NAME, family=codes.ALGORITHM_FAMILY, version=algorithm_version
     )
     descriptions = [
-        hd.seg.SegmentDescription(
-            segment_number=1, segment_label=CAVITY_LABEL, segmented_property_category=codes.ANATOMICAL_STRUCTURE,
-            segmented_property_type=codes.LEFT_VENTRICLE, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=algorithm,
-        ),
-        hd.seg.SegmentDescription(
-            segment_number=2, segment_label=MYOCARDIUM_LABEL, segmented_property_category=codes.ANATOMICAL_STRUCTURE,
-            segmented_property_type=codes.MYOCARDIUM, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=algorithm,
-        ),
+        _segment(1, CAVITY_LABEL, codes.LV_BLOOD_POOL, CAVITY_RGB, hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                 algorithm),
+        _segment(2, MYOCARDIUM_LABEL, codes.LV_MYOCARDIUM, MYOCARDIUM_RGB,
+                 hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm),
     ]
     if with_consensus:
-        descriptions.append(hd.seg.SegmentDescription(
-            segment_number=3, segment_label=CONSENSUS_LABEL, segmented_property_category=codes.ANATOMICAL_STRUCTURE,
-            segmented_property_type=codes.MYOCARDIUM,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC, algorithm_identification=algorithm,
-        ))
+        descriptions.append(_segment(3, CONSENSUS_LABEL, codes.LV_MYOCARDIUM, CONSENSUS_RGB,
+                                     hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC, algorithm))
     masks = []
     for _, analysis in slices:
         planes = [analysis.segmentation.cavity_mask, analysis.segmentation.myocardium_mask]
@@ -120,4 +130,5 @@ def build_model_segmentation(
     return segmentation
 
 
-__all__ = ["CAVITY_LABEL", "CONSENSUS_LABEL", "MYOCARDIUM_LABEL", "SERIES_DESCRIPTION", "build_model_segmentation"]
+__all__ = ["CAVITY_LABEL", "CAVITY_RGB", "CONSENSUS_LABEL", "CONSENSUS_RGB", "MYOCARDIUM_LABEL", "MYOCARDIUM_RGB",
+           "SERIES_DESCRIPTION", "build_model_segmentation"]

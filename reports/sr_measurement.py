@@ -10,6 +10,8 @@ Per slice the report holds planar ROI groups (TID 1410) whose regions are closed
   when motion detection ran, a motion artefact finding (present/absent) and its probability.
 
 When motion detection ran, a TID 1501 group for the whole image holds the image's motion finding and probability.
+Each planar group names the structure it outlines with the Finding Category, Finding and Finding Site with which the
+SEG codes the same structure (:class:`reports.codes.Structure`); a segment's Finding Site is its AHA segment.
 Codes are in :mod:`reports.codes`; the private ones are listed in docs/conformance.md. Non-finite values (a segment
 without valid map pixels) are left out rather than written as numbers.
 """
@@ -275,6 +277,26 @@ def measurement_document(
     return finish_document(document, series_description)
 
 
+def structure_group(
+    tracking_identifier: hd.sr.TrackingIdentifier, region: hd.sr.ImageRegion, structure: codes.Structure,
+    algorithm: hd.sr.AlgorithmIdentification, measurements: Sequence[hd.sr.Measurement] | None = None,
+    evaluations: Sequence[hd.sr.QualitativeEvaluation] | None = None, site: hd.sr.CodedConcept | None = None,
+) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    """A TID 1410 group of a region outlining ``structure``: its category, property type and anatomic region as the
+    Finding Category, Finding and Finding Site, as the SEG codes its segments; ``site`` (an AHA segment) replaces
+    the anatomic region as the Finding Site."""
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=tracking_identifier,
+        referenced_region=region,
+        finding_type=structure.property_type,
+        finding_category=structure.category,
+        finding_sites=[hd.sr.FindingSite(site if site is not None else structure.region)],
+        algorithm_id=algorithm,
+        measurements=list(measurements or []) or None,
+        qualitative_evaluations=list(evaluations or []) or None,
+    )
+
+
 def check_slice(source: Dataset, analysis: SliceAnalysis) -> None:
     """The analysis must lie on the source's pixel grid."""
     if not isinstance(source, Dataset):
@@ -324,25 +346,18 @@ def _slice_groups(
     def tracking(name: str) -> hd.sr.TrackingIdentifier:
         return hd.sr.TrackingIdentifier(uid=derived_uid(sop_instance_uid, index, name), identifier=f"{label} {name}")
 
-    def planar(name: str, polygon_px: np.ndarray, finding: hd.sr.CodedConcept, measurements: list,
-               evaluations: list | None = None, sites: list | None = None
+    def planar(name: str, polygon_px: np.ndarray, structure: codes.Structure, measurements: list,
+               evaluations: list | None = None, site: hd.sr.CodedConcept | None = None
                ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
-        return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=tracking(name),
-            referenced_region=closed_polyline(polygon_px, source),
-            finding_type=finding,
-            finding_sites=sites,
-            algorithm_id=algorithm,
-            measurements=measurements or None,
-            qualitative_evaluations=evaluations or None,
-        )
+        return structure_group(tracking(name), closed_polyline(polygon_px, source), structure, algorithm,
+                               measurements, evaluations, site)
 
     contours = analysis.contours
     motion = analysis.motion
     groups: list = [
-        planar("endocardial contour", contours.endo_px, codes.LEFT_VENTRICLE,
+        planar("endocardial contour", contours.endo_px, codes.LV_BLOOD_POOL,
                [_measurement(codes.ENDOCARDIAL_AREA, polygon_area_mm2(contours.endo_px, spacing), codes.UNIT_MM2)]),
-        planar("epicardial contour", contours.epi_px, codes.LEFT_VENTRICLE,
+        planar("epicardial contour", contours.epi_px, codes.LV_WHOLE,
                [_measurement(codes.EPICARDIAL_AREA, polygon_area_mm2(contours.epi_px, spacing), codes.UNIT_MM2)]),
     ]
     sectors = segment_sectors(analysis)
@@ -357,7 +372,7 @@ def _slice_groups(
         myocardium += _finite(codes.SECOND_T1_ESTIMATE, comparison.second_estimate_mean_ms, codes.UNIT_MS,
                               codes.MEAN)
     groups.append(planar("myocardium", ring_polygon_px(contours.endo_px, contours.epi_px),
-                         codes.LEFT_VENTRICLE_MYOCARDIUM, myocardium))
+                         codes.LV_MYOCARDIUM, myocardium))
     for segment, (start_deg, width_deg) in sorted(sectors.items()):
         measurements = []
         if segment in analysis.segment_values:
@@ -370,8 +385,7 @@ def _slice_groups(
             measurements += _finite(codes.MOTION_PROBABILITY, probability, codes.UNIT_ONE)
             evaluations.append(_motion_evaluation(segment in motion.motion_segments))
         groups.append(planar(f"AHA segment {segment}", sector_polygon_px(analysis, start_deg, width_deg),
-                             codes.LEFT_VENTRICLE_MYOCARDIUM, measurements, evaluations,
-                             [hd.sr.FindingSite(codes.AHA_SEGMENTS[segment])]))
+                             codes.LV_MYOCARDIUM, measurements, evaluations, codes.AHA_SEGMENTS[segment]))
     if motion is not None:
         groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=tracking("whole image"),
@@ -452,5 +466,5 @@ def build_measurement_report(
 __all__ = [
     "DEVICE_OBSERVER_UID", "SERIES_DESCRIPTION", "algorithm_identification", "build_measurement_report",
     "closed_polyline", "derived_uid", "observation_context", "polygon_area_mm2", "ring_polygon_px",
-    "sector_polygon_px", "segment_sectors",
+    "sector_polygon_px", "segment_sectors", "structure_group",
 ]

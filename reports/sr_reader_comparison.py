@@ -23,6 +23,7 @@ from reports.sr_measurement import (
     measurement_document,
     polygon_area_mm2,
     ring_polygon_px,
+    structure_group,
 )
 
 LOGGER = logging.getLogger(__name__)
@@ -115,33 +116,17 @@ def build_reader_comparison_report(
         (codes.WALL_THICKNESS_DIFFERENCE, wall_thickness_difference_mm, codes.UNIT_MM),
     ]
 
+    # A score that is not a finite number (e.g. no valid map pixel under the contour) is left out.
+    comparison = [measurement(name, value, unit) for name, value, unit in scores
+                  if value is not None and np.isfinite(value)]
     groups = [
-        hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=tracking("endocardial contour"),
-            referenced_region=closed_polyline(endo, source),
-            finding_type=codes.LEFT_VENTRICLE,
-            algorithm_id=algorithm,
-            measurements=[measurement(codes.ENDOCARDIAL_AREA, polygon_area_mm2(endo, spacing), codes.UNIT_MM2)],
-        ),
-        hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=tracking("epicardial contour"),
-            referenced_region=closed_polyline(epi, source),
-            finding_type=codes.LEFT_VENTRICLE,
-            algorithm_id=algorithm,
-            measurements=[measurement(codes.EPICARDIAL_AREA, polygon_area_mm2(epi, spacing), codes.UNIT_MM2)],
-        ),
-        hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=tracking("myocardium"),
-            referenced_region=closed_polyline(ring_polygon_px(endo, epi), source),
-            finding_type=codes.LEFT_VENTRICLE_MYOCARDIUM,
-            algorithm_id=algorithm,
-            # A score that is not a finite number (e.g. no valid map pixel under the contour) is left out.
-            measurements=[measurement(name, value, unit) for name, value, unit in scores
-                          if value is not None and np.isfinite(value)] or None,
-            qualitative_evaluations=[
-                hd.sr.QualitativeEvaluation(name=codes.CONTOUR_ERROR_MODE, value=codes.ERROR_MODES[mode]),
-            ],
-        ),
+        structure_group(tracking("endocardial contour"), closed_polyline(endo, source), codes.LV_BLOOD_POOL, algorithm,
+                        [measurement(codes.ENDOCARDIAL_AREA, polygon_area_mm2(endo, spacing), codes.UNIT_MM2)]),
+        structure_group(tracking("epicardial contour"), closed_polyline(epi, source), codes.LV_WHOLE, algorithm,
+                        [measurement(codes.EPICARDIAL_AREA, polygon_area_mm2(epi, spacing), codes.UNIT_MM2)]),
+        structure_group(tracking("myocardium"), closed_polyline(ring_polygon_px(endo, epi), source),
+                        codes.LV_MYOCARDIUM, algorithm, comparison,
+                        [hd.sr.QualitativeEvaluation(name=codes.CONTOUR_ERROR_MODE, value=codes.ERROR_MODES[mode])]),
     ]
     document = measurement_document(
         groups, [source], series_description=SERIES_DESCRIPTION, series_instance_uid=series_instance_uid,

@@ -9,7 +9,8 @@ crop grid centred on the LV with a random offset (segmentation never finds the c
   ``crop_segments`` (N, 96, 96) uint8, position 1-6 of the pixel's AHA segment in its level, 0 outside
 - ``crop_readers`` (N, 7, 96, 96) bool, 3 experts then 4 trainees; ``reader_modes`` (N, 7) str
 - ``motion`` (N, 6) int8: 1/0 per segment position, -1 where the level has no such segment (apical 5-6)
-- ``is_t1`` (N,) bool, ``level``, ``field_t``, ``vendor``, ``sequence`` (N,) str, ``study`` (N,) int
+- ``is_t1`` (N,) bool, ``level``, ``field_t``, ``vendor``, ``sequence``, ``anatomy`` (phantom v1/v2) (N,) str,
+  ``study`` (N,) int
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from inference.grids import (
     sample_mask,
 )
 from inference.motion import MAX_IR_IMAGES, N_SEGMENT_POSITIONS, motion_image_stack, segment_positions
+from phantom.study import AnatomyVersion
 from training.phantom_slices import SliceCase, study_cases
 
 LOGGER = logging.getLogger(__name__)
@@ -73,20 +75,25 @@ def pack_case(case: SliceCase, rng: np.random.Generator) -> dict[str, np.ndarray
     }
 
 
-def pack_study(seed: int, study_index: int, motion_rate: float = 0.5) -> list[dict[str, np.ndarray]]:
-    """Every case of one study on the model grids; the crop offsets are drawn from (seed, study)."""
+def pack_study(seed: int, study_index: int, motion_rate: float = 0.5,
+               anatomy: str = AnatomyVersion.V1.value) -> list[dict[str, np.ndarray]]:
+    """Every case of one study (phantom ``anatomy`` v1 or v2) on the model grids; the crop offsets are drawn from
+    (seed, study)."""
     rng = np.random.default_rng((seed, study_index))
-    return [pack_case(case, rng) for case in study_cases(seed, study_index, motion_rate=motion_rate)]
+    cases = study_cases(seed, study_index, motion_rate=motion_rate, anatomy=anatomy)
+    return [{**pack_case(case, rng), "anatomy": np.array(case.anatomy)} for case in cases]
 
 
-def _pack_study(arguments: tuple[int, int, float]) -> list[dict[str, np.ndarray]]:
+def _pack_study(arguments: tuple[int, int, float, str]) -> list[dict[str, np.ndarray]]:
     return pack_study(*arguments)
 
 
-def build(path: Path, *, seed: int, n_studies: int, motion_rate: float = 0.5, workers: int | None = None) -> Path:
-    """Generate studies 0 .. ``n_studies`` - 1 of ``seed`` in a process pool, pack them and save them to
-    ``path`` (.npz)."""
-    jobs = [(seed, index, motion_rate) for index in range(n_studies)]
+def build(path: Path, *, seed: int, n_studies: int, motion_rate: float = 0.5, workers: int | None = None,
+          anatomy: AnatomyVersion | str = AnatomyVersion.V1) -> Path:
+    """Generate studies 0 .. ``n_studies`` - 1 of ``seed`` (phantom ``anatomy``) in a process pool, pack them and
+    save them to ``path`` (.npz)."""
+    version = AnatomyVersion(anatomy).value
+    jobs = [(seed, index, motion_rate, version) for index in range(n_studies)]
     n_workers = workers if workers is not None else (os.cpu_count() or 1)
     if n_workers <= 1:
         packed = [item for job in jobs for item in _pack_study(job)]

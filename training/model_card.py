@@ -15,6 +15,11 @@ from inference.runtime import MODELS_FOLDER, file_sha256
 
 NOT_VALIDATED = ("Trained and evaluated on the myomap synthetic phantom only; not validated on patients. "
                  "The figures are phantom figures, not clinical accuracy.")
+PHANTOM_AND_CINE = (
+    "Trained on the myomap synthetic phantom and on real cine SSFP short-axis slices of 4 Sunnybrook patients; "
+    "measured on held-out phantom studies and one held-out Sunnybrook cine patient. Not validated on patients' T1 "
+    "or T2 maps: the figures are phantom and cine figures, not clinical accuracy of mapping."
+)
 DOCS_PATH = Path(__file__).resolve().parent.parent / "docs" / "models.md"
 MAX_MODEL_BYTES = 20 * 1024 * 1024
 

@@ -2,9 +2,15 @@
 
     python -m training.motion --out inference/models
 
-Data: the T1 cases (MOLLI 5(3)3, 5s(3s)3s, ShMOLLI) of data/training/train.npz; held out: validation.npz. Labels
-are the phantom's motion rule per AHA segment (phantom/motion.py); positions a level does not have (apical 5-6)
-are left out of the loss. The whole-image label is "any segment has motion".
+Data: the T1 cases (MOLLI 5(3)3, 5s(3s)3s, ShMOLLI) of the phantom v1 and v2 training sets (data/training/train.npz,
+train_v2.npz); held out: validation.npz and validation_v2.npz. Labels are the phantom's motion rule per AHA segment
+(phantom/motion.py); positions a level does not have (apical 5-6) are left out of the loss. The whole-image label
+is "any segment has motion".
+
+Operating point: a radiographer acts on a red banner, so false ones cost a repeated breath-hold each. The decision
+threshold is the lowest at which the image-level specificity (no segment and not the whole image at or above it,
+on slices without motion) is at least :data:`TARGET_IMAGE_SPECIFICITY`, chosen on the even-numbered validation
+studies; every figure of the card is measured on the odd-numbered ones, which the choice never saw.
 
 Augmentation: small changes of intensity (IR stack gain per image and per frame, map gain and offset, noise) and a
 rotation of the AHA segment layout alone by up to 15 deg about the crop centre, since at run time the layout comes
@@ -31,12 +37,13 @@ from inference.runtime import MODELS_FOLDER, load_model
 from training import model_card
 from training.datasets import load
 from training.motion_net import JACCARD_WEIGHT, N_IMAGES, N_POSITIONS, MotionNet, attention_loss
-from training.phantom_slices import TRAINING_SEED, VALIDATION_SEED
+from training.phantom_slices import TRAINING_SEED
 
 LOGGER = logging.getLogger(__name__)
 
-TRAIN_PATH = Path("data/training/train.npz")
-VALIDATION_PATH = Path("data/training/validation.npz")
+TRAIN_PATHS = (Path("data/training/train.npz"), Path("data/training/train_v2.npz"))
+VALIDATION_PATHS = (Path("data/training/validation.npz"), Path("data/training/validation_v2.npz"))
+TARGET_IMAGE_SPECIFICITY = 0.95
 SEED = TRAINING_SEED + 31
 EPOCHS = 20
 BATCH_SIZE = 32
@@ -46,15 +53,45 @@ ATTENTION_WEIGHT = 0.2
 LAYOUT_ROTATION_DEG = 15.0
 LAYOUT_ROTATION_PROBABILITY = 0.75
 ATTENTION_LEVEL = 0.5  # attention above it counts as "the model looks here" for the Jaccard index
-VERSION = "1.0.0"
-KEYS = ("crop_images", "crop_map", "crop_r2", "crop_segments", "motion", "level", "field_t", "vendor", "sequence")
+VERSION = "1.1.0"
+KEYS = ("crop_images", "crop_map", "crop_r2", "crop_segments", "motion", "level", "field_t", "vendor", "sequence",
+        "study")
 
 
-def t1_cases(path: Path) -> dict[str, np.ndarray]:
-    """The T1 cases of a packed data set, with only the arrays the motion model needs."""
-    data = load(path)
-    keep = data["is_t1"]
-    return {key: data[key][keep] for key in KEYS}
+def t1_cases(*paths: Path) -> dict[str, np.ndarray]:
+    """The T1 cases of packed data sets, with only the arrays the motion model needs and the phantom version
+    (``anatomy``, "v1" for sets packed before v2 existed)."""
+    parts = []
+    for path in paths:
+        data = load(path)
+        keep = data["is_t1"]
+        part = {key: data[key][keep] for key in KEYS}
+        part["anatomy"] = data["anatomy"][keep] if "anatomy" in data else np.full(int(keep.sum()), "v1")
+        parts.append(part)
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+
+def subset(data: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:
+    return {key: value[keep] for key, value in data.items()}
+
+
+def image_scores(predicted: dict[str, np.ndarray], motion: np.ndarray) -> np.ndarray:
+    """Per slice, the probability the verdict turns on: the largest of its segments' (positions it has) and the
+    whole image's (inference/motion.py MotionResult.has_motion)."""
+    segment = np.where(motion >= 0, predicted["segment"], 0.0)
+    return np.maximum(segment.max(axis=1), predicted["whole"])
+
+
+def specific_threshold(labels: np.ndarray, scores: np.ndarray, specificity: float) -> float:
+    """The lowest threshold at which at least ``specificity`` of the negative ``scores`` lie below it."""
+    negative = np.sort(np.asarray(scores)[~np.asarray(labels, dtype=bool)])
+    if negative.size == 0:
+        raise ValueError("no negative cases to set the operating point on")
+    allowed = int(np.floor((1.0 - specificity) * negative.size))  # negatives that may reach the threshold
+    above = negative[negative.size - allowed - 1]  # the highest negative that must stay below
+    higher = negative[negative > above]
+    threshold = (above + higher[0]) / 2.0 if higher.size else above + 1e-4
+    return float(np.clip(threshold, 1e-4, 1 - 1e-4))
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -228,9 +265,20 @@ def jaccard(attention: np.ndarray, positions: np.ndarray, motion: np.ndarray,
     return float(np.mean(values))
 
 
-def evaluate(validation: dict[str, np.ndarray], predicted: dict[str, np.ndarray], threshold: float) -> dict[str, Any]:
-    """Held-out metrics: per-segment AUC overall and by group, accuracy at the threshold, whole-image AUC and the
-    attention Jaccard index."""
+def _image_figures(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Any]:
+    flagged = scores >= threshold
+    return {"cases": int(labels.size), "with_motion": int(labels.sum()),
+            "auc": round(roc_auc(labels, scores), 4),
+            "specificity": round(float((~flagged[~labels]).mean()), 4) if (~labels).any() else None,
+            "sensitivity": round(float(flagged[labels].mean()), 4) if labels.any() else None,
+            "false_banners": int((flagged & ~labels).sum())}
+
+
+def evaluate(validation: dict[str, np.ndarray], predicted: dict[str, np.ndarray], threshold: float,
+             held_out: str) -> dict[str, Any]:
+    """Held-out metrics: per-segment AUC overall and by group, accuracy at the threshold, the image-level verdict
+    (specificity, sensitivity, false red banners) overall and by sequence, level and phantom version, whole-image
+    AUC and the attention Jaccard index."""
     motion = validation["motion"]
     valid = motion >= 0
     labels, scores = motion == 1, predicted["segment"]
@@ -243,22 +291,37 @@ def evaluate(validation: dict[str, np.ndarray], predicted: dict[str, np.ndarray]
     every = np.ones(len(motion), dtype=bool)
     predicted_positive = scores >= threshold
     whole_labels = labels.any(axis=1)
+    verdict_scores = image_scores(predicted, motion)
+    groups = (("field_strength_t", "field_t"), ("sequence", "sequence"), ("vendor", "vendor"), ("level", "level"),
+              ("phantom", "anatomy"))
     by_group = {
         name: {str(value): segment_auc(validation[key] == value) for value in sorted(set(validation[key].tolist()))}
-        for name, key in (("field_strength_t", "field_t"), ("sequence", "sequence"), ("vendor", "vendor"),
-                          ("level", "level"))
+        for name, key in groups
     }
     by_group["position"] = {str(p + 1): {
         "auc": round(roc_auc(labels[valid[:, p], p], scores[valid[:, p], p]), 4),
         "segments": int(valid[:, p].sum()), "positive": int(labels[valid[:, p], p].sum())}
         for p in range(N_POSITIONS)}
+    verdict_by = {
+        name: {str(value): _image_figures(whole_labels[validation[key] == value],
+                                          verdict_scores[validation[key] == value], threshold)
+               for value in sorted(set(validation[key].tolist()))}
+        for name, key in (("sequence", "sequence"), ("level", "level"), ("phantom", "anatomy"))
+    }
+    verdict_by["phantom_and_sequence"] = {
+        f"{version} {sequence}": _image_figures(whole_labels[chosen], verdict_scores[chosen], threshold)
+        for version in sorted(set(validation["anatomy"].tolist()))
+        for sequence in sorted(set(validation["sequence"].tolist()))
+        if (chosen := (validation["anatomy"] == version) & (validation["sequence"] == sequence)).any()
+    }
     return {
-        "held_out": "validation.npz (40 studies, seed 200000), T1 cases; the threshold was chosen on the same cases",
+        "held_out": held_out,
         "segment": {**segment_auc(every),
                     "accuracy": round(float((predicted_positive[valid] == labels[valid]).mean()), 4),
                     "sensitivity": round(float(predicted_positive[valid & labels].mean()), 4),
                     "specificity": round(float((~predicted_positive[valid & ~labels]).mean()), 4)},
         "segment_auc_by": by_group,
+        "verdict": {**_image_figures(whole_labels, verdict_scores, threshold), "by": verdict_by},
         "whole_image": {"auc": round(roc_auc(whole_labels, predicted["whole"]), 4), "cases": int(len(motion)),
                         "positive": int(whole_labels.sum()),
                         "accuracy": round(float(((predicted["whole"] >= threshold) == whole_labels).mean()), 4)},
@@ -289,6 +352,24 @@ OUTPUTS = [
 ]
 
 
+def predict_onnx(path: Path, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """:func:`predict` with an exported model (the one a new model replaces), as onnxruntime runs it."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    segment, whole, attention = [], [], []
+    for start in range(0, len(data["motion"]), 64):
+        part = slice(start, start + 64)
+        batch = _tensors(data["crop_images"][part].astype(np.float32), data["crop_map"][part].astype(np.float32),
+                         data["crop_r2"][part].astype(np.float32), data["crop_segments"][part], data["motion"][part])
+        s, w, a = session.run(None, {t["name"]: batch[t["name"]].numpy() for t in INPUTS})
+        segment.append(1.0 / (1.0 + np.exp(-s)))
+        whole.append(1.0 / (1.0 + np.exp(-w[:, 0])))
+        attention.append(a.astype(np.float16))
+    return {"segment": np.concatenate(segment), "whole": np.concatenate(whole),
+            "attention": np.concatenate(attention)}
+
+
 def export(net: MotionNet, validation: dict[str, np.ndarray], out: Path) -> tuple[Path, float]:
     """Export to ONNX and return the largest difference between onnxruntime and torch outputs on 16 cases."""
     sample = _tensors(validation["crop_images"][:16].astype(np.float32), validation["crop_map"][:16].astype(np.float32),
@@ -313,19 +394,35 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=MODELS_FOLDER)
     parser.add_argument("--epochs", type=int, default=EPOCHS)
-    parser.add_argument("--train", type=Path, default=TRAIN_PATH)
-    parser.add_argument("--validation", type=Path, default=VALIDATION_PATH)
+    parser.add_argument("--train", type=Path, nargs="+", default=list(TRAIN_PATHS))
+    parser.add_argument("--validation", type=Path, nargs="+", default=list(VALIDATION_PATHS))
+    parser.add_argument("--previous", type=Path, default=MODELS_FOLDER / "motion.onnx",
+                        help="the model to compare with (measured on the same held-out cases)")
     arguments = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)
     started = time.monotonic()
-    train_data, validation = t1_cases(arguments.train), t1_cases(arguments.validation)
+    train_data, validation = t1_cases(*arguments.train), t1_cases(*arguments.validation)
     LOGGER.info("%d training and %d validation T1 cases", len(train_data["motion"]), len(validation["motion"]))
+    # The operating point is chosen on the even studies of the validation sets, every figure measured on the odd.
+    choosing = validation["study"] % 2 == 0
+    calibration, held_out = subset(validation, choosing), subset(validation, ~choosing)
+    held_out_text = (f"odd-numbered studies of {', '.join(path.name for path in arguments.validation)}, T1 cases "
+                     f"({len(held_out['motion'])} slices); the threshold was chosen on the even-numbered ones")
+    previous = None
+    if arguments.previous.is_file():  # measured before the export may overwrite it
+        previous_threshold = float(json.loads(arguments.previous.with_suffix(".json").read_text())["metrics"][
+            "decision_threshold"])
+        previous = evaluate(held_out, predict_onnx(arguments.previous, held_out), previous_threshold, held_out_text)
+        previous["decision_threshold"] = previous_threshold
     net = train(train_data, validation, arguments.epochs)
-    predicted = predict(net, validation)
-    valid = validation["motion"] >= 0
-    threshold = youden_threshold(validation["motion"][valid] == 1, predicted["segment"][valid])
-    metrics = evaluate(validation, predicted, threshold)
+    threshold = specific_threshold(calibration["motion"].max(axis=1) == 1,
+                                   image_scores(predict(net, calibration), calibration["motion"]),
+                                   TARGET_IMAGE_SPECIFICITY)
+    predicted = predict(net, held_out)
+    metrics = evaluate(held_out, predicted, threshold, held_out_text)
+    if previous is not None:
+        metrics["previous_model"] = previous
     path, difference = export(net, validation, arguments.out)
     positives = int((train_data["motion"] == 1).sum())
     card = model_card.write_card(
@@ -349,11 +446,11 @@ def main(argv: list[str] | None = None) -> None:
             "inference/aha.py aha_segments to positions 1-6 within the level, one channel per position."),
         postprocessing=(
             "sigmoid of segment_logits and whole_logit; a segment (and the image) has a motion artefact when its "
-            f"probability is at or above decision_threshold = {threshold:.4f} (metrics.decision_threshold, "
-            "Youden's J on the validation segments). Attention maps are resampled back onto the map's pixels "
-            "(grids.to_source)."),
+            f"probability is at or above decision_threshold = {threshold:.4f} (metrics.decision_threshold: the "
+            f"lowest with an image-level specificity of at least {TARGET_IMAGE_SPECIFICITY} on the even-numbered "
+            "validation studies). Attention maps are resampled back onto the map's pixels (grids.to_source)."),
         training={
-            "data": "data/training/train.npz: 400 phantom studies of seed 100000, T1 cases only "
+            "data": f"{', '.join(str(path) for path in arguments.train)}: phantom v1 and v2 studies, T1 cases only "
                     f"({len(train_data['motion'])} slices, {int((train_data['motion'] >= 0).sum())} segments, "
                     f"{positives} with motion), motion rate 0.5",
             "labels": "phantom motion rule per AHA segment (phantom/motion.py): border displacement across the "
@@ -363,7 +460,10 @@ def main(argv: list[str] | None = None) -> None:
                             f"(probability {LAYOUT_ROTATION_PROBABILITY})",
             "epochs": arguments.epochs, "batch_size": BATCH_SIZE, "optimiser": f"AdamW one-cycle {LEARNING_RATE}",
             "loss": f"BCE per segment + {WHOLE_WEIGHT} BCE whole image + {ATTENTION_WEIGHT} attention",
-            "seed": SEED, "validation": f"data/training/validation.npz (40 studies, seed {VALIDATION_SEED})",
+            "seed": SEED, "validation": f"{', '.join(str(path) for path in arguments.validation)}",
+            "command": "python -m training.motion --out inference/models --train " + " ".join(
+                str(path) for path in arguments.train) + " --validation " + " ".join(
+                str(path) for path in arguments.validation),
             "training_seconds": round(time.monotonic() - started),
             "onnx_vs_torch_max_difference": difference,
         },

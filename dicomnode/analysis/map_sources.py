@@ -102,7 +102,7 @@ class PreparedSlice:
     kind: MapKind
     maps: SliceMaps
     fit: MappingResult | None  # the node's reconstruction, when the unit has raw images of the slice
-    raw: RawImages | None  # T1 raw images on the reported map's grid, with the fit's R2
+    raw: RawImages | None  # raw images (IR or T2-prep) on the reported map's grid, with the fit's R2
     pixel_spacing_mm: tuple[float, float]
     notes: tuple[str, ...]
 
@@ -117,8 +117,7 @@ def prepare_slice(item: UnitSlice, kind: MapKind, *, report_t1: str) -> Prepared
         notes.append("the raw images have another matrix than the scanner's map: no cross-check, no motion check")
     maps = choose_maps(scanner.map_ms if scanner is not None else None, fit, report_t1=report_t1)
     raw = None
-    if kind is MapKind.T1 and fit is not None and item.stack is not None \
-            and np.shape(fit.map_ms) == np.shape(maps.primary_ms):
+    if fit is not None and item.stack is not None and np.shape(fit.map_ms) == np.shape(maps.primary_ms):
         raw = RawImages(item.stack.images, item.stack.times_ms, np.nan_to_num(fit.r2).astype(np.float32))
     if scanner is not None:
         spacing = scanner.pixel_spacing_mm

@@ -1,5 +1,5 @@
 """The models' analysis of a series' map slices, as the node runs it: the models loaded once per process, the
-slices analysed in parallel threads, each slice's verdict in words, and the series' verdict.
+slices batched through the models in parallel threads, each slice's verdict in words, and the series' verdict.
 
 A slice whose analysis fails never stops the other slices: its outcome holds the reason instead.
 """
@@ -18,11 +18,13 @@ from pydicom.dataset import Dataset
 
 from config import Settings
 from dicomnode.io.slice_level import level_from_description
+from dicomnode.io.t1_protocol import field_strength_t
 from inference.errors import AnalysisError
 from inference.mapping import MapKind
 from inference.model_set import SHIPPED_FILES, ModelSet, load_models
 from inference.runtime import ModelContractError
-from inference.slice_analysis import RawImages, SliceAnalysis, analyse_slice
+from inference.slice_analysis import RawImages, SliceAnalysis, SliceRequest
+from inference.slice_analysis import analyse_slices as analyse_batch
 from inference.verdict import banner_text, motion_text
 
 LOGGER = logging.getLogger(__name__)
@@ -81,9 +83,11 @@ def warm_up_models(settings: Settings) -> float | None:
 
 def analyse_slices(slices: Sequence[SliceInput], series_description: str,
                    models: Callable[[], ModelSet], *, workers: int = 1) -> list[SliceOutcome]:
-    """Analyse every slice, ``workers`` at a time; a failure is recorded with its reason, in words for the console.
+    """Analyse every slice, batched through the models, in ``workers`` threads of consecutive slices; a failure is
+    recorded with its reason, in words for the console.
 
-    The models' sessions are shared by the threads (onnxruntime runs them concurrently and releases the GIL).
+    Each thread's slices go through each model together (inference/slice_analysis.py ``analyse_slices``); the
+    models' sessions are shared by the threads (onnxruntime runs them concurrently and releases the GIL).
     """
     level, _ = level_from_description(series_description)
     try:
@@ -92,24 +96,36 @@ def analyse_slices(slices: Sequence[SliceInput], series_description: str,
         LOGGER.error("models unavailable: %s", error)
         reason = "the analysis models could not be loaded"
         return [SliceOutcome(i, None, reason, banner_text(None, reason)) for i in range(len(slices))]
+    requests = [SliceRequest(item.map_ms, item.map_kind, item.pixel_spacing_mm, level, raw=item.raw,
+                             field_strength_t=field_strength_t(item.mr_map)) for item in slices]
+    count = max(1, min(workers, len(slices)))
+    bounds = [len(slices) * part // count for part in range(count + 1)]
+    chunks = [range(bounds[part], bounds[part + 1]) for part in range(count)]
 
-    def outcome(index: int, item: SliceInput) -> SliceOutcome:
+    def analyse_chunk(indices: range) -> list[SliceOutcome]:
         try:
-            analysis = analyse_slice(item.map_ms, item.map_kind, item.pixel_spacing_mm, level, model_set,
-                                     raw=item.raw)
-        except AnalysisError as error:
-            LOGGER.warning("slice %d not analysed: %s", index, error)
-            return SliceOutcome(index, None, str(error), banner_text(None, str(error)))
-        except Exception:  # a fault in one slice's analysis must not stop the maps or the other slices
-            LOGGER.exception("slice %d: the analysis failed", index)
-            reason = "an internal error stopped the analysis (see the node's log)"
-            return SliceOutcome(index, None, reason, banner_text(None, reason))
-        return SliceOutcome(index, analysis, None, banner_text(analysis))
+            results: list[SliceAnalysis | Exception] = list(
+                analyse_batch([requests[i] for i in indices], model_set))
+        except Exception as error:  # a fault in a batched model run must not stop the maps or other batches
+            LOGGER.exception("slices %d-%d: the analysis failed", indices.start, indices.stop - 1)
+            results = [error] * len(indices)
+        return [_outcome(index, result) for index, result in zip(indices, results, strict=True)]
 
-    if workers <= 1 or len(slices) <= 1:
-        return [outcome(index, item) for index, item in enumerate(slices)]
-    with ThreadPoolExecutor(max_workers=min(workers, len(slices)), thread_name_prefix="slice") as pool:
-        return list(pool.map(outcome, range(len(slices)), slices))
+    if count == 1:
+        return analyse_chunk(chunks[0])
+    with ThreadPoolExecutor(max_workers=count, thread_name_prefix="slice") as pool:
+        return [outcome for part in pool.map(analyse_chunk, chunks) for outcome in part]
+
+
+def _outcome(index: int, result: SliceAnalysis | Exception) -> SliceOutcome:
+    if isinstance(result, SliceAnalysis):
+        return SliceOutcome(index, result, None, banner_text(result))
+    if isinstance(result, AnalysisError):
+        LOGGER.warning("slice %d not analysed: %s", index, result)
+        return SliceOutcome(index, None, str(result), banner_text(None, str(result)))
+    LOGGER.error("slice %d: the analysis failed", index, exc_info=result)
+    reason = "an internal error stopped the analysis (see the node's log)"
+    return SliceOutcome(index, None, reason, banner_text(None, reason))
 
 
 def slice_workers(settings: Settings) -> int:

@@ -5,9 +5,12 @@ mapping series are grouped into analysis units and each slice's map is chosen as
 (:mod:`dicomnode.io.slice_groups`, :mod:`dicomnode.analysis.map_sources`): the scanner's map of the slice when there
 is one, else the node's reconstruction from the raw images, so that both give the same slices and values.
 Contour objects (DICOM-SEG, RTSTRUCT) are
-placed on the map images; per slice and reader the global and AHA segment values are measured, a reference is
-chosen (the named gold-standard reader, else the STAPLE consensus of the experts) and every other reader is scored
-against it. Problems with one file or series are collected in the report, never raised.
+placed on the map images; per slice and reader the global and AHA segment values are measured, the reader's
+reference is chosen by :func:`dicomnode.analysis.reference.decide_reference` from the readers who contoured the slice
+(a gold standard, the experts' or the team's STAPLE; the consensus model's contour is drawn by the reader job) and
+the reader is scored against it. Problems with one file or series are collected in the report, never raised.
+:func:`analyze_datasets` does the same on datasets already read and also hands back the placed masks and the map
+images, so that the reader job reads each file once.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.dataset import Dataset, FileDataset
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from scipy import ndimage
 
@@ -33,12 +36,20 @@ from dicomnode.analysis.map_sources import (
     reference_image,
     unit_description,
 )
-from dicomnode.analysis.reference import MIN_EXPERTS_FOR_CONSENSUS, ReferenceSource, is_expert
+from dicomnode.analysis.reference import (
+    CasePolicy,
+    ReaderInfo,
+    ReferenceChoice,
+    ReferenceSource,
+    decide_reference,
+    role_by_convention,
+)
 from dicomnode.errors import MyomapError
 from dicomnode.io.classify import classify
 from dicomnode.io.contours import ImageGeometry, ReaderMasks, Structure, read_rtstruct, read_seg
 from dicomnode.io.slice_groups import KIND_OF_ROLE, MappingSeries, mapping_units
 from dicomnode.io.slice_level import ASSUMED, level_from_description
+from dicomnode.io.t1_protocol import field_strength_t
 from dicomnode.io.unit_loader import load_unit
 from inference.aha import AhaLevel, aha_segments, rv_insertion_points
 from inference.consensus import consensus
@@ -55,6 +66,11 @@ LOGGER = logging.getLogger(__name__)
 
 #: Contour labels taken as the right ventricle (normalised: lower case, punctuation as spaces).
 RV_LABELS = frozenset({"rv", "right ventricle", "rv cavity", "rv blood pool", "right ventricular cavity"})
+
+
+#: Told the progress of :func:`analyze_paths` as (stage, done, total): stage "reading" after each file, "maps" after
+#: each analysis unit's maps are prepared (reconstructions fitted), "slices" after each map slice is analysed.
+ProgressCallback = Callable[[str, int, int], None]
 
 
 class AnalyzeError(MyomapError):
@@ -133,6 +149,9 @@ class ReaderResult:
     insertion: InsertionSource | None
     score: ReaderScore | None
     notes: tuple[str, ...] = ()
+    reference: ReferenceSource = ReferenceSource.NONE  # what this reader was (or would be) scored against
+    reference_readers: tuple[str, ...] = ()
+    reference_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -147,11 +166,12 @@ class SliceResult:
     level: AhaLevel
     level_from: str  # "series description" or "assumed"
     slice_position_mm: float
-    reference: ReferenceSource
+    reference: ReferenceSource  # the reference most of the slice's readers were scored against (each has its own)
     reference_readers: tuple[str, ...]
     readers: tuple[ReaderResult, ...]
     notes: tuple[str, ...] = ()
     model: SliceFigures | None = None  # the models' analysis and its verdict (``banner``)
+    series_number: int | None = None  # of the map's series (the raw series for a reconstruction)
 
 
 @dataclass(frozen=True)
@@ -186,6 +206,33 @@ class _MapSlice:
     series_description: str
     raw: RawImages | None = None  # the raw IR images of the slice and the fit's R2, for motion detection
     prepared: PreparedSlice | None = None  # the slice's maps as the map job prepares them
+    field_strength_t: float | None = None  # the scanner's, for the plausible myocardial T1
+    series_number: int | None = None
+    source_image: Dataset | None = None  # the map image itself (a scanner's or stored map); None for a reconstruction
+
+
+@dataclass(frozen=True)
+class ReferenceRule:
+    """The inputs of :func:`dicomnode.analysis.reference.decide_reference` besides the readers on a slice."""
+
+    gold_standard: str | None = None  # the site's ([scoring] gold_standard)
+    case: CasePolicy | None = None  # the training case's configured reference
+    auto_consensus: bool = True
+    reader_info: Callable[[str], ReaderInfo] = role_by_convention  # role and team of a reader
+
+    def decide(self, reader: str, on_slice: Sequence[str]) -> ReferenceChoice:
+        available = {name: self.reader_info(name) for name in on_slice}
+        return decide_reference(reader, available, self.case, auto_consensus=self.auto_consensus,
+                                gold_standard=self.gold_standard)
+
+
+@dataclass(frozen=True)
+class StudyAnalysis:
+    """What :func:`analyze_datasets` found, with what the reader job draws its outputs from."""
+
+    report: AnalysisReport
+    readers: dict[str, ReaderMasks]  # every reader's masks as placed on the maps
+    map_images: dict[str, Dataset]  # SOP Instance UID of a slice's map image -> the image
 
 
 def analyze_paths(
@@ -195,6 +242,7 @@ def analyze_paths(
     on_file: Callable[[Path], None] | None = None,
     models: Callable[[], ModelSet] | None = None,
     report_t1: str = "scanner",
+    on_progress: ProgressCallback | None = None,
 ) -> AnalysisReport:
     """Analyse the DICOM files under ``paths`` without the network.
 
@@ -211,15 +259,23 @@ def analyze_paths(
         leaves the models out.
     report_t1
         ``"scanner"`` or ``"corrected"``: the T1 estimate a reconstructed map reports (``[mapping] report_t1``).
+    on_progress
+        Told each stage's progress (:data:`ProgressCallback`), for a display of the whole analysis.
 
     Returns
     -------
     AnalysisReport
         Per-slice, per-reader figures and the problems met; nothing is raised for bad input files or series.
     """
-    files = files_under(paths)
-    problems: list[Problem] = []
-    datasets: list[tuple[Path, FileDataset]] = []
+    datasets, skipped = read_files(files_under(paths), on_file=on_file, on_progress=on_progress)
+    return analyze_datasets(datasets, rule=ReferenceRule(gold_standard=gold_standard), models=models,
+                            report_t1=report_t1, on_progress=on_progress, non_dicom_skipped=skipped).report
+
+
+def read_files(files: Sequence[Path], *, on_file: Callable[[Path], None] | None = None,
+               on_progress: ProgressCallback | None = None) -> tuple[list[tuple[Path, Dataset]], int]:
+    """Every DICOM instance among ``files`` with its path, and how many files were not DICOM."""
+    datasets: list[tuple[Path, Dataset]] = []
     skipped = 0
     for path in files:
         try:
@@ -232,9 +288,25 @@ def analyze_paths(
             LOGGER.debug("%s is not DICOM: %s", path, error)
         if on_file is not None:
             on_file(path)
+        if on_progress is not None:
+            on_progress("reading", len(datasets) + skipped, len(files))
     if skipped:
         LOGGER.warning("%d of %d files are not DICOM and were skipped", skipped, len(files))
+    return datasets, skipped
 
+
+def analyze_datasets(
+    datasets: Sequence[tuple[Path | str, Dataset]],
+    *,
+    rule: ReferenceRule,
+    models: Callable[[], ModelSet] | None = None,
+    report_t1: str = "scanner",
+    on_progress: ProgressCallback | None = None,
+    non_dicom_skipped: int = 0,
+) -> StudyAnalysis:
+    """:func:`analyze_paths` on instances already read: (where each came from, the dataset) pairs; the reference
+    of each reader on each slice chosen by ``rule``. Also returns the placed masks and the map images."""
+    problems: list[Problem] = []
     series: dict[str, list[Dataset]] = {}
     for path, ds in datasets:
         uid = str(ds.get("SeriesInstanceUID", ""))
@@ -244,25 +316,29 @@ def analyze_paths(
         series.setdefault(uid, []).append(ds)
     roles = {uid: classify(instances[0]) for uid, instances in series.items()}
 
-    map_slices = _map_slices(series, roles, problems, report_t1=report_t1)
+    map_slices = _map_slices(series, roles, problems, report_t1=report_t1, on_progress=on_progress)
     geometries = [m.geometry for m in map_slices]
     readers = _reader_masks(series, roles, geometries, problems)
     results: list[SliceResult] = []
-    for map_slice in map_slices:
+    for done, map_slice in enumerate(map_slices, start=1):
         try:
-            result = _analyse_slice(map_slice, readers, gold_standard)
+            result = _analyse_slice(map_slice, readers, rule)
             if models is not None:
                 result = replace(result, model=_model_analysis(len(results), map_slice, result.level, models, problems))
             results.append(result)
         except (AnalysisError, MyomapError) as error:
             problems.append(Problem(map_slice.geometry.sop_instance_uid, f"{type(error).__name__}: {error}"))
-    return AnalysisReport(
+        if on_progress is not None:
+            on_progress("slices", done, len(map_slices))
+    report = AnalysisReport(
         files_read=len(datasets),
-        non_dicom_skipped=skipped,
-        gold_standard=gold_standard,
+        non_dicom_skipped=non_dicom_skipped,
+        gold_standard=rule.gold_standard,
         slices=tuple(results),
         problems=tuple(problems),
     )
+    images = {m.geometry.sop_instance_uid: m.source_image for m in map_slices if m.source_image is not None}
+    return StudyAnalysis(report, readers, images)
 
 
 def files_under(paths: Iterable[Path | str]) -> list[Path]:
@@ -280,14 +356,17 @@ def files_under(paths: Iterable[Path | str]) -> list[Path]:
 
 
 def _map_slices(series: dict[str, list[Dataset]], roles: dict[str, SeriesRole], problems: list[Problem], *,
-                report_t1: str) -> list[_MapSlice]:
+                report_t1: str, on_progress: ProgressCallback | None = None) -> list[_MapSlice]:
     """Every slice of every analysis unit, its map chosen as the map job chooses it."""
     mapping = [
         MappingSeries(index, 0, roles[uid], uid, tuple(instances))
         for index, (uid, instances) in enumerate(series.items()) if roles[uid] in KIND_OF_ROLE
     ]
     slices: list[_MapSlice] = []
-    for unit in mapping_units(mapping):
+    units = mapping_units(mapping)
+    for done, unit in enumerate(units, start=1):
+        if on_progress is not None:
+            on_progress("maps", done - 1, len(units))
         where = f"series {', '.join(m.series_instance_uid for m in unit)}"
         kind = MapKind(unit[0].kind)
         description = unit_description(str(m.headers[0].get("SeriesDescription", "")) for m in unit)
@@ -306,12 +385,19 @@ def _map_slices(series: dict[str, list[Dataset]], roles: dict[str, SeriesRole], 
             if scanner is not None:
                 geometry = ImageGeometry.from_dataset(scanner)
                 series_uid = str(scanner.SeriesInstanceUID)
+                field_t = field_strength_t(scanner)
+                number = scanner.get("SeriesNumber")
             else:
                 assert item.stack is not None and item.raw is not None
                 geometry = ImageGeometry.from_dataset(item.stack.sources[0], item.stack.frame_numbers[0] - 1)
                 series_uid = item.raw.series_instance_uid
+                field_t = field_strength_t(item.stack.sources[0])
+                number = item.stack.sources[0].get("SeriesNumber")
             slices.append(_MapSlice(kind, prepared.maps.source, prepared.maps.primary_ms, geometry, series_uid,
-                                    description, prepared.raw, prepared))
+                                    description, prepared.raw, prepared, field_t,
+                                    int(number) if number not in (None, "") else None, scanner))
+    if on_progress is not None and units:
+        on_progress("maps", len(units), len(units))
     slices.sort(key=lambda m: (m.kind.value, m.series_description, _position_along_normal(m.geometry)))
     return slices
 
@@ -321,7 +407,7 @@ def _model_analysis(index: int, map_slice: _MapSlice, level: AhaLevel, models: C
     """The models' analysis of one map slice and its verdict in words, or None with a problem saying why."""
     try:
         analysis = analyse_slice(map_slice.map_ms, map_slice.kind, map_slice.geometry.pixel_spacing_mm, level,
-                                 models(), raw=map_slice.raw)
+                                 models(), raw=map_slice.raw, field_strength_t=map_slice.field_strength_t)
     except (AnalysisError, MyomapError) as error:
         problems.append(Problem(map_slice.geometry.sop_instance_uid, f"models: {type(error).__name__}: {error}"))
         return None
@@ -353,7 +439,9 @@ def place_contours(contour_objects: Iterable[tuple[SeriesRole, Dataset]], geomet
     for role, ds in sorted(contour_objects, key=lambda item: item[0] is not SeriesRole.SEG):
         try:
             masks = read_seg(ds, geometries) if role is SeriesRole.SEG else read_rtstruct(ds, geometries)
-        except (MyomapError, ValueError) as error:
+        # A malformed object from the network (an attribute missing, of the wrong type or length) is one problem
+        # of that object, whatever the reader trips over, never a failure of the other readers' scoring.
+        except (MyomapError, ValueError, TypeError, AttributeError, KeyError, IndexError) as error:
             where = f"{role.value} {ds.get('SOPInstanceUID', '?')}"
             problems.append(Problem(where, f"{type(error).__name__}: {error}"))
             continue
@@ -379,7 +467,7 @@ def place_contours(contour_objects: Iterable[tuple[SeriesRole, Dataset]], geomet
     return readers
 
 
-def _analyse_slice(map_slice: _MapSlice, readers: dict[str, ReaderMasks], gold_standard: str | None) -> SliceResult:
+def _analyse_slice(map_slice: _MapSlice, readers: dict[str, ReaderMasks], rule: ReferenceRule) -> SliceResult:
     uid = map_slice.geometry.sop_instance_uid
     level, level_from = level_from_description(map_slice.series_description)
     notes: list[str] = []
@@ -388,11 +476,24 @@ def _analyse_slice(map_slice: _MapSlice, readers: dict[str, ReaderMasks], gold_s
         for name, masks in sorted(readers.items())
         if (myo := masks.mask(Structure.MYOCARDIUM, uid)) is not None and myo.any()
     }
-    reference, reference_readers, reference_masks = _reference(drawn, gold_standard, notes)
+    if not drawn:
+        notes.append("no reader contoured the myocardium on this map")
+    choices = {name: rule.decide(name, list(drawn)) for name in drawn}
+    reference_masks: dict[tuple[ReferenceSource, tuple[str, ...]], tuple[np.ndarray, np.ndarray] | None] = {}
     results = []
     for name, (myocardium, cavity, masks) in drawn.items():
-        results.append(_reader_result(name, myocardium, cavity, masks, map_slice, level, reference_masks,
-                                      reference, gold_standard))
+        choice = choices[name]
+        key = (choice.source, choice.readers)
+        if key not in reference_masks:
+            reference_masks[key] = _reference_masks(choice, drawn)
+        results.append(_reader_result(name, myocardium, cavity, masks, map_slice, level, reference_masks[key],
+                                      choice))
+    reference = _slice_reference(choices, rule)
+    if reference.source is ReferenceSource.NONE and drawn:
+        notes.append(f"no reference: {reference.reason}; readers not scored")
+    elif reference.source is ReferenceSource.CONSENSUS_MODEL:
+        # Drawn from each reader's own contour by the reader job; an analysis of files alone leaves it out.
+        notes.append(f"reference: the {reference.reason}")
     defaults = [r.reader for r in results if r.insertion is InsertionSource.DEFAULT_ANGLES]
     if defaults:
         notes.append(f"no RV contour from {', '.join(defaults)}: AHA segments use the default RV insertion angles")
@@ -407,34 +508,45 @@ def _analyse_slice(map_slice: _MapSlice, readers: dict[str, ReaderMasks], gold_s
         level=level,
         level_from=level_from,
         slice_position_mm=_position_along_normal(map_slice.geometry),
-        reference=reference,
-        reference_readers=reference_readers,
+        reference=reference.source,
+        reference_readers=reference.readers,
         readers=tuple(results),
         notes=tuple(notes),
+        series_number=map_slice.series_number,
     )
 
 
-def _reference(
-    drawn: dict[str, tuple[np.ndarray, np.ndarray, ReaderMasks]], gold_standard: str | None, notes: list[str]
-) -> tuple[ReferenceSource, tuple[str, ...], tuple[np.ndarray, np.ndarray] | None]:
-    """The gold-standard reader's masks, else the STAPLE consensus of myocardium and cavity of the experts."""
-    if not drawn:
-        notes.append("no reader contoured the myocardium on this map")
-        return ReferenceSource.NONE, (), None
-    if gold_standard is not None:
-        if gold_standard in drawn:
-            myocardium, cavity, _ = drawn[gold_standard]
-            return ReferenceSource.GOLD_STANDARD, (gold_standard,), (myocardium, cavity)
-        notes.append(f"gold-standard reader {gold_standard!r} drew no myocardium here; readers not scored")
-        return ReferenceSource.NONE, (), None
-    experts = [name for name in drawn if is_expert(name)]
-    if len(experts) < MIN_EXPERTS_FOR_CONSENSUS:
-        notes.append(f"{len(experts)} expert reader(s) here, at least {MIN_EXPERTS_FOR_CONSENSUS} needed for a "
-                     "consensus; readers not scored")
-        return ReferenceSource.NONE, (), None
-    myocardium = consensus([drawn[name][0] for name in experts], method="staple").mask
-    cavity = consensus([drawn[name][1] for name in experts], method="staple").mask
-    return ReferenceSource.STAPLE, tuple(experts), (myocardium, cavity)
+def _slice_reference(choices: dict[str, ReferenceChoice], rule: ReferenceRule) -> ReferenceChoice:
+    """The reference the most readers of the slice were scored against (the first reader's on a tie); with no
+    reader scored, what a reader with no standing (no team, not the gold standard) would be."""
+    scored = [choice for name, choice in choices.items() if choice.scores(name)]
+    if not scored:
+        return rule.decide("", list(choices))
+    counts: dict[tuple[ReferenceSource, tuple[str, ...]], int] = {}
+    for choice in scored:
+        counts[(choice.source, choice.readers)] = counts.get((choice.source, choice.readers), 0) + 1
+    return max(scored, key=lambda choice: counts[(choice.source, choice.readers)])
+
+
+_Drawn = dict[str, tuple[np.ndarray, np.ndarray, ReaderMasks]]  # reader -> myocardium, cavity, its masks
+
+
+def _reference_masks(choice: ReferenceChoice, drawn: _Drawn) -> tuple[np.ndarray, np.ndarray] | None:
+    """Myocardium and cavity of a reference made of readers' contours: the gold standard's own, or the STAPLE of
+    the experts' or the team's; None for the consensus model's (drawn by the reader job) or none."""
+    if choice.source is ReferenceSource.GOLD_STANDARD:
+        myocardium, cavity, _ = drawn[choice.readers[0]]
+        return myocardium, cavity
+    if choice.source in (ReferenceSource.STAPLE, ReferenceSource.TEAM_AVERAGE):
+        return reference_staple([(drawn[name][0], drawn[name][1]) for name in choice.readers])
+    return None
+
+
+def reference_staple(masks: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """The STAPLE consensus of the myocardium and of the cavity of several readers."""
+    myocardium = consensus([m for m, _ in masks], method="staple").mask
+    cavity = consensus([c for _, c in masks], method="staple").mask
+    return myocardium, cavity
 
 
 def _reader_result(
@@ -445,8 +557,7 @@ def _reader_result(
     map_slice: _MapSlice,
     level: AhaLevel,
     reference_masks: tuple[np.ndarray, np.ndarray] | None,
-    reference: ReferenceSource,
-    gold_standard: str | None,
+    choice: ReferenceChoice,
 ) -> ReaderResult:
     uid = map_slice.geometry.sop_instance_uid
     spacing = map_slice.geometry.pixel_spacing_mm
@@ -468,17 +579,20 @@ def _reader_result(
     except AnalysisError as error:
         notes.append(f"no AHA segments: {error}")
     score = None
-    if reference_masks is not None and name != gold_standard:
+    if reference_masks is not None and choice.scores(name):
         if not cavity.any():
             notes.append("no cavity contour; not scored")
         else:
             try:
                 result = score_trainee(myocardium, cavity, *reference_masks, map_slice.map_ms, spacing,
-                                       reference_name=reference.value)
-                score = ReaderScore.of(result, reference.value)
+                                       reference_name=choice.source.value)
+                score = ReaderScore.of(result, choice.source.value)
             except AnalysisError as error:
                 notes.append(f"not scored: {error}")
-    return ReaderResult(name, masks.source_format, values, segments, insertion, score, tuple(notes))
+    elif choice.source is ReferenceSource.NONE:
+        notes.append(f"not scored: {choice.reason}")
+    return ReaderResult(name, masks.source_format, values, segments, insertion, score, tuple(notes),
+                        choice.source, choice.readers, choice.reason)
 
 
 def cavity_mask(masks: ReaderMasks, sop_instance_uid: str, myocardium: np.ndarray) -> np.ndarray:

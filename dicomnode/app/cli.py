@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -14,6 +14,9 @@ import typer
 
 from config import Settings, load_settings
 from dicomnode.app.analyze_cli import register as register_analyze
+from dicomnode.app.logging_setup import configure_logging
+from dicomnode.app.programme_cli import register as register_programme
+from dicomnode.app.report_cli import register as register_report
 from phantom.cli import register as register_phantom
 
 if TYPE_CHECKING:
@@ -33,22 +36,13 @@ def show_config(config: ConfigOption = None) -> None:
     typer.echo(json.dumps(settings.model_dump(mode="json"), indent=2))
 
 
-def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.logging.level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # Huey logs every task it runs at INFO; the node logs what matters itself.
-    logging.getLogger("huey").setLevel(max(logging.WARNING, logging.getLogger().level))
-
-
 @app.command("serve")
 def serve_command(config: ConfigOption = None) -> None:
     """Run the node: storage SCP, series assembly, job workers and the web page, until SIGTERM or Ctrl-C."""
     from dicomnode.app.server import serve
 
     settings = load_settings(config)
-    _configure_logging(settings)
+    configure_logging(settings)
     serve(settings)
 
 
@@ -58,7 +52,7 @@ def worker_command(config: ConfigOption = None) -> None:
     from dicomnode.app.server import run_worker
 
     settings = load_settings(config)
-    _configure_logging(settings)
+    configure_logging(settings)
     run_worker(settings)
 
 
@@ -141,16 +135,41 @@ def _forget_initial_password(settings: Settings, username: str) -> None:
         typer.echo(f"removed {path} (it held the first password of {INITIAL_ADMIN})")
 
 
+WebRoleOption = Annotated[
+    str, typer.Option("--role", help="admin (sees everything), supervisor (their teams) or trainee (themselves)")
+]
+WebReaderOption = Annotated[
+    str | None, typer.Option("--reader", help="the reader this user is (a trainee needs one; see: myomap reader list)")
+]
+
+
 @user_app.command("add")
-def user_add(name: UsernameArgument, config: ConfigOption = None, password_stdin: PasswordStdinOption = False) -> None:
+def user_add(
+    name: UsernameArgument, config: ConfigOption = None, password_stdin: PasswordStdinOption = False,
+    role: WebRoleOption = "admin", reader: WebReaderOption = None,
+) -> None:
     """Add a user who may log in to the web page (password asked twice, not echoed)."""
+    from db.models import WebRole
+    from reports.programme.people import PeopleError, get_reader, link_user
     from reports.web.users import add_user, check_username
 
     with _users_session(config) as (_settings, session):
-        check_username(name)  # before asking for a password
-        add_user(session, name, _read_password(password_stdin))
+        check_username(name)  # everything is checked before asking for a password
+        try:
+            if role not in {choice.value for choice in WebRole}:
+                raise PeopleError(f"unknown role {role!r}; expected one of {', '.join(r.value for r in WebRole)}")
+            if role == WebRole.TRAINEE.value and not reader:
+                raise PeopleError("a trainee user needs --reader: the reader whose results they see")
+            if reader:
+                get_reader(session, reader)
+            add_user(session, name, _read_password(password_stdin))
+            session.flush()
+            link_user(session, name, reader, role=role)
+        except PeopleError as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(code=2) from error
         session.commit()
-    typer.echo(f"added user {name}")
+    typer.echo(f"added user {name} ({role}{f', reader {reader}' if reader else ''})")
 
 
 @user_app.command("passwd")
@@ -186,14 +205,20 @@ def user_remove(name: UsernameArgument, config: ConfigOption = None) -> None:
 
 @user_app.command("list")
 def user_list(config: ConfigOption = None) -> None:
-    """List the users (name and when each was added)."""
+    """List the users (name, role, the reader they are, when each was added)."""
+    from db.models import Reader
     from reports.web.users import list_users
 
     with _users_session(config) as (_settings, session):
-        users = [(user.username, user.created_at) for user in list_users(session)]
-    for username, created_at in users:
-        typer.echo(f"{username:<24} added {created_at:%Y-%m-%d %H:%M}")
+        users: list[tuple[str, datetime, str, str]] = []
+        for user in list_users(session):
+            reader = session.get(Reader, user.reader_id) if user.reader_id is not None else None
+            users.append((user.username, user.created_at, user.role, reader.name if reader is not None else ""))
+    for username, created_at, role, reader_name in users:
+        typer.echo(f"{username:<24} {role:<10} {reader_name:<24} added {created_at:%Y-%m-%d %H:%M}")
 
 
 register_phantom(app)
 register_analyze(app)
+register_programme(app)
+register_report(app)

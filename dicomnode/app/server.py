@@ -1,4 +1,6 @@
-"""The whole node in one process: storage SCP, series assembly, queue workers and the web page.
+"""The whole node: storage SCP, series assembly, queue workers and the web page (``myomap serve`` runs the
+workers in a child process of their own, :mod:`dicomnode.app.analysis_process`; an embedded :class:`Node` in
+threads unless told otherwise).
 
 Start-up brings the database to the newest schema, then puts back on the queue whatever a stopped or killed node
 left unfinished (jobs QUEUED or RUNNING, transfers still pending, series complete but not yet handed on) before
@@ -26,9 +28,13 @@ from config import Settings
 from db import migrate
 from db.session import make_engine, make_session_factory
 from dicomnode.analysis.slices import warm_up_models
+from dicomnode.app.analysis_process import AnalysisProcess, shared_hold
+from dicomnode.app.scp_processes import ScpProcesses, bound_settings, scp_process_count
+from dicomnode.app.uploads import NodeUploads
 from dicomnode.jobs import map_job
 from dicomnode.jobs.creation import enqueue_series, requeue_orphaned, requeue_overdue_transfers, requeue_unfinished
-from dicomnode.jobs.queue import NodeQueue, make_consumer, make_queue
+from dicomnode.jobs.outputs import ALGORITHM_VERSION
+from dicomnode.jobs.queue import CONSOLE_HOLD_MARGIN_S, NodeQueue, make_consumer, make_queue
 from dicomnode.jobs.tasks import NodeTasks, register_tasks
 from dicomnode.net.scp import StorageSCP
 from dicomnode.store.assembly import Assembler
@@ -63,10 +69,20 @@ def open_database(settings: Settings) -> Database:
 
 
 class Node:
-    """The running services of one node; :meth:`start` them, later :meth:`stop` them (from any thread)."""
+    """The running services of one node; :meth:`start` them, later :meth:`stop` them (from any thread).
 
-    def __init__(self, settings: Settings) -> None:
+    With ``separate_analysis`` the queue's workers run in a supervised child process
+    (:class:`~dicomnode.app.analysis_process.AnalysisProcess`), as ``myomap serve`` runs them; otherwise in
+    threads of this process. With ``scp_processes`` above 1, that many processes receive on the DICOM ports
+    (:mod:`dicomnode.app.scp_processes`): this one and supervised children.
+    """
+
+    def __init__(self, settings: Settings, *, separate_analysis: bool = False, scp_processes: int = 1) -> None:
         self.settings = settings
+        self._separate_analysis = separate_analysis
+        self._scp_processes = scp_processes
+        self._analysis: AnalysisProcess | None = None
+        self._scp_children: ScpProcesses | None = None
         self._database: Database | None = None
         self._queue: NodeQueue | None = None
         self._tasks: NodeTasks | None = None
@@ -113,36 +129,56 @@ class Node:
             report.seconds, report.files_on_disk, report.temporary_removed, report.instances_recorded,
             report.instances_updated, len(report.unreadable), len(report.rows_without_file),
         )
-        self._queue = make_queue(settings)
+        hold = shared_hold() if self._separate_analysis or self._scp_processes > 1 else None
+        self._queue = make_queue(settings, hold)
         tasks = register_tasks(self._queue, settings=settings, session_factory=session_factory)
         self._tasks = tasks
-        LOGGER.info("map builders ready in %.2f s", map_job.warm_up())
-        limit_blas_threads()  # queue workers and slices run in parallel threads instead
-        _log_models_ready(warm_up_models(settings))
         requeue_unfinished(session_factory=session_factory, sink=tasks)
-        self._consumer = make_consumer(self._queue, settings.queue.workers, handle_signals=False)
-        self._consumer.start()
+        if self._separate_analysis and hold is not None:
+            # A dead analysis process's RUNNING jobs: no worker of the node runs until its successor starts.
+            self._analysis = AnalysisProcess(
+                settings, hold, before_restart=partial(requeue_unfinished, session_factory=session_factory, sink=tasks)
+            )
+            self._analysis.start()
+        else:
+            LOGGER.info("map builders ready in %.2f s", map_job.warm_up())
+            limit_blas_threads()  # queue workers and slices run in parallel threads instead
+            _log_models_ready(warm_up_models(settings))
+            self._consumer = make_consumer(self._queue, settings.queue.workers, handle_signals=False)
+            self._consumer.start()
         # The assembler's start hands on series left COMPLETE by a previous run (their jobs are keyed, so a
         # series whose job already exists gets no second one).
         self._assembler = Assembler(
-            session_factory, settings, partial(enqueue_series, session_factory=session_factory, sink=tasks)
+            session_factory, settings, partial(enqueue_series, session_factory=session_factory, sink=tasks),
+            # A scanner sends a mapping series: reader scoring and archive transfers wait until its analysis runs.
+            on_mapping_image=partial(self._queue.hold_background,
+                                     settings.series.pairing_seconds + CONSOLE_HOLD_MARGIN_S),
         )
         self._assembler.start()
-        self._scp = StorageSCP(settings, session_factory, self._assembler)
+        self._scp = StorageSCP(settings, session_factory, self._assembler, reuse_port=self._scp_processes > 1)
         self._scp.start()
+        if self._scp_processes > 1:
+            self._scp_children = ScpProcesses(
+                bound_settings(settings, self.dicom_port, self._scp.tls_port), hold, self._scp_processes - 1
+            )
+            self._scp_children.start()
         self._start_web(session_factory, tasks)
         LOGGER.info(
-            "myomap node %s ready: DICOM %s:%d, web http://%s:%d, %d workers",
+            "myomap node %s ready: DICOM %s:%d (%d processes), web http://%s:%d, %d workers",
             settings.dicom.ae_title,
             settings.dicom.bind,
             self.dicom_port,
+            self._scp_processes,
             settings.web.bind,
             self.web_port,
             settings.queue.workers,
         )
 
     def _start_web(self, session_factory: sessionmaker[Session], tasks: NodeTasks) -> None:
-        app = create_app(self.settings, session_factory, enqueue_delivery=tasks.enqueue_delivery)
+        # The page's upload stores through the node's own storage and assembler (the web layer cannot import them).
+        uploads = NodeUploads(self.settings, session_factory, self._assembler, ALGORITHM_VERSION)
+        app = create_app(self.settings, session_factory, enqueue_delivery=tasks.enqueue_delivery,
+                         accept_upload=uploads)
         config = uvicorn.Config(
             app,
             host=self.settings.web.bind,
@@ -172,12 +208,16 @@ class Node:
             return
         self._stopped.set()
         LOGGER.info("myomap node stopping")
+        if self._scp_children is not None:
+            self._scp_children.stop()
         if self._scp is not None:
             self._scp.stop()
         if self._assembler is not None:
             self._assembler.stop()
         if self._consumer is not None:
             self._consumer.stop(graceful=True)
+        if self._analysis is not None:
+            self._analysis.stop()
         if self._web is not None and self._web_thread is not None:
             self._web.should_exit = True
             self._web_thread.join(WEB_START_TIMEOUT_S)
@@ -191,6 +231,10 @@ class Node:
         """Restart queue worker threads that died; re-queue the work of workers (of any process) that died."""
         if self._consumer is not None and not self._stopped.is_set():
             self._consumer.check_worker_health()
+        if self._analysis is not None and not self._stopped.is_set():
+            self._analysis.check()
+        if self._scp_children is not None and not self._stopped.is_set():
+            self._scp_children.check()
         if self._database is not None and self._tasks is not None and not self._stopped.is_set():
             session_factory = self._database.session_factory
             requeue_orphaned(
@@ -210,7 +254,8 @@ def serve(settings: Settings) -> None:
         stop_requested.set()
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    node = Node(settings)
+    node = Node(settings, separate_analysis=settings.queue.separate_process,
+                scp_processes=scp_process_count(settings))
     try:
         node.start()
         while not stop_requested.wait(HEALTH_CHECK_INTERVAL_S):
@@ -226,10 +271,11 @@ def _log_models_ready(seconds: float | None) -> None:
         LOGGER.info("models loaded and run once in %.2f s", seconds)
 
 
-def run_worker(settings: Settings) -> None:
-    """Run only the queue's workers (for work spread over machines with a Redis queue) until SIGTERM/SIGINT."""
+def run_worker(settings: Settings, *, hold: object = None) -> None:
+    """Run only the queue's workers until SIGTERM/SIGINT: work spread over machines with a Redis queue, or the
+    analysis process of ``myomap serve`` (``hold``: the background hold the node's process shares with it)."""
     database = open_database(settings)
-    queue = make_queue(settings)
+    queue = make_queue(settings, hold)
     tasks = register_tasks(queue, settings=settings, session_factory=database.session_factory)
     LOGGER.info("map builders ready in %.2f s", map_job.warm_up())
     limit_blas_threads()

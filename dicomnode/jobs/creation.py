@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Job, JobState, Series, SeriesRole, SeriesState, Transfer, TransferState
 from dicomnode.jobs.claims import lock_study
+from dicomnode.jobs.storage_full import STORAGE_FULL
 
 LOGGER = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class JobKind(str, Enum):
     T1_MAP = "t1_map"  # the analysis of a T1 unit: raw inversion-recovery images and/or the scanner's T1 maps
     T2_MAP = "t2_map"  # the analysis of a T2 unit: T2-prepared images and/or the scanner's T2 maps
     READER_SCORE = "reader_score"  # a reader's contours scored against the gold standard or consensus
+    STUDY_BULLSEYE = "study_bullseye"  # the study's AHA bullseye and SR once its map jobs are done (study_job)
 
 
 #: The jobs each series role gets; roles not listed are stored and not analysed.
@@ -329,9 +331,10 @@ def requeue_overdue_transfers(
 def requeue_unfinished(*, session_factory: sessionmaker[Session], sink: JobSink) -> Recovery:
     """Put the work a stopped or killed node left unfinished back on the queue.
 
-    Jobs left RUNNING or WAITING are set back to QUEUED, then every QUEUED job and every PENDING transfer is
-    queued. A WAITING job is queued so that a map committed just before a crash (whose wake-up was lost) is not
-    waited for in vain; one that still has no map goes back to WAITING. Call it once at start-up, before this
+    Jobs left RUNNING or WAITING, and jobs that failed for a full disk (their retry was on the queue), are set back
+    to QUEUED, then every QUEUED job and every PENDING transfer is queued. A WAITING job is queued so that a map
+    committed just before a crash (whose wake-up was lost) is not waited for in vain; one that still has no map goes
+    back to WAITING. Call it once at start-up, before this
     process's workers run. On PostgreSQL a job that a live worker of another process holds (:func:`job_lease`)
     stays RUNNING; on other databases every RUNNING job is reset, so call it only from the node that owns the
     database's workers.
@@ -341,6 +344,10 @@ def requeue_unfinished(*, session_factory: sessionmaker[Session], sink: JobSink)
         session.execute(
             update(Job).where(Job.state == JobState.WAITING).values(state=JobState.QUEUED)
             .execution_options(synchronize_session=False)
+        )
+        session.execute(
+            update(Job).where(Job.state == JobState.FAILED, Job.error.startswith(STORAGE_FULL))
+            .values(state=JobState.QUEUED).execution_options(synchronize_session=False)
         )
         session.commit()
         job_ids = list(session.scalars(select(Job.id).where(Job.state == JobState.QUEUED).order_by(Job.id)))

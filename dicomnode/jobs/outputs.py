@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from io import BytesIO
 from pathlib import Path
 
-from pydicom import Dataset
+from pydicom import Dataset, dcmwrite
 
-from dicomnode.store.durable import OUTPUTS_FOLDER, write_dataset_durably
+from dicomnode.jobs.storage_full import check_output_space
+from dicomnode.store.durable import OUTPUTS_FOLDER, write_durably
 from reports.map_mr import SOFTWARE_VERSION
 from reports.uids import name_based_uid
 
@@ -33,6 +35,7 @@ class OutputSeries(Enum):
     PARAMETRIC_MAP = ("pm-series", 9500)
     READER_SR = ("reader-sr-series", 9600)
     READER_SECONDARY_CAPTURE = ("reader-sc-series", 9700)
+    READER_PDF = ("reader-pdf-series", 9800)  # the trainee's progress report after a scored attempt
 
     def __init__(self, label: str, number_offset: int) -> None:
         self.label = label
@@ -58,12 +61,16 @@ class OutputWriter:
         The source's study: the outputs are new series of it.
     source_series_number
         The source series' number (0 when it has none): output series numbers are offsets from it.
+    reserve_mb
+        Free space (MB) every output leaves on the storage volume (``[storage] min_free_mb``, the watermark below
+        which received instances are refused too); 0 for none.
     """
 
     job_key: str
     storage_root: Path
     study_instance_uid: str
     source_series_number: int
+    reserve_mb: float = 0.0
 
     def uid(self, *labels: object) -> str:
         """A UID of this job's outputs (see :func:`output_uid`)."""
@@ -83,6 +90,17 @@ class OutputWriter:
         return self.storage_root / OUTPUTS_FOLDER / self.study_instance_uid
 
     def write(self, dataset: Dataset) -> Path:
-        """Write ``dataset`` durably under ``<folder>/<its series UID>/<its SOP UID>.dcm``; returns the path."""
+        """Write ``dataset`` durably under ``<folder>/<its series UID>/<its SOP UID>.dcm``; returns the path.
+
+        Raises
+        ------
+        StorageFullError
+            If the file would leave less than ``reserve_mb`` free, or the disk filled while writing.
+        """
         path = self.folder / str(dataset.SeriesInstanceUID) / f"{dataset.SOPInstanceUID}.dcm"
-        return write_dataset_durably(dataset, path, root=self.storage_root)
+        buffer = BytesIO()
+        dcmwrite(buffer, dataset, enforce_file_format=True)
+        data = buffer.getvalue()
+        check_output_space(self.storage_root, reserve_mb=self.reserve_mb, size_bytes=len(data))
+        write_durably(path, data, root=self.storage_root)
+        return path

@@ -2,11 +2,13 @@
 
 When a reader's SEG or RTSTRUCT series is complete the job gathers what the study holds: the T1/T2 map images
 the contours are drawn on (the scanner's map series, else the node's own MR maps of the study) and the other
-readers' contour series. :func:`dicomnode.analysis.study.analyze_paths` places every contour on the maps, chooses the
-reference (the named gold-standard reader, else the STAPLE consensus of the expert readers) and scores the reader
-on each slice it contoured. Where the study has no reference yet for a slice (no gold standard, fewer than two
-experts so far) the consensus model draws one from the reader's own contour and the map
-(:func:`inference.slice_analysis.reader_consensus`), scored as the offline analysis scores.
+readers' contour series, each file read once. :func:`dicomnode.analysis.study.analyze_datasets` places every contour
+on the maps, chooses each reader's reference with the one rule (:func:`dicomnode.analysis.reference.
+decide_reference`, fed the study's training case and the readers' roles by :mod:`dicomnode.jobs.reference_inputs`)
+and scores the reader on each slice it contoured; the outputs are drawn from the masks it placed. Where the
+reference is the consensus model (automatic, no gold standard or expert consensus yet; or the case's policy) the
+model draws it from the reader's own contour and the map (:func:`inference.slice_analysis.reader_consensus`),
+scored as the offline analysis scores.
 
 Per scored slice the job writes, as new series of the study, a comparison SR (the figures and the reader's
 contours) and a Secondary Capture with the reader's and the reference's contours over the map; a slice that
@@ -32,7 +34,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -48,38 +50,42 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from config import Settings
 from config.settings import Output
-from db.models import Instance, Job, JobState, Result, Series, SeriesRole
+from db.models import Instance, Job, JobState, ReaderRole, Result, Series, SeriesRole
+from db.readers import register_reader
 from db.session import session_scope
-from dicomnode.analysis.reference import CONSENSUS_MODEL_REFERENCE
+from dicomnode.analysis.reference import CONSENSUS_MODEL_REFERENCE, is_expert
 from dicomnode.analysis.study import (
     AnalysisReport,
-    Problem,
     ReaderResult,
     ReaderScore,
     ReferenceSource,
     SliceResult,
-    analyze_paths,
+    StudyAnalysis,
+    analyze_datasets,
     cavity_mask,
-    place_contours,
+    reference_staple,
 )
 from dicomnode.errors import MyomapError
 from dicomnode.io.contours import ImageGeometry, ReaderMasks, Structure, reader_name
-from dicomnode.io.contours.errors import UnknownReaderError
+from dicomnode.io.contours.errors import UnknownReaderError, UnresolvedReferenceError
 from dicomnode.io.unit_loader import map_values_ms
 from dicomnode.jobs.claims import JobOutcome, claim_job, claimed_rows, mark_done, mark_failed, mark_waiting
 from dicomnode.jobs.creation import JobKind, reference_digest_of
 from dicomnode.jobs.errors import JobError
 from dicomnode.jobs.outputs import ALGORITHM_VERSION, OutputSeries, OutputWriter, output_uid
+from dicomnode.jobs.programme_figures import peer_dice, programme_figures, write_overlay_png
+from dicomnode.jobs.queue import yield_to_console
+from dicomnode.jobs.reference_inputs import CONVENTION, StudyReferenceInputs, reference_inputs
 from dicomnode.jobs.rescoring import (
     ContourObject,
     StudyReference,
-    labelled,
+    reader_label,
     study_contours,
     study_reference,
 )
+from dicomnode.jobs.storage_full import fail_for_full_storage, is_storage_full
+from dicomnode.jobs.trainee_report import send_trainee_report
 from dicomnode.net import scu
-from dicomnode.sop_classes import RT_STRUCTURE_SET
-from inference.consensus import consensus
 from inference.contour_fit import border_contour
 from inference.errors import AnalysisError
 from inference.mapping import MapKind
@@ -103,6 +109,8 @@ RESULT_KIND = READER_SCORE_KIND
 _MAP_ROLES = (SeriesRole.T1_MAP, SeriesRole.T2_MAP)
 _CONTOUR_ROLES = (SeriesRole.SEG, SeriesRole.RTSTRUCT)
 _MAP_JOB_KINDS = (JobKind.T1_MAP.value, JobKind.T2_MAP.value)
+#: What the overlays' series holds, on a series list beside the reader comparison SR ("myomap reader comparison").
+READER_SC_DESCRIPTION = "myomap reader comparison SC"
 #: At most this many of the analysis' problems go into the result's summary.
 MAX_PROBLEMS_IN_SUMMARY = 20
 
@@ -131,8 +139,10 @@ class ClaimedReaderJob:
     study_id: int
     study_instance_uid: str
     contour_paths: tuple[Path, ...]  # the job's own SEG or RTSTRUCT series
+    contour_sop_instance_uids: tuple[str, ...]  # of the job's own series' instances, as stored
     map_paths: tuple[Path, ...]  # the study's T1/T2 map images
     other_contours: tuple[ContourObject, ...]  # the study's other SEG and RTSTRUCT series' instances
+    reference_inputs: StudyReferenceInputs = CONVENTION  # the study's training case and the readers' roles
 
     @property
     def other_contour_paths(self) -> tuple[Path, ...]:
@@ -156,6 +166,7 @@ class SliceComparison:
     unscored_reason: str | None  # why a slice was not scored, in words for the reader; None when scored or when
     # the reader is the gold standard (nothing to compare)
     notes: tuple[str, ...]
+    peer_dice: dict[str, float] = field(default_factory=dict)  # Dice against each other reader on the slice
 
 
 @dataclass(frozen=True)
@@ -175,6 +186,7 @@ class ComparisonFiles:
 
     sc: list[Path]
     sr: list[Path]
+    overlay_of_slice: dict[int, Path] = field(default_factory=dict)  # index in ``comparison.slices`` -> PNG
 
 
 def gold_standard_reader(settings: Settings) -> str | None:
@@ -218,7 +230,10 @@ def _run_once(
     started = time.perf_counter()
     try:
         comparison = compare_reader(claimed, settings, models)
-        files = write_comparison(comparison, claimed, settings.storage_root)
+        yield_to_console()  # a map job that started meanwhile goes on alone
+        files = write_comparison(comparison, claimed, settings.storage_root,
+                                 reserve_mb=settings.storage.min_free_mb)
+        yield_to_console()
         transfer_ids = _record_result(claimed, comparison, files, settings=settings, session_factory=session_factory)
     except MapNotStoredError as error:
         arrived = partial(_maps_arrived, claimed=claimed, storage_root=settings.storage_root)
@@ -227,11 +242,17 @@ def _run_once(
         LOGGER.info("job %d (%s) waits for a map: %s", job_id, RESULT_KIND, error)
         return JobOutcome.WAITING
     except Exception as error:  # any failure of one series must leave the node working
+        if is_storage_full(error):  # the contours are fine: they are scored again once there is room
+            fail_for_full_storage(claimed, error, session_factory)
+            return JobOutcome.FAILED
         LOGGER.exception("job %d (%s) failed", job_id, RESULT_KIND)
         # A failed re-score leaves the series as its first score left it (done).
         mark_failed(claimed, f"{type(error).__name__}: {error}", session_factory,
                     fails_series=reference_digest_of(claimed.key) is None)
         return JobOutcome.FAILED
+    # After the result's commit, so that the trainee's report holds this attempt too.
+    transfer_ids += send_trainee_report(claimed, comparison, result_kind=RESULT_KIND, settings=settings,
+                                        session_factory=session_factory)
     LOGGER.info(
         "job %d: reader %s scored on %d of %d slices in %.3f s, %d transfers", job_id, comparison.reader,
         sum(s.score is not None for s in comparison.slices), len(comparison.slices), time.perf_counter() - started,
@@ -259,10 +280,13 @@ def _claim(job_id: int, session_factory: sessionmaker[Session],
             study_id=series.study_id,
             study_instance_uid=series.study.study_instance_uid,
             contour_paths=_stored(session, series, _CONTOUR_ROLES, storage_root, this_series=True),
+            contour_sop_instance_uids=tuple(session.scalars(
+                select(Instance.sop_instance_uid).where(Instance.series_id == series.id).order_by(Instance.id))),
             map_paths=_study_map_paths(session, series, storage_root),
             other_contours=tuple(item for series_id, items in study_contours(session, series.study_id,
                                                                               storage_root).items()
                                  if series_id != series.id for item in items),
+            reference_inputs=reference_inputs(session, series.study.study_instance_uid),
         )
 
 
@@ -326,18 +350,27 @@ def compare_reader(claimed: ClaimedReaderJob, settings: Settings,
     """
     if not claimed.contour_paths:
         raise ReaderJobError(f"series of job {claimed.job_id} has no stored instances")
-    reader = _reader_of(claimed.contour_paths[0])
+    # Every file is read once, here; the analysis places the contours once and the outputs use what it placed.
+    own = _read_datasets(claimed.contour_paths)
+    if not own:
+        raise ReaderJobError(f"no instance of the series of job {claimed.job_id} can be read")
+    reader = _reader_of(own[0][1])
     if not claimed.map_paths:
         raise MapNotStoredError(f"reader {reader!r}: the study has no T1/T2 map images yet; waiting for the map "
                                 "the contours lie on")
+    other_contours = _read_labelled(claimed.other_contours)
     # The same reader's other objects (an RTSTRUCT beside its SEG) are left out, so that this object is scored.
-    other_contours = labelled(claimed.other_contours)
-    others = [item.path for item in other_contours if item.reader != reader]
-    gold_standard = gold_standard_reader(settings)
-    reference = study_reference(reader, other_contours, gold_standard)
-    report = analyze_paths([*claimed.map_paths, *claimed.contour_paths, *others], gold_standard=gold_standard,
-                           models=None)
+    others = [(item.path, ds) for item, ds in other_contours if ds is not None and item.reader != reader]
+    rule = claimed.reference_inputs.rule(gold_standard_reader(settings))
+    reference = study_reference(reader, [item for item, _ in other_contours], rule=rule)
+    analysis = analyze_datasets([*_read_datasets(claimed.map_paths), *own, *others], rule=rule, models=None)
+    report = analysis.report
+    yield_to_console()
     drawn = [(s, r) for s in report.slices for r in s.readers if r.reader == reader]
+    unreadable = _own_unreadable(report, claimed.contour_sop_instance_uids)
+    if not drawn and unreadable:
+        # A malformed object fails now: no map arriving later would make it readable.
+        raise ReaderJobError(f"reader {reader!r}: the contour object cannot be read: {'; '.join(unreadable)}")
     if not drawn:
         problems = "; ".join(f"{p.where}: {p.message}" for p in report.problems[:3])
         raise MapNotStoredError(
@@ -345,18 +378,25 @@ def compare_reader(claimed: ClaimedReaderJob, settings: Settings,
             f"({len(claimed.map_paths)} map images stored); waiting for the map the contours lie on"
             f"{': ' + problems if problems else ''}"
         )
-    maps = _read_maps(claimed.map_paths, {s.sop_instance_uid for s, _ in drawn})
-    geometries = [geometry for _, geometry in maps.values()]
-    own = _merged_masks(_read_datasets(claimed.contour_paths), geometries)[reader]
-    readers = {**_merged_masks(_read_datasets(others), geometries), reader: own}
     consensus_model = _ConsensusModel(models if models is not None else lambda: _node_models(settings))
-    slices = tuple(
-        _compare_slice(slice_result, reader_result, *maps[slice_result.sop_instance_uid], readers, gold_standard,
-                       consensus_model)
-        for slice_result, reader_result in drawn
-    )
-    return ReaderComparison(reader=reader, gold_standard=gold_standard, slices=slices, report=report,
+    compared = []
+    for slice_result, reader_result in drawn:
+        yield_to_console()  # between slices, a map job that started meanwhile goes on alone
+        source = _map_image(analysis, slice_result.sop_instance_uid)
+        compared.append(_compare_slice(slice_result, reader_result, source, ImageGeometry.from_dataset(source),
+                                       analysis.readers, consensus_model))
+    gold_standard = rule.case.gold_standard_reader if rule.case is not None and rule.case.gold_standard_reader \
+        else rule.gold_standard
+    return ReaderComparison(reader=reader, gold_standard=gold_standard, slices=tuple(compared), report=report,
                             reference=reference)
+
+
+def _own_unreadable(report: AnalysisReport, sop_instance_uids: Sequence[str]) -> list[str]:
+    """The analysis' problems with the job's own objects other than contours on images not stored (yet)."""
+    own = set(sop_instance_uids)
+    return [f"{problem.where}: {problem.message}" for problem in report.problems
+            if problem.where.rsplit(" ", 1)[-1] in own
+            and not problem.message.startswith(UnresolvedReferenceError.__name__)]
 
 
 class _ConsensusModel:
@@ -380,41 +420,44 @@ class _ConsensusModel:
 
 
 def _compare_slice(slice_result: SliceResult, reader_result: ReaderResult, source: Dataset, geometry: ImageGeometry,
-                   readers: dict[str, ReaderMasks], gold_standard: str | None,
-                   consensus_model: _ConsensusModel) -> SliceComparison:
-    """The reader on one slice: the analysis' score and reference, else the consensus model's, else why none."""
+                   readers: dict[str, ReaderMasks], consensus_model: _ConsensusModel) -> SliceComparison:
+    """The reader on one slice: the analysis' score against the reader's reference, else the consensus model's
+    where that is the reference, else why none."""
     uid = slice_result.sop_instance_uid
     own = readers[reader_result.reader]
     map_ms = map_values_ms(source)
     spacing = geometry.pixel_spacing_mm
     drawn = own.mask(Structure.MYOCARDIUM, uid)
-    if drawn is None:  # the analysis found it in the same files; placed again, it must be there too
-        raise ReaderJobError(f"reader {reader_result.reader!r}'s contour on {uid} cannot be read again")
+    if drawn is None:  # the analysis measured it from these masks: it must be there
+        raise ReaderJobError(f"reader {reader_result.reader!r}'s contour on {uid} is not among the placed masks")
     myocardium = drawn.astype(bool)
     cavity = cavity_mask(own, uid, myocardium)
     notes = [*slice_result.notes, *reader_result.notes]
-    score, reference_readers, reference = reader_result.score, slice_result.reference_readers, None
+    score, reference_readers, reference = reader_result.score, reader_result.reference_readers, None
+    source_of_reference = reader_result.reference
     unscored: str | None = None
     if score is not None:
-        reference = _reference_myocardium(slice_result, readers, uid)
-    elif slice_result.reference is ReferenceSource.NONE:
+        reference = _reference_myocardium(reader_result, readers, uid)
+    elif source_of_reference is ReferenceSource.CONSENSUS_MODEL:
+        why = reader_result.reference_reason
         try:
             score, reference = _score_against_model(map_ms, myocardium, cavity, spacing, consensus_model.models())
-            reference_readers = ()
-            notes.append("scored against the consensus model's contour: no gold standard or expert consensus "
-                         "for this slice yet")
+            notes.append(f"scored against the {why}")
         except ModelUnavailableError as error:
-            unscored = "no gold standard or expert consensus yet, and the consensus model is not available"
+            unscored = f"the reference is the {why}, and the consensus model is not available"
             notes.append(f"not scored: {unscored} ({error})")
         except AnalysisError as error:
-            unscored = f"no gold standard or expert consensus yet, and the consensus model gave none: {error}"
+            unscored = f"the reference is the {why}, and the consensus model gave none: {error}"
             notes.append(f"not scored: {unscored}")
-    elif reader_result.reader != gold_standard:
+    elif source_of_reference is ReferenceSource.NONE:
+        unscored = reader_result.reference_reason or "no reference for this slice"
+    elif not (source_of_reference is ReferenceSource.GOLD_STANDARD and reader_result.reader in reference_readers):
         unscored = "; ".join(reader_result.notes) or "the contour could not be compared with the reference"
     return SliceComparison(
         slice=slice_result, reader=reader_result, score=score, reference_readers=reference_readers,
         map_source=source, map_ms=map_ms, pixel_spacing_mm=spacing, reader_myocardium=myocardium,
         reader_cavity=cavity, reference_myocardium=reference, unscored_reason=unscored, notes=tuple(notes),
+        peer_dice=peer_dice(myocardium, readers, reader_result.reader, uid),
     )
 
 
@@ -424,62 +467,59 @@ def _node_models(settings: Settings) -> ModelSet:
     return node_models(settings)
 
 
-def _reader_of(path: Path) -> str:
-    header = pydicom.dcmread(path, stop_before_pixels=True)
+def _reader_of(ds: Dataset) -> str:
     try:
-        return reader_name(header)
+        return reader_name(ds)
     except UnknownReaderError as error:
         raise ReaderJobError(str(error)) from error
 
 
-def _read_datasets(paths: Sequence[Path]) -> list[Dataset]:
-    datasets: list[Dataset] = []
+def _read_datasets(paths: Sequence[Path]) -> list[tuple[Path, Dataset]]:
+    """The readable files of ``paths`` with their datasets; the others are logged and left out."""
+    datasets: list[tuple[Path, Dataset]] = []
     for path in paths:
         try:
-            datasets.append(pydicom.dcmread(path))
+            datasets.append((path, pydicom.dcmread(path)))
         except (InvalidDicomError, OSError, ValueError, EOFError) as error:
             LOGGER.warning("%s cannot be read: %s", path, error)
     return datasets
 
 
-def _read_maps(paths: Sequence[Path], wanted: set[str]) -> dict[str, tuple[Dataset, ImageGeometry]]:
-    """Every readable single-frame map image (for placing contours); ``wanted`` must all be among them."""
-    maps: dict[str, tuple[Dataset, ImageGeometry]] = {}
-    for ds in _read_datasets(paths):
-        if int(ds.get("NumberOfFrames") or 1) != 1:
-            continue
-        try:
-            maps[str(ds.SOPInstanceUID)] = (ds, ImageGeometry.from_dataset(ds))
-        except (MyomapError, ValueError, AttributeError) as error:
-            LOGGER.warning("map %s has no usable geometry: %s", ds.get("SOPInstanceUID", "?"), error)
-    missing = wanted - set(maps)
-    if missing:
-        raise ReaderJobError(f"map images {sorted(missing)} were analysed but cannot be read again")
-    return maps
+def _read_labelled(objects: Sequence[ContourObject]) -> list[tuple[ContourObject, Dataset | None]]:
+    """The study's other contour objects, each read once, labelled with its reader (None: unreadable or unnamed)."""
+    read: list[tuple[ContourObject, Dataset | None]] = []
+    for item, (_, ds) in ((item, _read_one(item.path)) for item in objects):
+        read.append((replace(item, reader=reader_label(ds)) if ds is not None else item, ds))
+    return read
 
 
-def _merged_masks(datasets: Sequence[Dataset], geometries: Sequence[ImageGeometry]) -> dict[str, ReaderMasks]:
-    """Every reader's masks on the maps, placed and merged as the analysis places them."""
-    problems: list[Problem] = []
-    roles = (SeriesRole.RTSTRUCT if str(ds.get("SOPClassUID", "")) == RT_STRUCTURE_SET else SeriesRole.SEG
-             for ds in datasets)
-    readers = place_contours(zip(roles, datasets, strict=True), geometries, problems)
-    for problem in problems:  # the analysis has reported them already
-        LOGGER.debug("contour object %s not placed: %s", problem.where, problem.message)
-    return readers
+def _read_one(path: Path) -> tuple[Path, Dataset | None]:
+    found = _read_datasets([path])
+    return found[0] if found else (path, None)
 
 
-def _reference_myocardium(slice_result: SliceResult, readers: dict[str, ReaderMasks], uid: str) -> np.ndarray:
-    """The reference myocardium the analysis scored against: the gold standard's, or the experts' STAPLE."""
+def _map_image(analysis: StudyAnalysis, sop_instance_uid: str) -> Dataset:
+    """The single-frame map image a slice was analysed on (what the outputs reference and show)."""
+    source = analysis.map_images.get(sop_instance_uid)
+    if source is None or int(source.get("NumberOfFrames") or 1) != 1:
+        raise ReaderJobError(f"map image {sop_instance_uid} was analysed but is no single-frame image the outputs "
+                             "can reference")
+    return source
+
+
+def _reference_myocardium(reader_result: ReaderResult, readers: dict[str, ReaderMasks], uid: str) -> np.ndarray:
+    """The reference myocardium the analysis scored the reader against: the gold standard's, or the STAPLE of the
+    experts' or the team's."""
     masks = []
-    for name in slice_result.reference_readers:
+    for name in reader_result.reference_readers:
         mask = readers[name].mask(Structure.MYOCARDIUM, uid) if name in readers else None
         if mask is None:
-            raise ReaderJobError(f"reference reader {name!r}'s contour on {uid} cannot be read again")
-        masks.append(mask.astype(bool))
-    if slice_result.reference is ReferenceSource.GOLD_STANDARD:
-        return masks[0]
-    return consensus(masks, method="staple").mask
+            raise ReaderJobError(f"reference reader {name!r}'s contour on {uid} is not among the placed masks")
+        cavity = cavity_mask(readers[name], uid, mask)
+        masks.append((mask.astype(bool), cavity))
+    if reader_result.reference is ReferenceSource.GOLD_STANDARD:
+        return masks[0][0]
+    return reference_staple(masks)[0]
 
 
 def _score_against_model(map_ms: np.ndarray, myocardium: np.ndarray, cavity: np.ndarray,
@@ -502,6 +542,8 @@ def reference_label(score: ReaderScore, reference_readers: Sequence[str]) -> str
         return reference_readers[0]
     if score.reference == ReferenceSource.STAPLE.value:
         return "expert consensus"
+    if score.reference == ReferenceSource.TEAM_AVERAGE.value:
+        return "team average"
     if score.reference == CONSENSUS_MODEL_REFERENCE:
         return "consensus model"
     return score.reference
@@ -514,7 +556,7 @@ def references_in_words(comparison: ReaderComparison) -> str | None:
         if item.score is None:
             continue
         label = reference_label(item.score, item.reference_readers)
-        if item.score.reference == ReferenceSource.STAPLE.value:
+        if item.score.reference in (ReferenceSource.STAPLE.value, ReferenceSource.TEAM_AVERAGE.value):
             label = f"{label} of {', '.join(item.reference_readers)}"
         elif item.score.reference == ReferenceSource.GOLD_STANDARD.value:
             label = f"gold standard {label}"
@@ -534,7 +576,8 @@ def overlay_scores(score: ReaderScore, map_kind: MapKind) -> dict[str, float]:
     }
 
 
-def write_comparison(comparison: ReaderComparison, claimed: ClaimedReaderJob, storage_root: Path) -> ComparisonFiles:
+def write_comparison(comparison: ReaderComparison, claimed: ClaimedReaderJob, storage_root: Path, *,
+                     reserve_mb: float = 0.0) -> ComparisonFiles:
     """Write the overlay Secondary Captures (first) and the comparison SRs under ``<storage>/outputs/<study>/``.
 
     Each scored slice gets an SR and an overlay; a slice that could not be scored gets a Secondary Capture saying
@@ -545,7 +588,8 @@ def write_comparison(comparison: ReaderComparison, claimed: ClaimedReaderJob, st
     from reports.sr_reader_comparison import build_reader_comparison_report
 
     files = ComparisonFiles(sc=[], sr=[])
-    writer = OutputWriter(claimed.key, storage_root, claimed.study_instance_uid, claimed.series_number or 0)
+    writer = OutputWriter(claimed.key, storage_root, claimed.study_instance_uid, claimed.series_number or 0,
+                          reserve_mb=reserve_mb)
     for index, item in enumerate(comparison.slices):
         if item.score is not None and item.reference_myocardium is not None:
             reference = reference_label(item.score, item.reference_readers)
@@ -557,15 +601,18 @@ def write_comparison(comparison: ReaderComparison, claimed: ClaimedReaderJob, st
                                          item.map_ms)
         else:
             continue
+        yield_to_console()
         capture = build_secondary_capture(
             image, item.map_source, series_instance_uid=writer.series_uid(OutputSeries.READER_SECONDARY_CAPTURE),
             sop_instance_uid=writer.uid("reader-sc", index),
             series_number=writer.series_number(OutputSeries.READER_SECONDARY_CAPTURE),
-            instance_number=len(files.sc) + 1,
+            instance_number=len(files.sc) + 1, series_description=READER_SC_DESCRIPTION,
         )
         files.sc.append(writer.write(capture))
+        files.overlay_of_slice[index] = write_overlay_png(image.rgb, files.sc[-1], storage_root)
         if item.score is None:
             continue
+        yield_to_console()
         report = build_reader_comparison_report(
             item.map_source,
             reader=comparison.reader,
@@ -612,6 +659,7 @@ def summarise(comparison: ReaderComparison, *, source_revision: int) -> ReaderRe
             map_difference_ms=rounded(score.map_difference_ms, 1),
             wall_thickness_difference_mm=rounded(score.wall_thickness_difference_mm, 2),
             error_mode=score.error_mode,
+            **programme_figures(item.slice, item.reader, item.peer_dice),
         ))
     return ReaderResultSummary(
         reader=comparison.reader,
@@ -635,11 +683,17 @@ def _record_result(
     """Commit the result, its transfers, the job's and the series' new state in one transaction."""
     root = settings.storage_root
     summary = summarise(comparison, source_revision=claimed.series_revision)
-    by_output = {Output.SC: files.sc, Output.SR: files.sr}
+    for index, overlay in files.overlay_of_slice.items():
+        summary.slices[index].overlay = str(overlay.relative_to(root))
+    # The overlays are routed as reader_sc (readers' workstations, the archive), never as the console's sc; the
+    # result lists them with its other images.
+    by_output = {Output.READER_SC: files.sc, Output.SR: files.sr}
     summary.outputs = ResultOutputs.model_validate(
-        {output.value: [str(p.relative_to(root)) for p in paths] for output, paths in by_output.items()})
+        {"sc": [str(p.relative_to(root)) for p in files.sc], "sr": [str(p.relative_to(root)) for p in files.sr]})
     with session_scope(session_factory) as session:
         job, series = claimed_rows(session, claimed)
+        register_reader(session, comparison.reader, role=ReaderRole.EXPERT if is_expert(comparison.reader)
+                        else ReaderRole.TRAINEE)
         result = Result(
             job_id=job.id,
             kind=RESULT_KIND,

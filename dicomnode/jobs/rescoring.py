@@ -1,10 +1,9 @@
 """Scoring readers again when their study's reference changes: the gold standard or more experts arrive later.
 
-A reader-score job (:mod:`dicomnode.jobs.reader_job`) scores a reader against what its study holds when it runs: the
-configured gold-standard reader's contours, else the STAPLE consensus of the expert readers (labels starting with
-``expert``; at least two, the scored reader counted when it is an expert itself), else the consensus model's
-contour. Trainees often send their contours before the supervisor's gold standard or the experts' contours: they
-would stay scored against the weaker reference.
+A reader-score job (:mod:`dicomnode.jobs.reader_job`) scores a reader against what its study holds when it runs, as
+:func:`dicomnode.analysis.reference.decide_reference` chooses: a gold standard, the experts' or the team's STAPLE,
+the consensus model's contour. Trainees often send their contours before the supervisor's gold standard or the
+experts' contours: they would stay scored against the weaker reference.
 
 :func:`study_reference` says which reference a study offers a reader, from the study's stored contour objects:
 the source, the reference readers, and the objects (SOP Instance UID and content hash) of the reference readers
@@ -30,22 +29,19 @@ from pathlib import Path
 
 import pydicom
 from pydantic import ValidationError
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Instance, Job, JobState, Result, Series, SeriesRole
+from db.models import Instance, Job, JobState, Result, Series, SeriesRole, Study
 from db.session import session_scope
-from dicomnode.analysis.reference import (
-    CONSENSUS_MODEL_REFERENCE,
-    MIN_EXPERTS_FOR_CONSENSUS,
-    ReferenceSource,
-    is_expert,
-)
+from dicomnode.analysis.study import ReferenceRule
 from dicomnode.io.contours import reader_name
 from dicomnode.io.contours.errors import UnknownReaderError
 from dicomnode.jobs.claims import lock_study
 from dicomnode.jobs.creation import JobKind, JobSink, job_key
+from dicomnode.jobs.reference_inputs import reference_inputs
 from reports.result_summary import ReaderResultSummary, read_summary
 
 LOGGER = logging.getLogger(__name__)
@@ -71,7 +67,7 @@ class ContourObject:
 class StudyReference:
     """The reference a study offers one reader: its source, its readers, and the objects they are drawn from."""
 
-    source: str  # ReferenceSource.GOLD_STANDARD / STAPLE value, or CONSENSUS_MODEL_REFERENCE
+    source: str  # a dicomnode.analysis.reference.ReferenceSource value
     readers: tuple[str, ...]
     objects: tuple[tuple[str, str], ...]  # (SOP Instance UID, SHA-256) of the other reference readers' objects
 
@@ -83,38 +79,39 @@ class StudyReference:
         return hashlib.sha256(text.encode()).hexdigest()[:_DIGEST_HEX_CHARS]
 
 
-def study_reference(reader: str, others: Iterable[ContourObject], gold_standard: str | None) -> StudyReference:
+def study_reference(reader: str, others: Iterable[ContourObject], gold_standard: str | None = None, *,
+                    rule: ReferenceRule | None = None) -> StudyReference:
     """The reference the study offers ``reader``, given the study's other contour objects (labelled).
 
-    Mirrors :func:`dicomnode.analysis.study.analyze_paths` at study level: the gold standard when one is named (the gold
-    standard's own contours are the reference, not scored), else the STAPLE of the experts, the reader counted
-    when it is one, else the consensus model. Objects of ``reader`` itself are left out, as the job leaves them out.
+    The same rule as the analysis (:meth:`dicomnode.analysis.study.ReferenceRule.decide`), at study level: the
+    readers available are those with objects in the study, ``reader`` among them. ``rule`` carries the training
+    case's policy and the readers' roles; without it, the site's ``gold_standard`` and the naming convention.
+    Objects of ``reader`` itself are left out of the digest, as the job leaves them out.
     """
+    rule = rule if rule is not None else ReferenceRule(gold_standard=gold_standard)
     by_reader: dict[str, list[tuple[str, str]]] = {}
     for item in others:
         if item.reader is not None and item.reader != reader:
             by_reader.setdefault(item.reader, []).append((item.sop_instance_uid, item.sha256))
-    if gold_standard is not None:
-        if reader == gold_standard:
-            return StudyReference(ReferenceSource.GOLD_STANDARD.value, (reader,), ())
-        if gold_standard in by_reader:
-            return StudyReference(ReferenceSource.GOLD_STANDARD.value, (gold_standard,),
-                                  tuple(sorted(by_reader[gold_standard])))
-        return StudyReference(CONSENSUS_MODEL_REFERENCE, (), ())
-    experts = sorted(name for name in by_reader if is_expert(name))
-    if len(experts) + is_expert(reader) < MIN_EXPERTS_FOR_CONSENSUS:
-        return StudyReference(CONSENSUS_MODEL_REFERENCE, (), ())
-    readers = tuple(sorted([*experts, reader] if is_expert(reader) else experts))
-    objects = tuple(sorted(obj for name in experts for obj in by_reader[name]))
-    return StudyReference(ReferenceSource.STAPLE.value, readers, objects)
+    choice = rule.decide(reader, [*by_reader, reader])
+    objects = tuple(sorted(obj for name in choice.readers if name != reader for obj in by_reader.get(name, [])))
+    return StudyReference(choice.source.value, choice.readers, objects)
 
 
 def contour_reader(path: Path) -> str | None:
     """The reader label of a stored contour object; None when it names none or cannot be read."""
     try:
-        return reader_name(pydicom.dcmread(path, stop_before_pixels=True))
-    except (UnknownReaderError, InvalidDicomError, OSError, ValueError, EOFError):
+        return reader_label(pydicom.dcmread(path, stop_before_pixels=True))
+    except (InvalidDicomError, OSError, ValueError, EOFError):
         return None  # the analysis reports what is wrong with it
+
+
+def reader_label(ds: Dataset) -> str | None:
+    """The reader label of a contour object already read; None when it names none."""
+    try:
+        return reader_name(ds)
+    except UnknownReaderError:
+        return None
 
 
 def labelled(objects: Sequence[ContourObject]) -> tuple[ContourObject, ...]:
@@ -157,6 +154,8 @@ def requeue_rescoring(
     created: list[tuple[int, str]] = []
     with session_scope(session_factory) as session:
         lock_study(session, study_id)
+        study = session.get(Study, study_id)
+        rule = reference_inputs(session, study.study_instance_uid if study is not None else "").rule(gold_standard)
         contours = {series_id: labelled(items)
                     for series_id, items in study_contours(session, study_id, storage_root).items()}
         for series in session.scalars(select(Series).where(Series.id.in_(list(contours))).order_by(Series.id)):
@@ -168,7 +167,7 @@ def requeue_rescoring(
             if recorded is None:
                 continue
             others = [item for series_id, items in contours.items() if series_id != series.id for item in items]
-            reference = study_reference(reader, others, gold_standard)
+            reference = study_reference(reader, others, rule=rule)
             if reference.digest == recorded:
                 continue
             key = job_key(series.series_instance_uid, series.revision, JobKind.READER_SCORE,

@@ -12,8 +12,10 @@ Statuses answered to C-STORE (PS3.4 B.2.3, PS3.7 C):
 
 Associations are rejected (A-ASSOCIATE-RJ) when the calling AE title is not a configured peer and
 ``dicom.allow_any_calling_ae`` is false, or a peer with a ``host`` calls from another address (rejected-permanent,
-service-user, calling-AE-title-not-recognised), and when storage contexts are proposed while the disk is already
-below the watermark (rejected-transient, service-provider presentation, local-limit-exceeded).
+service-user, calling-AE-title-not-recognised), when storage contexts are proposed while the disk is already
+below the watermark, and when a caller that is no configured peer finds ``dicom.max_associations`` associations
+open (the ``reserved_peer_associations`` beyond them are kept for peers) (both rejected-transient,
+service-provider presentation, local-limit-exceeded).
 
 Logs carry UIDs, AE titles and hosts, never patient names or IDs.
 """
@@ -91,6 +93,18 @@ def handle_association_request(event: Event, settings: Settings) -> None:
         LOGGER.warning("association from %s at %s rejected: %s", calling_ae, calling_host, error)
         _reject(assoc, REJECT_UNKNOWN_CALLING_AE)
         return
+    if settings.peer(calling_ae) is None:
+        # The slots above max_associations are kept for configured peers (see scp.make_ae); a peer's association
+        # (the console's C-ECHO) takes none of the max_associations that unknown callers share.
+        unknown = sum(1 for other in assoc.ae.active_associations
+                      if other.is_acceptor and settings.peer(str(other.requestor.ae_title).strip()) is None)
+        if unknown > settings.dicom.max_associations:
+            LOGGER.warning(
+                "association from %s at %s rejected: %d associations of callers that are no configured peer open, "
+                "the rest are kept for configured peers", calling_ae, calling_host, unknown - 1,
+            )
+            _reject(assoc, REJECT_LOCAL_LIMIT_EXCEEDED)
+            return
     contexts = request.presentation_context_definition_list or []
     wants_storage = any(str(cx.abstract_syntax) != VERIFICATION for cx in contexts)
     if wants_storage:

@@ -4,6 +4,15 @@ A peer receives an output when its ``receives`` list names it. The AE that sent 
 the outputs listed in ``routing.return_outputs`` when ``routing.return_to_sender`` is set; its port comes from
 its ``[[peers]]`` entry (a C-STORE association does not tell the port the sender listens on) and its host from
 that entry or, when the entry has none, from the address the association came from.
+
+Output kinds: ``maps``, ``sr``, ``seg``, ``sc`` (the console's Secondary Captures of a map analysis) and
+``reader_sc`` (the overlay of a reader's contours scored against the reference: for the archive and readers'
+workstations, never for a scanner console unless a site lists it there) and ``pdf`` (a trainee's progress report as
+Encapsulated PDF, made after each scored attempt of a trainee).
+
+A console (:func:`is_console`) is where the radiographer waits for the map analysis: the AE that sent the series
+(return to sender), or a peer that receives ``sc`` but neither ``sr`` nor ``seg`` (an archive keeps the reports).
+Transfers of a map analysis to a console go before other work on the node's queue.
 """
 
 from __future__ import annotations
@@ -79,3 +88,14 @@ def destinations(
         else:
             add(sender)
     return found
+
+
+def is_console(settings: Settings, *, ae_title: str, calling_ae: str) -> bool:
+    """Whether ``ae_title`` is a console for a series sent by ``calling_ae``: that sender when results go back to it,
+    or a peer that receives the console's Secondary Captures (``sc``) but no report (``sr``, ``seg``)."""
+    ae_title = ae_title.strip()
+    if settings.routing.return_to_sender and calling_ae.strip() == ae_title:
+        return True
+    peer = settings.peer(ae_title)
+    return (peer is not None and Output.SC in peer.receives
+            and not {Output.SR, Output.SEG} & set(peer.receives))

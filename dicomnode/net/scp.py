@@ -6,8 +6,9 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from pynetdicom import AE, evt
 from pynetdicom.events import Event, EventHandlerType
@@ -15,6 +16,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
+from dicomnode.net.admission import AdmissionLimits, PendingConnections, wait_for_request, wait_for_tls_data
 from dicomnode.net.handlers import StoreContext, handle_association_request, handle_echo, handle_store
 from dicomnode.net.tls import certificate_subject, describe_error, server_context
 from dicomnode.sop_classes import (
@@ -24,6 +26,7 @@ from dicomnode.sop_classes import (
     VERIFICATION,
 )
 from dicomnode.store.assembly import Assembler
+from dicomnode.store.inflate import map_large_blocks
 
 LOGGER = logging.getLogger(__name__)
 
@@ -44,6 +47,20 @@ STANDARD_LOG_EVENTS = (evt.EVT_PDU_RECV, evt.EVT_PDU_SENT, evt.EVT_DIMSE_RECV, e
 PYNETDICOM_HANDLERS_MODULE = "pynetdicom._handlers"
 
 
+_Server = TypeVar("_Server", bound="GuardedAssociationServer")
+
+
+def admission_limits(settings: Settings) -> AdmissionLimits:
+    """The pending-connection limits of ``settings.dicom``; configured peers' hosts are known addresses."""
+    dicom = settings.dicom
+    return AdmissionLimits(
+        request_timeout_s=dicom.request_timeout_s,
+        max_pending=dicom.max_pending_connections,
+        max_pending_per_address=dicom.max_pending_per_address,
+        peer_hosts=frozenset(peer.host for peer in settings.peers if peer.host),
+    )
+
+
 def make_ae(settings: Settings) -> AE:
     """The application entity with the node's presentation contexts and timeouts.
 
@@ -53,7 +70,9 @@ def make_ae(settings: Settings) -> AE:
     """
     dicom = settings.dicom
     ae = AE(ae_title=dicom.ae_title)
-    ae.maximum_associations = dicom.max_associations
+    # pynetdicom's own limit includes the slots kept for configured peers; handle_association_request keeps
+    # callers that are no configured peer within max_associations.
+    ae.maximum_associations = dicom.max_associations + dicom.reserved_peer_associations
     ae.maximum_pdu_size = dicom.max_pdu_bytes
     ae.acse_timeout = dicom.acse_timeout_s
     ae.dimse_timeout = dicom.dimse_timeout_s
@@ -86,53 +105,106 @@ _CLIENT_CERTIFICATES = {
 }
 
 
-class TLSAssociationServer(ThreadedAssociationServer):
-    """A threaded association server whose TLS handshake runs in the connection's own thread.
+class GuardedAssociationServer(ThreadedAssociationServer):
+    """A threaded association server that hands a connection to pynetdicom only once its A-ASSOCIATE-RQ is in.
 
-    pynetdicom's server completes the handshake in its accepting thread without a time limit, so one caller
-    that connects and sends nothing (a port scanner, a stalled client) would hold up every later caller. Here
-    the accepting thread only accepts; each connection's thread has ``handshake_timeout_s`` for the handshake, a
-    failure closes that connection with a log line, and the server goes on.
+    Until then the connection waits in the shared :class:`~dicomnode.net.admission.PendingConnections` pool in its
+    own thread (not an association thread, so pynetdicom does not count it against the association slots), for
+    at most ``request_timeout_s``; see :mod:`dicomnode.net.admission`.
     """
 
-    handshake_timeout_s: float = 30.0
-    # Stopping does not wait for handshakes still under way: a connection whose handshake ends after the server
-    # closed is dropped.
+    pending: PendingConnections | None = None
+    # Several processes of the node listen on one port (SO_REUSEPORT): the kernel spreads connections over them.
+    reuse_port = False
+    # Stopping does not wait for connections still pending: one whose request arrives after the server closed is
+    # dropped.
     block_on_close = False
     daemon_threads = True
     _closed = False
+
+    def process_request_thread(  # type: ignore[override]
+        self, request: socket.socket, client_address: tuple[str, int]
+    ) -> None:
+        assert self.pending is not None
+        deadline = time.monotonic() + self.pending.limits.request_timeout_s
+        ticket = self.pending.admit(request, client_address[0])
+        try:
+            ready = self._await_request(request, client_address, deadline)
+        except OSError as error:  # the caller, or the pool making room, closed the connection meanwhile
+            LOGGER.debug("connection from %s:%d ended before its request: %s", *client_address[:2], error)
+            ready = None
+        finally:
+            self.pending.release(ticket)
+        if ready is None or self._closed:
+            (ready or request).close()
+            return
+        super().process_request_thread(ready, client_address)
+
+    def _await_request(
+        self, request: socket.socket, client_address: tuple[str, int], deadline: float
+    ) -> socket.socket | None:
+        if wait_for_request(request, deadline):
+            return request
+        if self.pending is not None:
+            self.pending.note_closed(client_address[0], "ended or timed out before its request")
+        return None
+
+    def server_bind(self) -> None:
+        if self.reuse_port and self.socket is not None:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+    def server_close(self) -> None:
+        self._closed = True
+        super().server_close()
+
+
+class TLSAssociationServer(GuardedAssociationServer):
+    """A guarded association server whose TLS handshake runs in the connection's own thread.
+
+    pynetdicom's server completes the handshake in its accepting thread without a time limit, so one caller
+    that connects and sends nothing (a port scanner, a stalled client) would hold up every later caller. Here
+    the accepting thread only accepts; each connection's thread has until the request deadline for the handshake
+    and the first record of its request, a failure closes that connection with a log line, and the server goes on.
+    """
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         assert self.socket is not None
         return self.socket.accept()
 
-    def process_request_thread(  # type: ignore[override]
-        self, request: socket.socket, client_address: tuple[str, int]
-    ) -> None:
+    def _await_request(
+        self, request: socket.socket, client_address: tuple[str, int], deadline: float
+    ) -> socket.socket | None:
         assert self.ssl_context is not None
         host, port = client_address[0], client_address[1]
         timeout_s = request.gettimeout()
         try:
-            request.settimeout(self.handshake_timeout_s)
+            request.settimeout(max(deadline - time.monotonic(), 0.001))
             tls_socket = self.ssl_context.wrap_socket(request, server_side=True)
             tls_socket.settimeout(timeout_s)
-        except OSError as error:  # ssl.SSLError, a timeout, or the caller closing the connection
+        except (TimeoutError, ConnectionError, ssl.SSLEOFError) as error:
+            # Idle, gone, or closed to make room: counted with the other connections that sent no request, so
+            # that a flood of them cannot flood the log.
+            LOGGER.debug("TLS handshake with %s:%d ended: %s", host, port, describe_error(error))
+            if self.pending is not None:
+                self.pending.note_closed(host, "ended or timed out in its TLS handshake")
+            request.close()
+            return None
+        except OSError as error:  # ssl.SSLError: a refused certificate, a protocol mismatch
             LOGGER.warning("TLS handshake with %s:%d failed: %s", host, port, describe_error(error))
             request.close()
-            return
-        if self._closed:
-            tls_socket.close()
-            return
+            return None
         LOGGER.debug(
             "TLS connection from %s:%d (%s, %s), client certificate %s",
             host, port, tls_socket.version(), (tls_socket.cipher() or ("?",))[0],
             certificate_subject(tls_socket.getpeercert()),
         )
-        super().process_request_thread(tls_socket, client_address)
-
-    def server_close(self) -> None:
-        self._closed = True
-        super().server_close()
+        if wait_for_tls_data(tls_socket, deadline):
+            return tls_socket
+        if self.pending is not None:
+            self.pending.note_closed(host, "ended or timed out before its request (TLS)")
+        tls_socket.close()
+        return None
 
 
 class StorageSCP:
@@ -149,15 +221,20 @@ class StorageSCP:
     settings : Settings
     session_factory : sessionmaker
     assembler : Assembler or None
+    reuse_port : bool
+        Listen with SO_REUSEPORT, beside the node's other SCP processes on the same ports.
     """
 
     def __init__(
-        self, settings: Settings, session_factory: sessionmaker[Session], assembler: Assembler | None
+        self, settings: Settings, session_factory: sessionmaker[Session], assembler: Assembler | None,
+        *, reuse_port: bool = False,
     ):
         self._settings = settings
+        self._reuse_port = reuse_port
         self._context = StoreContext(settings=settings, session_factory=session_factory, assembler=assembler)
         self._ae = make_ae(settings)
-        self._server: ThreadedAssociationServer | None = None
+        self._server: GuardedAssociationServer | None = None
+        self._pending = PendingConnections(admission_limits(settings))
         self._tls_server: TLSAssociationServer | None = None
         self.port: int | None = None
         self.tls_port: int | None = None
@@ -176,6 +253,7 @@ class StorageSCP:
         """
         if self._server is not None:
             return
+        map_large_blocks()  # keep the process within its inflation budget once associations end
         dicom = self._settings.dicom
         tls_context = server_context(self._settings) if dicom.tls_port else None
         handlers: list[EventHandlerType] = [
@@ -185,14 +263,15 @@ class StorageSCP:
             (evt.EVT_C_STORE, handle_store, [self._context]),
         ]
         address = (dicom.bind, dicom.port)
-        server = self._ae.start_server(address, block=False, evt_handlers=handlers)
-        assert server is not None  # start_server returns None only when it blocks (block=True)
+        server = self._start_server(address, None, handlers, GuardedAssociationServer)
         self._server = server
         self.port = int(server.server_address[1])
         LOGGER.info("Storage SCP %s listening on %s:%d", dicom.ae_title, address[0], self.port)
         if tls_context is not None:
             try:
-                self._tls_server = self._start_tls_server((dicom.bind, dicom.tls_port), tls_context, handlers)
+                self._tls_server = self._start_server(
+                    (dicom.bind, dicom.tls_port), tls_context, handlers, TLSAssociationServer
+                )
             except BaseException:
                 self.stop()
                 raise
@@ -202,20 +281,24 @@ class StorageSCP:
                 dicom.ae_title, dicom.bind, self.tls_port, _CLIENT_CERTIFICATES[tls_context.verify_mode],
             )
 
-    def _start_tls_server(
-        self, address: tuple[str, int], context: ssl.SSLContext, handlers: list[EventHandlerType]
-    ) -> TLSAssociationServer:
-        # As AE.start_server(block=False) does, with the server class that moves the handshake off the
-        # accepting thread. make_server builds the server_class it is given; its return type also allows
-        # its default class.
+    def _start_server(
+        self,
+        address: tuple[str, int],
+        context: ssl.SSLContext | None,
+        handlers: list[EventHandlerType],
+        server_class: type[_Server],
+    ) -> _Server:
+        # As AE.start_server(block=False) does, with a server class of the node's (pynetdicom's documented
+        # make_server(server_class=...) hook). make_server's return type also allows its default class.
+        if self._reuse_port:  # set before make_server binds the socket
+            server_class = cast(type[_Server], type(server_class.__name__, (server_class,), {"reuse_port": True}))
         server = cast(
-            TLSAssociationServer,
-            self._ae.make_server(
-                address, ssl_context=context, evt_handlers=handlers, server_class=TLSAssociationServer
-            ),
+            _Server,
+            self._ae.make_server(address, ssl_context=context, evt_handlers=handlers, server_class=server_class),
         )
-        server.handshake_timeout_s = self._settings.dicom.acse_timeout_s
-        thread = threading.Thread(target=server.serve_forever, name="TLSAcceptorServer", daemon=True)
+        server.pending = self._pending
+        name = "TLSAcceptorServer" if context is not None else "AcceptorServer"
+        thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
         thread.start()
         self._ae._servers.append(server)  # so that AE.shutdown() and server.shutdown() know it, as pynetdicom's own
         return server

@@ -3,7 +3,9 @@
 Every (file, destination) pair is a :class:`db.models.Transfer` row, planned once per result and kept until
 it is delivered or given up; the admin page lists them and can put a given-up transfer back in the queue. A
 peer configured with ``tls = true`` is sent to over DICOM TLS (:mod:`dicomnode.net.tls`); a failed handshake is a
-failed attempt like any other, its reason in the transfer's ``last_error``. A
+failed attempt like any other, its reason in the transfer's ``last_error``. Files waiting for one peer (same
+AE title, host and port, hence the same TLS settings) go in one association: a delivery takes along the peer's
+other due transfers (up to :data:`MAX_BATCH_FILES`), each keeping its own status, attempts and backoff. A
 failed attempt waits ``min(backoff_initial_s * 2 ** (attempts - 1), backoff_max_s)`` before the next one,
 and the transfer is given up after ``scu.max_attempts`` attempts. The database is never held open while the
 network is in use: a transfer is claimed (its next attempt moved past the time the send may take), sent, then
@@ -45,6 +47,8 @@ _WARNING_STATUS_MASK = 0xF000
 _WARNING_STATUS_GROUP = 0xB000
 _UNCOMPRESSED_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 _MAX_PRESENTATION_CONTEXTS = 128  # PS3.8 9.3.2.2: odd context IDs 1-255
+#: Most files one delivery sends in its association: the rest of a long queue for a peer follows in the next one.
+MAX_BATCH_FILES = 64
 
 
 @dataclass(frozen=True)
@@ -250,10 +254,11 @@ def send_files(
         An outcome for every path; network failures are outcomes, not exceptions.
     """
     outcomes: dict[Path, StoreOutcome] = {}
+    # Headers only until the association is up: the first file goes out without waiting for the others' pixels.
     datasets: dict[Path, FileDataset] = {}
     for path in map(Path, paths):
         try:
-            dataset = dcmread(path)
+            dataset = dcmread(path, stop_before_pixels=True)
         except (OSError, InvalidDicomError) as error:
             outcomes[path] = StoreOutcome(None, f"cannot read {path.name}: {error}")
             continue
@@ -301,10 +306,15 @@ def send_files(
         return outcomes
 
     try:
-        for message_id, (path, dataset) in enumerate(datasets.items(), start=1):
-            sop_instance_uid = dataset.SOPInstanceUID
+        for message_id, (path, header) in enumerate(datasets.items(), start=1):
+            sop_instance_uid = header.SOPInstanceUID
             if not association.is_established:
                 outcomes[path] = StoreOutcome(None, f"association with {destination} ended before this file")
+                continue
+            try:
+                dataset = dcmread(path)
+            except (OSError, InvalidDicomError) as error:  # changed or removed since its header was read
+                outcomes[path] = StoreOutcome(None, f"cannot read {path.name}: {error}")
                 continue
             try:
                 response = association.send_c_store(dataset, msg_id=message_id & 0xFFFF)
@@ -342,22 +352,52 @@ class _Claimed:
     destination: Destination
 
 
+def _batch_companions(session: Session, rows: Sequence[Transfer], *, now: datetime) -> list[Transfer]:
+    """The other due pending transfers to the peers of the pending ``rows``, oldest first, so that the delivery
+    fills its associations up to :data:`MAX_BATCH_FILES` files per peer."""
+    taken = {row.id for row in rows}
+    per_peer: dict[tuple[str, str, int], int] = {}
+    for row in rows:
+        if row.state is TransferState.PENDING:
+            key = (row.ae_title, row.host, row.port)
+            per_peer[key] = per_peer.get(key, 0) + 1
+    companions: list[Transfer] = []
+    for (ae_title, host, port), count in per_peer.items():
+        room = MAX_BATCH_FILES - count
+        if room <= 0:
+            continue
+        candidates = session.scalars(
+            select(Transfer)
+            .where(Transfer.state == TransferState.PENDING, Transfer.ae_title == ae_title, Transfer.host == host,
+                   Transfer.port == port, Transfer.next_attempt_at <= now, Transfer.id.not_in(taken))
+            .order_by(Transfer.id).limit(room)
+        ).all()
+        companions.extend(candidate for candidate in candidates if _utc(candidate.next_attempt_at) <= now)
+    return companions
+
+
 def _claim(
-    session: Session, transfer_ids: Sequence[int], *, now: datetime, only_if_due: bool, settings: Settings
+    session: Session, transfer_ids: Sequence[int], *, now: datetime, only_if_due: bool, settings: Settings,
+    batch: bool = True,
 ) -> tuple[dict[int, TransferState], list[_Claimed]]:
-    """Select the pending transfers among ``transfer_ids`` and move their next attempt past the time a send
-    may take, so that a scheduler looking for due transfers does not hand them out again meanwhile."""
+    """Select the pending transfers among ``transfer_ids`` (with ``batch``, also the other due transfers to their
+    peers) and move their next attempt past the time a send may take, so that a scheduler looking for due transfers
+    does not hand them out again meanwhile. The claimed transfers come in id order: planning order, so that a
+    result's console images go before its maps."""
     states: dict[int, TransferState] = {}
     claimed: list[_Claimed] = []
-    rows = session.scalars(select(Transfer).where(Transfer.id.in_(transfer_ids))).all()
+    requested = list(session.scalars(select(Transfer).where(Transfer.id.in_(transfer_ids))).all())
+    for transfer in requested:
+        states[transfer.id] = transfer.state
+    companions = _batch_companions(session, requested, now=now) if batch else []
+    rows = sorted([*requested, *companions], key=lambda transfer: transfer.id)
     lease = timedelta(
         seconds=settings.dicom.acse_timeout_s + settings.dicom.dimse_timeout_s * max(1, len(rows)) + 10.0
     )
     for transfer in rows:
-        states[transfer.id] = transfer.state
         if transfer.state is not TransferState.PENDING:
             continue
-        if only_if_due and _utc(transfer.next_attempt_at) > now:
+        if only_if_due and _utc(transfer.next_attempt_at) > now:  # companions are due already
             continue
         # Conditional on the state and time read above: a concurrent claimer updates no row and skips it.
         # An UPDATE's result is a CursorResult (it has rowcount); Session.execute types every result as Result.
@@ -375,6 +415,7 @@ def _claim(
             ),
         ).rowcount
         if taken:
+            states.setdefault(transfer.id, transfer.state)
             claimed.append(
                 _Claimed(
                     transfer_id=transfer.id,
@@ -452,6 +493,7 @@ def deliver_transfers(
     settings: Settings,
     session_factory: sessionmaker[Session],
     only_if_due: bool = True,
+    batch: bool = True,
 ) -> dict[int, TransferState]:
     """Try each pending transfer once, with one association per destination.
 
@@ -466,17 +508,20 @@ def deliver_transfers(
     only_if_due
         Skip transfers whose next attempt lies in the future (the usual case: a transfer handed out twice by a
         scheduler is then sent once); ``False`` tries every pending one now.
+    batch
+        Also send, in the same associations, the other due transfers to the same peers (up to
+        :data:`MAX_BATCH_FILES` files per association); their own queued deliveries then find them sent.
 
     Returns
     -------
     dict
         The state of every known transfer after the attempt (``SENT``, ``PENDING`` with a later next attempt,
-        or ``GIVEN_UP``). Network failures never raise.
+        or ``GIVEN_UP``), the ones taken along included. Network failures never raise.
     """
     now = _now()
     with session_scope(session_factory) as session:
         states, claimed = _claim(
-            session, list(transfer_ids), now=now, only_if_due=only_if_due, settings=settings
+            session, list(transfer_ids), now=now, only_if_due=only_if_due, settings=settings, batch=batch
         )
 
     by_destination: dict[Destination, list[_Claimed]] = {}

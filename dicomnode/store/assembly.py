@@ -25,7 +25,9 @@ state (DONE, FAILED, or STORED for nothing to analyse).
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -40,6 +42,13 @@ from dicomnode.store.storage import StoredInstance
 LOGGER = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.2
+#: While checks fail (a full disk, the database away) each wait doubles up to this, and a failure that goes on
+#: is logged again at most once per :data:`FAILURE_LOG_INTERVAL_S`, not at every poll.
+FAILING_POLL_MAX_S = 5.0
+FAILURE_LOG_INTERVAL_S = 60.0
+#: Past a study's pairing wait, when the check after a mapping series completed runs (clocks of the database and
+#: of this process differ by the time a commit takes).
+SETTLE_MARGIN_S = 0.01
 #: Roles handed on only when their study has settled (the raw images and maps that are analysed together).
 MAPPING_ROLES = frozenset({SeriesRole.RAW_IR, SeriesRole.T2_PREP, SeriesRole.T1_MAP, SeriesRole.T2_MAP})
 
@@ -59,10 +68,14 @@ class Assembler:
         Called with (series id, revision) once a series is COMPLETE; it should only enqueue work (it runs in the
         storing association's thread or the assembler's thread). Exceptions are logged; the series stays
         COMPLETE and is handed on again at the next start.
+    on_mapping_image : callable, optional
+        Called, in the storing association's thread, for each new image of a mapping series still receiving:
+        its analysis is on its way (the node holds background work back meanwhile).
     """
 
     def __init__(
-        self, session_factory: sessionmaker[Session], settings: Settings, on_complete: OnComplete
+        self, session_factory: sessionmaker[Session], settings: Settings, on_complete: OnComplete,
+        on_mapping_image: Callable[[], object] | None = None,
     ) -> None:
         self._session_factory = session_factory
         self._quiet = timedelta(seconds=settings.series.quiet_seconds)
@@ -70,19 +83,36 @@ class Assembler:
         # Mapping series (and revisions) this process handed on; a restart hands the COMPLETE ones on again.
         self._handed_on: set[tuple[int, int]] = set()
         self._on_complete = on_complete
+        self._on_mapping_image = on_mapping_image
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # A mapping series completed: check again when its study may have settled, not at the next poll.
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._next_check_at = math.inf  # time.monotonic() of the earliest such check
 
     def note_instance(self, stored: StoredInstance) -> None:
         """Complete the instance's series now if it holds its expected count; an identical re-send does nothing."""
         if not (stored.created or stored.changed):
             return
+        if stored.arrival is not None:  # the series as storing left it: no need to read it again
+            arrival = stored.arrival
+            mapping = arrival.role in MAPPING_ROLES
+            due = arrival.expected_instances is not None and arrival.n_instances >= arrival.expected_instances
+            if mapping and self._on_mapping_image is not None:
+                self._on_mapping_image()
+            if due:
+                self._complete(stored.series_id, arrival.revision, reason="protocol")
+            return
         with session_scope(self._session_factory) as session:
             series = repository.get_series(session, series_id=stored.series_id)
             if series is None or series.state != SeriesState.RECEIVING:
                 return
+            mapping = series.role in MAPPING_ROLES
             due = series.expected_instances is not None and series.n_instances >= series.expected_instances
             ready = (series.id, series.revision)
+        if mapping and self._on_mapping_image is not None:
+            self._on_mapping_image()
         if due:
             self._complete(*ready, reason="protocol")
 
@@ -110,6 +140,7 @@ class Assembler:
     def stop(self) -> None:
         """Stop the background thread (waits for the current check to finish)."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
@@ -131,13 +162,41 @@ class Assembler:
                 self._handed_on.add((series_id, revision))
                 self._hand_on(series_id, revision)
 
+    def _check_at(self, moment: float) -> None:
+        with self._lock:
+            self._next_check_at = min(self._next_check_at, moment)
+        self._wake.set()
+
     def _run(self) -> None:
+        failures = 0
+        logged_at = -math.inf
         while not self._stop.is_set():
+            with self._lock:
+                if self._next_check_at <= time.monotonic():
+                    self._next_check_at = math.inf
             try:
                 self.check_now()
-            except Exception:  # the database may be briefly unavailable; keep watching
-                LOGGER.exception("series assembly check failed")
-            self._stop.wait(POLL_INTERVAL_S)
+            except Exception as error:  # the database or the disk may be briefly unavailable; keep watching
+                failures += 1
+                now = time.monotonic()
+                if failures == 1:
+                    LOGGER.exception("series assembly check failed")
+                    logged_at = now
+                elif now - logged_at >= FAILURE_LOG_INTERVAL_S:
+                    LOGGER.error("series assembly check still failing (%d checks in a row): %s", failures, error)
+                    logged_at = now
+            else:
+                if failures:
+                    LOGGER.info("series assembly check recovered after %d failed checks", failures)
+                failures = 0
+            poll_at = time.monotonic() + min(POLL_INTERVAL_S * 2.0 ** failures, FAILING_POLL_MAX_S)
+            while not self._stop.is_set():
+                with self._lock:
+                    wait_s = min(poll_at, self._next_check_at) - time.monotonic()
+                if wait_s <= 0:
+                    break
+                self._wake.wait(wait_s)
+                self._wake.clear()
 
     def _complete(self, series_id: int, revision: int, *, reason: str) -> None:
         with session_scope(self._session_factory) as session:
@@ -149,6 +208,8 @@ class Assembler:
                         "; handed on when its study has settled" if waits else "")
             if not waits:
                 self._hand_on(series_id, revision)
+            else:
+                self._check_at(time.monotonic() + self._pairing.total_seconds() + SETTLE_MARGIN_S)
 
     def _hand_on(self, series_id: int, revision: int) -> None:
         try:

@@ -219,7 +219,12 @@ def _record_file(root: Path, stored_file: _StoredFile, settings: Settings, engin
     """Record one stored file (True: a new instance row; False: an existing row now points at it)."""
     file_bytes = (root / stored_file.relative).read_bytes()
     meta, dataset_bytes = split_part10(file_bytes)
-    inspected = inspect_instance(dataset_bytes, meta, max_image_pixels=settings.dicom.max_image_pixels)
+    inspected = inspect_instance(
+        dataset_bytes,
+        meta,
+        max_image_pixels=settings.dicom.max_image_pixels,
+        max_inflated_bytes=settings.dicom.max_inflated_mb * 1024 * 1024,
+    )
     study_uid, series_uid, _name = stored_file.relative.split("/")
     found = (inspected.study_instance_uid, inspected.series_instance_uid, inspected.sop_instance_uid)
     if found != (study_uid, series_uid, stored_file.sop_instance_uid):

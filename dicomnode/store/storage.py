@@ -33,10 +33,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
-from db import repository
+from db import refused, repository
 from db.models import SeriesRole
-from db.repository import InstanceFileColumns, InstanceRow, SeriesRow
-from dicomnode.errors import CannotUnderstandError, MyomapError, StorageFullError
+from db.repository import InstanceFileColumns, InstanceRow, SeriesArrival, SeriesRow
+from dicomnode.errors import CannotUnderstandError, ConflictingInstanceError, MyomapError, StorageFullError
 from dicomnode.io.classify import classify, expected_instances
 from dicomnode.store.durable import write_durably
 from dicomnode.store.validate import PREAMBLE, InspectedInstance, encode_file_meta, inspect_instance, split_part10
@@ -67,6 +67,9 @@ class StoredInstance:
         False for an identical re-send (nothing was written).
     changed : bool
         True when a re-send had changed content and a new version was kept.
+    arrival : SeriesArrival or None
+        The series as this instance's transaction left it (RECEIVING), so that assembly need not read it again;
+        None for an identical re-send.
     """
 
     instance_id: int
@@ -76,6 +79,7 @@ class StoredInstance:
     path: Path
     created: bool
     changed: bool
+    arrival: SeriesArrival | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,7 @@ class InstanceFacts:
     sop_class_uid: str
     transfer_syntax_uid: str
     instance_number: int | None
+    patient_id: str = ""  # compared with the stored study's on a re-send; never logged
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,7 @@ class RecordedIds:
     instance_id: int
     series_id: int
     study_id: int
+    arrival: SeriesArrival | None = None
 
 
 class StaleSeriesError(Exception):
@@ -228,6 +234,7 @@ def store_instance(
         max_image_pixels=settings.dicom.max_image_pixels,
         context_sop_class_uid=context_sop_class_uid,
         affected_sop_instance_uid=affected_sop_instance_uid,
+        max_inflated_bytes=settings.dicom.max_inflated_mb * BYTES_PER_MB,
     )
     facts = instance_facts(inspected)
     check_free_space(settings)
@@ -246,7 +253,14 @@ def store_instance(
             )
             try:
                 return _store_locked(
-                    facts, about_series, meta, dataset_bytes, digest, settings.storage_root, engine
+                    facts,
+                    about_series,
+                    meta,
+                    dataset_bytes,
+                    digest,
+                    settings.storage_root,
+                    engine,
+                    sender=(calling_ae.strip(), calling_host),
                 )
             except (IntegrityError, StaleSeriesError):
                 cache.drop(facts.series_instance_uid)
@@ -265,6 +279,7 @@ def instance_facts(inspected: InspectedInstance) -> InstanceFacts:
         sop_class_uid=inspected.sop_class_uid,
         transfer_syntax_uid=inspected.transfer_syntax_uid,
         instance_number=_int_or_none(inspected.header.get("InstanceNumber")),
+        patient_id=_patient_id(inspected.header),
     )
 
 
@@ -349,9 +364,12 @@ def _store_locked(
     digest: str,
     root: Path,
     engine: Engine,
+    sender: tuple[str, str] = ("", ""),
 ) -> StoredInstance:
     with engine.connect() as connection:
         existing = repository.find_instance_row(connection, sop_instance_uid=facts.sop_instance_uid)
+    if existing is not None and existing.sha256 != digest:
+        _refuse_if_moved(engine, facts, existing, sender)
     if existing is not None and existing.sha256 == digest:
         return StoredInstance(
             instance_id=existing.id,
@@ -388,6 +406,45 @@ def _store_locked(
         path=root / relative,
         created=existing is None,
         changed=existing is not None,
+        arrival=ids.arrival,
+    )
+
+
+def _refuse_if_moved(engine: Engine, facts: InstanceFacts, existing: InstanceRow, sender: tuple[str, str]) -> None:
+    """Refuse, and record, a re-send of a stored SOP Instance UID under another Patient ID or Study Instance UID.
+
+    Raises
+    ------
+    ConflictingInstanceError
+        The stored instance belongs to another study or patient (answered 0xA900; the stored one is kept).
+    """
+    with engine.connect() as connection:
+        stored = refused.study_identity(connection, study_id=existing.study_id)
+    if stored is None:
+        return
+    other_study = stored.study_instance_uid != facts.study_instance_uid
+    other_patient = stored.patient_id != facts.patient_id
+    if not (other_study or other_patient):
+        return
+    calling_ae, calling_host = sender
+    with engine.begin() as connection:
+        refused.record_refusal(
+            connection,
+            sop_instance_uid=facts.sop_instance_uid,
+            instance_id=existing.id,
+            stored_study_instance_uid=stored.study_instance_uid,
+            sent_study_instance_uid=facts.study_instance_uid,
+            patient_id_differs=other_patient,
+            calling_ae=calling_ae,
+            calling_host=calling_host,
+        )
+    what = " and ".join(
+        name for name, differs in (("Patient ID", other_patient), ("Study Instance UID", other_study)) if differs
+    )
+    # Names which identifiers differ, never their values: the Patient IDs are patient data.
+    raise ConflictingInstanceError(
+        f"UID already stored under another {what}; refused, the stored instance is kept "
+        f"(SOP Instance UID {facts.sop_instance_uid})"
     )
 
 
@@ -489,14 +546,14 @@ def _record(
                     expected_instances=about_series.expected_instances,
                 )
                 series = _learned(series, about_series)
-            counted = repository.count_arrival(
+            counted = repository.count_arrival_returning(
                 connection,
                 series_id=series.id,
                 series_instance_uid=facts.series_instance_uid,
                 study_id=series.study_id,
                 added=1 if existing is None else 0,
             )
-            if not counted:
+            if counted is None:
                 raise StaleSeriesError(f"series {facts.series_instance_uid} is not id {series.id}")
             if existing is None:
                 instance_id = repository.insert_instance_row(
@@ -512,7 +569,9 @@ def _record(
         cache.drop(facts.series_instance_uid)
         raise
     cache.put(facts.series_instance_uid, series)
-    return RecordedIds(instance_id=instance_id, series_id=series.id, study_id=series.study_id)
+    # A new version may move the instance between series and recount them after the arrival: assembly reads those.
+    return RecordedIds(instance_id=instance_id, series_id=series.id, study_id=series.study_id,
+                       arrival=counted if existing is None else None)
 
 
 def _find_or_create_series(connection: Connection, facts: InstanceFacts, about: SeriesFacts) -> SeriesRow:
@@ -585,6 +644,13 @@ def _learned(series: SeriesRow, about: SeriesFacts) -> SeriesRow:
 def _text(dataset: Dataset, keyword: str, max_length: int) -> str:
     value = dataset.get(keyword)
     return "" if value is None else str(value).strip("\0 ")[:max_length]
+
+
+def _patient_id(header: Dataset) -> str:
+    try:
+        return _text(header, "PatientID", 64)
+    except Exception as error:  # pydicom raises several types for values that break their VR
+        raise CannotUnderstandError(f"Patient ID cannot be decoded ({type(error).__name__})") from error
 
 
 def _int_or_none(value: object) -> int | None:

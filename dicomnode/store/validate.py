@@ -22,6 +22,7 @@ from pydicom.uid import UID
 
 from dicomnode.errors import CannotUnderstandError, DatasetMismatchError, MyomapError, OutOfResourcesError
 from dicomnode.sop_classes import ENCAPSULATED_PDF, FLOAT_PIXEL_SOP_CLASSES, IMAGE_SOP_CLASSES
+from dicomnode.store.inflate import BUDGET, DEFAULT_MAX_INFLATED_BYTES, inflate_bounded, limit_for
 
 LOGGER = logging.getLogger(__name__)
 
@@ -174,7 +175,9 @@ def split_part10(file_bytes: bytes) -> tuple[FileMetaDataset, bytes]:
         If the bytes are not a Part 10 file.
     """
     try:
-        file_meta = dcmread(BytesIO(file_bytes), stop_before_pixels=True, specific_tags=[]).file_meta
+        # Only the file meta group is handed to pydicom: with a Deflated syntax it would inflate the whole data set.
+        meta_bytes = file_bytes[: _file_meta_end(file_bytes)]
+        file_meta = dcmread(BytesIO(meta_bytes), stop_before_pixels=True, specific_tags=[]).file_meta
     except (InvalidDicomError, EOFError, OSError, ValueError) as error:
         raise CannotUnderstandError(f"not a DICOM Part 10 file: {error}") from error
     if file_bytes[128:132] != b"DICM" or "TransferSyntaxUID" not in file_meta:
@@ -186,6 +189,19 @@ def split_part10(file_bytes: bytes) -> tuple[FileMetaDataset, bytes]:
     declared = file_meta.get("FileMetaInformationGroupLength")
     start = 132 + 12 + int(declared) if declared is not None else 132 + meta_length
     return file_meta, file_bytes[start:]
+
+
+def _file_meta_end(file_bytes: bytes) -> int:
+    """Offset after the group 0002 elements that follow the preamble (explicit VR little endian, PS3.10 7.1)."""
+    position = 132
+    while len(file_bytes) - position >= 8 and _ELEMENT_HEADER.unpack_from(file_bytes, position)[0] == 0x0002:
+        if file_bytes[position + 4 : position + 6] in LONG_LENGTH_VRS:
+            if len(file_bytes) - position < 12:
+                break
+            position += 12 + _LENGTH_32.unpack_from(file_bytes, position + 8)[0]
+        else:
+            position += 8 + _LENGTH_16.unpack_from(file_bytes, position + 6)[0]
+    return min(position, len(file_bytes))
 
 
 def parse_instance(dataset_bytes: bytes, file_meta: FileMetaDataset) -> ParsedInstance:
@@ -230,13 +246,16 @@ def inspect_instance(
     max_image_pixels: int,
     context_sop_class_uid: str | None = None,
     affected_sop_instance_uid: str | None = None,
+    max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES,
 ) -> InspectedInstance:
     """Decode a received data set up to its pixel data and check it as :func:`validate_dataset` does.
 
     Little endian syntaxes are read only up to the pixel data; the pixel data's length is checked from its raw
     element header (and the fragments of encapsulated pixel data are walked to their delimiter), so the pixels are
     never decoded or copied. Values of binary VRs (US, UL, FL, ...) are checked arithmetically for a length that
-    fits the VR instead of being decoded. Deflated and big endian data sets are decoded whole.
+    fits the VR instead of being decoded. A Deflated data set is inflated in bounded chunks
+    (:func:`dicomnode.store.inflate.inflate_bounded`) and then read as Explicit VR Little Endian; big endian data
+    sets are decoded whole.
 
     Parameters
     ----------
@@ -247,6 +266,8 @@ def inspect_instance(
     max_image_pixels : int
     context_sop_class_uid, affected_sop_instance_uid : str, optional
         See :func:`validate_dataset`.
+    max_inflated_bytes : int
+        A Deflated data set inflating beyond this, or beyond what ``max_image_pixels`` can need, is refused.
 
     Returns
     -------
@@ -257,12 +278,20 @@ def inspect_instance(
     CannotUnderstandError
         Truncated or undecodable data set, a value that breaks its VR, a malformed UID.
     DatasetMismatchError, OutOfResourcesError
-        As :func:`validate_dataset`.
+        As :func:`validate_dataset`; also a Deflated data set that inflates beyond the limit (OutOfResources).
     """
     transfer_syntax = UID(str(file_meta.get("TransferSyntaxUID", "")))
     if not transfer_syntax.is_transfer_syntax:
         raise CannotUnderstandError(f"transfer syntax {transfer_syntax!r} is not known")
-    if transfer_syntax.is_deflated or not transfer_syntax.is_little_endian:
+    if transfer_syntax.is_deflated:
+        # The inflated bytes are only read here; the file keeps the data set as received (deflated). They count
+        # against the budget shared by all associations until the check is done.
+        with BUDGET.reservation(max_inflated_bytes) as reservation:
+            inflated = inflate_bounded(dataset_bytes, limit_for(max_image_pixels, max_inflated_bytes), reservation)
+            return _inspect_little_endian(
+                inflated, transfer_syntax, max_image_pixels, context_sop_class_uid, affected_sop_instance_uid
+            )
+    if not transfer_syntax.is_little_endian:
         dataset = parse_instance(dataset_bytes, file_meta).dataset
         validate_dataset(
             dataset,
@@ -272,6 +301,18 @@ def inspect_instance(
             affected_sop_instance_uid=affected_sop_instance_uid,
         )
         return _inspected(dataset, transfer_syntax)
+    return _inspect_little_endian(
+        dataset_bytes, transfer_syntax, max_image_pixels, context_sop_class_uid, affected_sop_instance_uid
+    )
+
+
+def _inspect_little_endian(
+    dataset_bytes: bytes,
+    transfer_syntax: UID,
+    max_image_pixels: int,
+    context_sop_class_uid: str | None,
+    affected_sop_instance_uid: str | None,
+) -> InspectedInstance:
     header, position = _read_header(dataset_bytes, transfer_syntax.is_implicit_VR)
     pixels = _scan_tail(dataset_bytes, position, transfer_syntax.is_implicit_VR)
     try:

@@ -19,6 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.responses import Response
 
 from config.settings import Settings
+from reports.web.csrf import csrf_field, csrf_token
+from reports.web.health import node_health
 
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 STATIC_DIR = Path(__file__).with_name("static")
@@ -42,12 +44,27 @@ def _format_da(value: str) -> str:
     return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) == 8 and value.isdigit() else value
 
 
+def _short_name(name: str, keep: int = 8) -> str:
+    # Output files are named by their SOP Instance UID (40-odd digits): its ends tell files apart, the whole name
+    # is in the cell's title and the download.
+    stem, dot, suffix = name.rpartition(".")
+    if not dot:
+        stem, suffix = name, ""
+    if len(stem) <= 2 * keep + 3:
+        return name
+    return f"{stem[:keep]}…{stem[-keep:]}" + (f".{suffix}" if suffix else "")
+
+
 def make_templates() -> Jinja2Templates:
     """The page templates with the node's filters (times in UTC, person names, DICOM dates)."""
     templates = Jinja2Templates(directory=TEMPLATES_DIR)
     templates.env.filters["utc"] = _format_time
     templates.env.filters["person_name"] = _format_person_name
     templates.env.filters["dicom_date"] = _format_da
+    templates.env.filters["short_name"] = _short_name
+    # Every form writes {{ csrf_field() }} (reports.web.csrf); csrf_token() for a script's header.
+    templates.env.globals["csrf_field"] = csrf_field
+    templates.env.globals["csrf_token"] = csrf_token
     return templates
 
 
@@ -86,7 +103,9 @@ TemplatesDep = Annotated[Jinja2Templates, Depends(get_templates)]
 def render(
     templates: Jinja2Templates, request: Request, name: str, context: dict[str, Any], status_code: int = 200
 ) -> Response:
-    """Render a page template."""
+    """Render a page template, with the node's health for the header (``health``, None on the login page)."""
+    if "health" not in context and name != "login.html":
+        context = {**context, "health": node_health(request.app.state.settings, request.app.state.session_factory)}
     return templates.TemplateResponse(request, name, context, status_code=status_code)
 
 

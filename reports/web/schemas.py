@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import PurePosixPath
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
@@ -10,6 +11,7 @@ from sqlalchemy import inspect
 
 from db.models import Base, JobState, Result, Series, SeriesRole, SeriesState, Study, Transfer, TransferState
 from reports.result_summary import AnalysisFigures, ResultOutputs
+from reports.web.verdicts import StudyVerdicts, Verdict, VerdictKind, study_verdicts
 
 
 def _as_utc(moment: datetime) -> datetime:
@@ -24,6 +26,18 @@ class _FromRow(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+class VerdictPublic(BaseModel):
+    """What a series or study needs (:mod:`reports.web.verdicts`): its kind, a short label and the detail."""
+
+    kind: VerdictKind
+    label: str
+    detail: str
+
+    @classmethod
+    def of(cls, verdict: Verdict) -> VerdictPublic:
+        return cls(kind=verdict.kind, label=verdict.label, detail=verdict.detail)
+
+
 class SeriesSummary(_FromRow):
     series_instance_uid: str
     series_number: int | None
@@ -34,9 +48,11 @@ class SeriesSummary(_FromRow):
     n_instances: int
     expected_instances: int | None
     last_received_at: UtcDatetime
+    verdict: VerdictPublic | None = None  # None where the series' jobs were not read
 
 
 class StudySummary(_FromRow):
+    id: int  # the keyset of the studies list: GET /api/studies?before=<id> gives the next page
     study_instance_uid: str
     patient_name: str
     patient_id: str
@@ -45,6 +61,7 @@ class StudySummary(_FromRow):
     accession_number: str
     n_series: int
     created_at: UtcDatetime
+    verdict: VerdictPublic | None = None  # None where the series' jobs were not read
 
 
 class StudyDetail(StudySummary):
@@ -70,6 +87,8 @@ class TransferListed(TransferPublic):
 
     result_kind: str
     source_series_instance_uid: str
+    object_kind: str  # what the file is: sr, seg, sc, maps, reader_sc, ... (the result's output list naming it)
+    file_name: str
 
 
 class ResultPublic(_FromRow):
@@ -138,7 +157,7 @@ class SeriesDetail(SeriesSummary):
 
 
 class Health(BaseModel):
-    status: str  # "ok", or "failing" with the reasons in ``problems``
+    status: str  # "ok"; "degraded" (works, needs a look) or "failing" (cannot take work), reasons in ``problems``
     problems: list[str]
     database_reachable: bool
     storage_free_mb: float | None
@@ -148,22 +167,27 @@ class Health(BaseModel):
     transfers_given_up: int | None
 
 
-def series_summary(series: Series) -> SeriesSummary:
-    return SeriesSummary.model_validate(series)
+def series_summary(series: Series, verdict: Verdict | None = None) -> SeriesSummary:
+    return SeriesSummary.model_validate(
+        {**_columns(series), "verdict": None if verdict is None else VerdictPublic.of(verdict)})
 
 
-def study_summary(study: Study) -> StudySummary:
+def study_summary(study: Study, verdicts: StudyVerdicts | None = None) -> StudySummary:
+    """A study's row; ``verdicts`` computed when not given (its series, jobs and results are then read)."""
+    verdicts = verdicts or study_verdicts(study)
     return StudySummary.model_validate(
-        {**_columns(study), "n_series": len(study.series)},
+        {**_columns(study), "n_series": len(study.series), "verdict": VerdictPublic.of(verdicts.study)},
     )
 
 
 def study_detail(study: Study) -> StudyDetail:
+    verdicts = study_verdicts(study)
     return StudyDetail.model_validate(
         {
             **_columns(study),
             "n_series": len(study.series),
-            "series": [series_summary(s) for s in study.series],
+            "verdict": VerdictPublic.of(verdicts.study),
+            "series": [series_summary(s, verdicts.series[s.series_instance_uid]) for s in study.series],
         }
     )
 
@@ -178,13 +202,14 @@ def result_public(result: Result) -> ResultPublic:
     )
 
 
-def series_detail(series: Series) -> SeriesDetail:
+def series_detail(series: Series, verdict: Verdict | None = None) -> SeriesDetail:
     jobs = [
         JobPublic.model_validate({**_columns(job), "results": [result_public(r) for r in job.results]})
         for job in sorted(series.jobs, key=lambda job: job.id)
     ]
     return SeriesDetail.model_validate(
-        {**_columns(series), "study_instance_uid": series.study.study_instance_uid, "jobs": jobs}
+        {**_columns(series), "study_instance_uid": series.study.study_instance_uid, "jobs": jobs,
+         "verdict": None if verdict is None else VerdictPublic.of(verdict)}
     )
 
 
@@ -194,8 +219,27 @@ def transfer_listed(transfer: Transfer) -> TransferListed:
             **_columns(transfer),
             "result_kind": transfer.result.kind,
             "source_series_instance_uid": transfer.result.job.series.series_instance_uid,
+            "object_kind": object_kind(transfer.result, transfer.path),
+            "file_name": PurePosixPath(transfer.path).name,
         }
     )
+
+
+#: The result kind whose Secondary Captures are routed as ``reader_sc`` (overlays of a reader's contours), though
+#: its summary lists them as ``sc`` like a map analysis' console images.
+READER_RESULT_KIND = "reader_score"
+
+
+def object_kind(result: Result, path: str) -> str:
+    """What the file ``path`` of ``result`` is: the name of the output list that names it in the result's summary
+    (``maps``, ``sr``, ``seg``, ``sc``, or any list a newer node writes, e.g. ``pdf``); ``reader_sc`` for a reader
+    score's images; "other" when no list names it."""
+    outputs = (result.summary or {}).get("outputs")
+    if isinstance(outputs, dict):
+        for name, paths in outputs.items():
+            if isinstance(paths, list) and path in paths:
+                return "reader_sc" if name == "sc" and result.kind == READER_RESULT_KIND else str(name)
+    return "other"
 
 
 def _columns(row: Base) -> dict[str, Any]:

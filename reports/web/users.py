@@ -7,17 +7,19 @@ writes that password to a file only the node's user can read.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
-from db.models import WebUser
+from db.models import WebSession, WebUser
 from reports.web.passwords import hash_password, verify_password
 from reports.web.private_file import write_private_file
 
@@ -96,6 +98,7 @@ def set_password(session: Session, username: str, password: str) -> None:
     if user is None:
         raise UnknownUserError(f"no user {username}")
     user.password_hash = hash_password(password)
+    end_user_sessions(session, user_id=user.id)
 
 
 def remove_user(session: Session, username: str) -> None:
@@ -108,6 +111,7 @@ def remove_user(session: Session, username: str) -> None:
     user = find_user(session, username)
     if user is None:
         raise UnknownUserError(f"no user {username}")
+    end_user_sessions(session, user_id=user.id)
     session.delete(user)
 
 
@@ -126,6 +130,56 @@ def authenticate(session: Session, username: str, password: str) -> WebUser | No
     user = find_user(session, username) if username else None
     matches = verify_password(password, user.password_hash if user is not None else _unknown_user_hash())
     return user if user is not None and matches else None
+
+
+#: Random bytes of a session token (the cookie holds them in URL-safe base64; the table only their SHA-256).
+SESSION_TOKEN_BYTES = 32
+
+
+def _token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def start_session(session: Session, user: WebUser, *, lifetime_s: float, now: datetime | None = None) -> str:
+    """A new session of ``user`` (the caller commits): the token for the browser's cookie. Sessions that have
+    expired, of anyone, are removed on the way."""
+    now = now or datetime.now(UTC)
+    session.execute(delete(WebSession).where(WebSession.expires_at <= now))
+    token = secrets.token_urlsafe(SESSION_TOKEN_BYTES)
+    session.add(WebSession(token_sha256=_token_digest(token), user_id=user.id, created_at=now,
+                           expires_at=now + timedelta(seconds=lifetime_s)))
+    session.flush()
+    return token
+
+
+def session_user(session: Session, token: str, *, now: datetime | None = None) -> WebUser | None:
+    """The user of a live session token, else None (unknown, ended or expired)."""
+    if not token or len(token) > 128:
+        return None
+    now = now or datetime.now(UTC)
+    row = session.execute(
+        select(WebUser, WebSession.expires_at)
+        .join(WebSession, WebSession.user_id == WebUser.id)
+        .where(WebSession.token_sha256 == _token_digest(token))
+    ).one_or_none()
+    if row is None:
+        return None
+    user, expires_at = row
+    expires_at = expires_at.replace(tzinfo=UTC) if expires_at.tzinfo is None else expires_at  # SQLite: naive UTC
+    return user if expires_at > now else None
+
+
+def end_session(session: Session, token: str) -> str | None:
+    """End one session (the caller commits): the name of its user, or None when it was not live."""
+    user = session_user(session, token, now=datetime.min.replace(tzinfo=UTC))
+    session.execute(delete(WebSession).where(WebSession.token_sha256 == _token_digest(token)))
+    return user.username if user is not None else None
+
+
+def end_user_sessions(session: Session, *, user_id: int) -> int:
+    """End every session of a user (the caller commits); how many there were."""
+    result = session.execute(delete(WebSession).where(WebSession.user_id == user_id))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def initial_password_path(settings: Settings) -> Path:

@@ -86,8 +86,9 @@ class _RecordRequests:
 
 
 class _LoggedInBrowser:
-    """ASGI middleware: adds ``Cookie: <cookie()>`` to each HTTP request without a Cookie header while
-    ``cookie()`` returns one, as the browser's own cookie store would after a login."""
+    """ASGI middleware: adds ``<cookie()>`` to each HTTP request's cookies (that have no cookie of that name) while
+    ``cookie()`` returns one, as the browser's own cookie store would after a login; the browser's other cookies
+    (the form token's) stay."""
 
     def __init__(self, app: Asgi, cookie: Callable[[], str | None]) -> None:
         self.app = app
@@ -95,8 +96,13 @@ class _LoggedInBrowser:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         value = self.cookie()
-        if scope["type"] == "http" and value and not any(name == b"cookie" for name, _ in scope["headers"]):
-            scope = {**scope, "headers": [*scope["headers"], (b"cookie", value.encode("latin-1"))]}
+        if scope["type"] == "http" and value:
+            name = value.split("=", 1)[0].encode("latin-1")
+            own = [header for key, header in scope["headers"] if key == b"cookie"]
+            if not any(name + b"=" in header for header in own):
+                merged = b"; ".join([*own, value.encode("latin-1")])
+                headers = [(key, header) for key, header in scope["headers"] if key != b"cookie"]
+                scope = {**scope, "headers": [*headers, (b"cookie", merged)]}
         await self.app(scope, receive, send)
 
 

@@ -285,11 +285,17 @@ class Console:
         return sorted(p for p in self.folder.iterdir() if p.is_file() and p.suffix == ".dcm")
 
     def files_of(self, *sop_class_uids: str) -> list[Path]:
-        """The received files of these SOP classes (maps, Secondary Captures, ...)."""
-        return [
-            path for path in self.files()
-            if str(pydicom.dcmread(path, stop_before_pixels=True).SOPClassUID) in sop_class_uids
-        ]
+        """The received files of these SOP classes (maps, Secondary Captures, ...); a file storescp is still writing
+        (no header yet) is left out until it is complete."""
+        found = []
+        for path in self.files():
+            try:
+                header = pydicom.dcmread(path, stop_before_pixels=True)
+            except (pydicom.errors.InvalidDicomError, EOFError):
+                continue
+            if str(header.SOPClassUID) in sop_class_uids:
+                found.append(path)
+        return found
 
 
 _SENDING = re.compile(r"Sending file: (.+)$")

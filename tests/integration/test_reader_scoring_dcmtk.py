@@ -69,8 +69,9 @@ def phantom(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], list[
 
 @pytest.fixture
 def node(tmp_path: Path, console: Console) -> Iterator[NodeProcess]:
-    # The console is a configured peer that takes the reader comparisons (SR) and the overlays (SC).
-    yield from serve(tmp_path / "node", console.port, quiet_seconds=1.0, console_receives=["sr", "sc"])
+    # The storescp plays a readers' workstation: a configured peer that takes the reader comparisons (SR) and the
+    # overlays (reader_sc).
+    yield from serve(tmp_path / "node", console.port, quiet_seconds=1.0, console_receives=["sr", "reader_sc"])
 
 
 def send(port: int, files: list[Path]) -> dict[Path, str]:

@@ -20,6 +20,7 @@ from PIL import Image
 
 from reports.web import create_app
 from reports.web.auth import SESSION_COOKIE
+from reports.web.csrf import CSRF_FIELD
 from tests.integration.browser import WINDOW_SIZE, AppServer, Chromium, chromium_available
 from tests.unit.reports.test_web_results import (
     MARKER_RGB,
@@ -98,8 +99,11 @@ class _Form(HTMLParser):
 def _log_in(server: AppServer) -> str:
     """A real login through the form's POST; the ``Cookie`` header value a browser would send afterwards."""
     username, password = WEB_USER
-    response = httpx.post(server.url("/login"), data={"username": username, "password": password, "next": "/"},
-                          follow_redirects=False, timeout=10)
+    with httpx.Client(timeout=10) as client:  # keeps the form page's token cookie, as a browser does
+        form = client.get(server.url("/login"))
+        token = form.text.split(f'name="{CSRF_FIELD}" value="')[1].split('"')[0]
+        response = client.post(server.url("/login"), follow_redirects=False, data={
+            "username": username, "password": password, "next": "/", CSRF_FIELD: token})
     assert response.status_code == 303 and response.headers["location"] == "/", response.text
     return f"{SESSION_COOKIE}={response.cookies[SESSION_COOKIE]}"
 
@@ -112,7 +116,7 @@ def test_login_page_renders_and_guards_the_pages(server: AppServer, tmp_path: Pa
     form = _Form()
     form.feed(dom)
     assert [f.get("action") for f in form.forms] == ["/login"] and form.forms[0].get("method") == "post"
-    assert form.inputs == {"next": "hidden", "username": None, "password": "password"}
+    assert form.inputs == {CSRF_FIELD: "hidden", "next": "hidden", "username": None, "password": "password"}
     assert 'value="/"' in dom and "Doe, Jane" not in dom and "Log out" not in dom
     assert ("GET", "/", 303) in {(r.method, r.path, r.status) for r in server.requests}
 

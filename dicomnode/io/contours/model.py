@@ -235,8 +235,9 @@ LABEL_STRUCTURES: dict[str, Structure] = {
     **dict.fromkeys(("epicardium", "lv epicardium", "epi", "lv epi"), Structure.EPICARDIUM),
 }
 CODE_STRUCTURES: dict[tuple[str, str], Structure] = {
-    ("SCT", "74281007"): Structure.MYOCARDIUM,  # Myocardium
-    ("SRT", "T-32000"): Structure.MYOCARDIUM,  # Myocardium, legacy SNOMED RT
+    ("SCT", "74281007"): Structure.MYOCARDIUM,  # Myocardium structure
+    ("SCT", "49848007"): Structure.MYOCARDIUM,  # Left Ventricle Myocardium (PS3.16 CID 12305; the node's own SEG)
+    ("SRT", "T-32620"): Structure.MYOCARDIUM,  # Left Ventricle Myocardium, legacy SNOMED RT (T-32000 is the heart)
     ("SCT", "87878005"): Structure.CAVITY,  # Left ventricle
     ("SRT", "T-32600"): Structure.CAVITY,  # Left ventricle, legacy SNOMED RT
 }

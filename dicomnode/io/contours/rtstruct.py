@@ -37,11 +37,24 @@ def _plane_match(points_mm: np.ndarray, geometries: Sequence[ImageGeometry],
     return best
 
 
-def _contour_points_mm(contour: Dataset) -> np.ndarray:
-    values = np.asarray([float(v) for v in contour.get("ContourData", [])], dtype=np.float64)
-    if values.size == 0 or values.size % 3:
-        raise ContourFormatError(f"ContourData holds {values.size} values; expected a non-empty multiple of 3")
+def _contour_points_mm(contour: Dataset, where: str) -> np.ndarray:
+    """The contour's (n, 3) points in mm; ``where`` names the contour in the error."""
+    raw = contour.get("ContourData")  # an empty element reads as None
+    try:
+        values = np.asarray([float(v) for v in (raw if raw is not None else [])], dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ContourFormatError(f"{where}: ContourData is not a list of numbers ({error})") from error
+    if values.size == 0 or values.size % 3 or not np.isfinite(values).all():
+        raise ContourFormatError(f"{where}: ContourData holds {values.size} values; expected a non-empty "
+                                 "multiple of 3, all finite")
     return values.reshape(-1, 3)
+
+
+def _roi_number(item: Dataset, keyword: str) -> int:
+    try:
+        return int(item[keyword].value)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ContourFormatError(f"{keyword} is missing or not a number: {item.get(keyword)!r}") from error
 
 
 def read_rtstruct_contours(
@@ -85,7 +98,7 @@ def read_rtstruct_contours(
     frames_of_reference = [str(item.FrameOfReferenceUID) for item in ds.get("ReferencedFrameOfReferenceSequence", [])
                            if "FrameOfReferenceUID" in item]
     default_frame_of_reference = frames_of_reference[0] if frames_of_reference else None
-    rois = {int(item.ROINumber): item for item in ds.get("StructureSetROISequence", [])}
+    rois = {_roi_number(item, "ROINumber"): item for item in ds.get("StructureSetROISequence") or []}
     by_uid = {geometry.sop_instance_uid: geometry for geometry in geometries}
 
     contours: dict[str, dict[str, list[np.ndarray]]] = {}
@@ -93,18 +106,19 @@ def read_rtstruct_contours(
     unplaced: list[str] = []
     skipped = 0
     frame_of_reference = default_frame_of_reference
-    for roi_contour in ds.get("ROIContourSequence", []):
-        roi = rois.get(int(roi_contour.ReferencedROINumber))
+    for roi_contour in ds.get("ROIContourSequence") or []:
+        number = _roi_number(roi_contour, "ReferencedROINumber")
+        roi = rois.get(number)
         if roi is None:
-            raise ContourFormatError(f"ROIContourSequence references ROI {roi_contour.ReferencedROINumber}; "
-                                     f"expected one of {sorted(rois)}")
-        label = structure_label(str(roi.get("ROIName", f"ROI {roi.ROINumber}")))
+            raise ContourFormatError(f"ROIContourSequence references ROI {number}; expected one of {sorted(rois)}")
+        roi_name = str(roi.get("ROIName") or f"ROI {number}")
+        label = structure_label(roi_name)
         frame_of_reference = str(roi.get("ReferencedFrameOfReferenceUID", "") or default_frame_of_reference or "")
-        for contour in roi_contour.get("ContourSequence", []):
+        for index, contour in enumerate(roi_contour.get("ContourSequence") or [], start=1):
             if str(contour.get("ContourGeometricType", "")).upper() != "CLOSED_PLANAR":
                 skipped += 1
                 continue
-            points_mm = _contour_points_mm(contour)
+            points_mm = _contour_points_mm(contour, f"ROI {roi_name!r}, contour {index}")
             references = [str(item.ReferencedSOPInstanceUID) for item in contour.get("ContourImageSequence", [])]
             geometry = next((by_uid[uid] for uid in references if uid in by_uid), None)
             if geometry is None and match_by_plane:

@@ -12,6 +12,7 @@ from db import repository
 from db.migrate import upgrade
 from db.models import Base, SeriesRole, SeriesState, utcnow
 from db.session import make_engine, make_session_factory, session_scope
+from tests.unit.db.programme_migration_checks import check_existing_users_become_admins_and_downgrade
 
 
 def _factory(tmp_path: Path):  # noqa: ANN202
@@ -69,3 +70,7 @@ def test_series_lifecycle_queries(tmp_path: Path) -> None:
         repository.set_series_state(session, series_id=series_id, state=SeriesState.DONE)
     with session_scope(factory) as session:
         assert [s.id for s in repository.series_in_states(session, states=[SeriesState.DONE])] == [series_id]
+
+
+def test_training_programme_migration_on_sqlite(tmp_path: Path) -> None:
+    check_existing_users_become_admins_and_downgrade(f"sqlite:///{tmp_path / 'node.db'}")

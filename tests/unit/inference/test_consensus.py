@@ -162,24 +162,12 @@ def test_average_rejects_empty_masks_and_bad_spacing():
         average_contour_mask([mask], (0.0, 1.4))
 
 
-def test_gold_standard_takes_precedence_when_preferred():
+def test_staple_and_average_consensus_of_the_readers():
     truth, readers = symmetric_readers()
-    gold = square(truth.shape, 5, 5, 12)  # deliberately unlike the readers
-    result = consensus(readers, method="staple", gold_standard=gold)
-    assert result.reference is ReferenceKind.GOLD_STANDARD
-    np.testing.assert_array_equal(result.mask, gold)
-    assert result.n_readers == 0 and result.staple is None
-    # Without readers the gold standard still serves.
-    assert consensus([], gold_standard=gold).reference is ReferenceKind.GOLD_STANDARD
-
-
-def test_readers_consensus_when_gold_standard_is_absent_or_not_preferred():
-    truth, readers = symmetric_readers()
-    gold = square(truth.shape, 5, 5, 12)
-    not_preferred = consensus(readers, method=ConsensusMethod.STAPLE, gold_standard=gold, prefer_gold_standard=False)
-    assert not_preferred.reference is ReferenceKind.STAPLE
-    np.testing.assert_array_equal(not_preferred.mask, truth)
-    assert not_preferred.n_readers == 3 and not_preferred.staple is not None
+    result = consensus(readers, method=ConsensusMethod.STAPLE)
+    assert result.reference is ReferenceKind.STAPLE
+    np.testing.assert_array_equal(result.mask, truth)
+    assert result.n_readers == 3 and result.staple is not None
     average = consensus(readers, method="average", pixel_spacing_mm=(1.3, 1.3))
     assert average.reference is ReferenceKind.AVERAGE
     assert dice(average.mask, truth) > 0.9
@@ -193,5 +181,5 @@ def test_consensus_rejects_bad_requests():
         consensus(readers, method="average")
     with pytest.raises(ConsensusError, match="no readers"):
         consensus([], method="staple")
-    with pytest.raises(ShapeMismatchError, match="gold standard"):
-        consensus(readers, gold_standard=truth[:30])
+    with pytest.raises(ShapeMismatchError):
+        consensus([readers[0], truth[:30]])

@@ -179,7 +179,9 @@ def test_the_session_runs_on_the_cpu_provider(model) -> None:
 def test_the_card_reports_held_out_metrics_by_group(model) -> None:
     raw = model.card.raw
     assert raw["training"]["phantom_version"] == PHANTOM_VERSION
-    assert raw["training"]["train"]["seed"] >= 100000
+    # Phantom v1 and v2 training sets, made from training seeds (100000, 120000) that no test uses.
+    assert {item["anatomy"] for item in raw["training"]["train"]} == {"v1", "v2"}
+    assert "seed 100000" in raw["training"]["data_sets"] and "seed 120000" in raw["training"]["data_sets"]
     metrics = raw["metrics"]
     assert metrics["held_out"]["seed"] == VALIDATION_SEED and metrics["held_out"]["studies"] == 40
     assert metrics["overall"]["cases"] == 360

@@ -114,7 +114,9 @@ def test_a_long_axis_view_is_not_analysed(models: ModelSet) -> None:
     map_ms[inner | (outer & (rows < 70) & (np.abs(columns - 96) < 22))] = 1600.0
     map_ms[rows < 55] = 0.0
     map_ms = map_ms + (map_ms > 0) * np.random.default_rng(0).normal(0.0, 30.0, map_ms.shape)
-    with pytest.raises(NoLeftVentricleError, match=r"^no left ventricle found: the ring is .* times as long"):
+    # Which shape check refuses it depends on what the model draws there (too long a ring, too little of one).
+    with pytest.raises(NoLeftVentricleError, match=r"^no left ventricle found: the (ring is .* times as long|"
+                                                   r"myocardium surrounds only)"):
         analyse_slice(map_ms, MapKind.T1, (1.4, 1.4), "mid", models)
 
 

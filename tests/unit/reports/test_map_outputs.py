@@ -202,3 +202,74 @@ def test_builders_refuse_a_map_that_does_not_fit_the_source(molli_series):
         build_parametric_map(wrong, molli_series, MapKind.T1, **ids)
     with pytest.raises(ValueError, match="T2MAP"):
         build_mr_map(np.zeros((ROWS, COLUMNS)), molli_series[0], MapKind.T2, series_description="MAP T1MAP", **ids)
+
+
+def enhanced_source(molli_series: list[Dataset]) -> Dataset:
+    """An Enhanced MR image of two slices (frames 1-2 at the first position, 3-4 at the second) whose geometry
+    lives in the functional groups only, as an Enhanced MR MOLLI series carries it."""
+    first = molli_series[0]
+    ds = Dataset()
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
+                    "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber", "Modality",
+                    "SeriesInstanceUID", "SeriesNumber", "FrameOfReferenceUID", "PositionReferenceIndicator",
+                    "MRAcquisitionType", "MagneticFieldStrength", "PatientPosition", "SamplesPerPixel",
+                    "PhotometricInterpretation", "Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit",
+                    "PixelRepresentation"):
+        setattr(ds, keyword, first[keyword].value)
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"  # Enhanced MR Image Storage
+    ds.SOPInstanceUID = generate_uid()
+    ds.InstanceNumber = 1
+    ds.NumberOfFrames = 4
+    ds.EchoPulseSequence = "GRADIENT"
+    shared = Dataset()
+    measures = Dataset()
+    measures.PixelSpacing, measures.SliceThickness = [1.40625, 1.40625], 8
+    orientation = Dataset()
+    orientation.ImageOrientationPatient = [0.6, 0.8, 0.0, -0.48, 0.36, -0.8]
+    timing = Dataset()
+    timing.RepetitionTime, timing.FlipAngle, timing.EchoTrainLength = 2.8, 35, 1
+    shared.PixelMeasuresSequence = [measures]
+    shared.PlaneOrientationSequence = [orientation]
+    shared.MRTimingAndRelatedParametersSequence = [timing]
+    frames = []
+    for index in range(4):
+        position = Dataset()
+        position.ImagePositionPatient = [-110.5, -80.25, 95.0 + 10.0 * (index // 2)]
+        modifier = Dataset()
+        modifier.InversionRecovery = "YES"
+        group = Dataset()
+        group.PlanePositionSequence = [position]
+        group.MRModifierSequence = [modifier]
+        frames.append(group)
+    ds.PerFrameFunctionalGroupsSequence = frames
+    ds.SharedFunctionalGroupsSequence = [shared]
+    ds.PixelData = np.full((4, ROWS, COLUMNS), 300, dtype=np.uint16).tobytes()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return ds
+
+
+def test_maps_of_an_enhanced_mr_slice_take_its_frames_geometry(tmp_path, molli_series, t1_map_ms):
+    source = enhanced_source(molli_series)
+    ids = {"series_instance_uid": generate_uid(), "sop_instance_uid": generate_uid(), "series_number": 99}
+    mr_map = build_mr_map(t1_map_ms, source, MapKind.T1, frame_number=3,
+                          referenced_frame_numbers={source.SOPInstanceUID: [3, 4]}, **ids)
+    path = tmp_path / "enhanced_t1map.dcm"
+    mr_map.save_as(path, enforce_file_format=True)
+    assert dciodvfy_errors(path) == []
+    read = pydicom.dcmread(path)
+    assert [float(v) for v in read.ImagePositionPatient] == [-110.5, -80.25, 105.0]  # the second slice
+    assert float(read.PixelSpacing[0]) == 1.40625 and float(read.SliceThickness) == 8
+    assert list(read.ScanningSequence) == ["GR", "IR"] and float(read.RepetitionTime) == 2.8
+    (reference,) = read.SourceImageSequence
+    assert list(reference.ReferencedFrameNumber) == [3, 4]
+    assert "ImagePositionPatient" not in source  # the source itself is left as it came
+
+    parametric_map = build_parametric_map(t1_map_ms, [source], MapKind.T1, frame_number=3, **ids)
+    pm_path = tmp_path / "enhanced_t1pm.dcm"
+    parametric_map.save_as(pm_path)
+    assert dciodvfy_errors(pm_path) == []
+    (frame,) = pydicom.dcmread(pm_path).PerFrameFunctionalGroupsSequence
+    assert [float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient] == [-110.5, -80.25, 105.0]
+    with pytest.raises(ValueError, match="frame_number must be in 1..4"):
+        build_mr_map(t1_map_ms, source, MapKind.T1, frame_number=5, **ids)

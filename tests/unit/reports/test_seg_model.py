@@ -48,9 +48,9 @@ def test_node_maps_with_a_consensus_slice(tmp_path: Path) -> None:
     assert read.SeriesDescription == "myomap segmentation"
     assert read.StudyInstanceUID == slices[0][0].StudyInstanceUID
     assert int(read.NumberOfFrames) == len(slices) * 3  # one frame per source image and segment
-    assert summary(read) == [(CAVITY_LABEL, codes.LEFT_VENTRICLE.value, "AUTOMATIC"),
-                             (MYOCARDIUM_LABEL, codes.MYOCARDIUM.value, "AUTOMATIC"),
-                             (CONSENSUS_LABEL, codes.MYOCARDIUM.value, "SEMIAUTOMATIC")]
+    assert summary(read) == [(CAVITY_LABEL, codes.BLOOD.value, "AUTOMATIC"),
+                             (MYOCARDIUM_LABEL, codes.LEFT_VENTRICLE_MYOCARDIUM.value, "AUTOMATIC"),
+                             (CONSENSUS_LABEL, codes.LEFT_VENTRICLE_MYOCARDIUM.value, "SEMIAUTOMATIC")]
     algorithm = read.SegmentSequence[1].SegmentationAlgorithmIdentificationSequence[0]
     assert (algorithm.AlgorithmName, algorithm.AlgorithmVersion) == ("myomap", ALGORITHM_VERSION)
     masks = _read_masks(read, [source for source, _ in slices])

@@ -32,6 +32,7 @@ from db.models import (
 from db.session import make_engine, make_session_factory
 from reports.web import create_app
 from tests.unit.reports.test_web_results import add_web_user, logged_in
+from tests.unit.reports.web_forms import post_form
 
 STUDY_UID = "1.2.826.0.1.3680043.8.498.100"
 OTHER_STUDY_UID = "1.2.826.0.1.3680043.8.498.200"
@@ -241,7 +242,7 @@ def test_transfers_json_filters_by_state(client: TestClient, node: Node) -> None
 
 def test_retry_api_requeues_a_given_up_transfer(client: TestClient, node: Node, queued: list[int]) -> None:
     transfer_id = node.transfer_ids[TransferState.GIVEN_UP]
-    response = client.post(f"/api/transfers/{transfer_id}/retry")
+    response = client.post(f"/api/transfers/{transfer_id}/retry", json={})
     assert response.status_code == 200
     assert response.json()["state"] == "pending" and response.json()["attempts"] == 0
     assert queued == [transfer_id]
@@ -250,11 +251,11 @@ def test_retry_api_requeues_a_given_up_transfer(client: TestClient, node: Node, 
 
 
 def test_retry_api_refuses_sent_and_unknown(client: TestClient, node: Node, queued: list[int]) -> None:
-    sent = client.post(f"/api/transfers/{node.transfer_ids[TransferState.SENT]}/retry")
+    sent = client.post(f"/api/transfers/{node.transfer_ids[TransferState.SENT]}/retry", json={})
     assert sent.status_code == 409 and "already sent" in sent.json()["detail"]
-    unknown = client.post("/api/transfers/999/retry")
+    unknown = client.post("/api/transfers/999/retry", json={})
     assert unknown.status_code == 404 and "999" in unknown.json()["detail"]
-    assert client.post("/api/transfers/abc/retry").status_code == 422
+    assert client.post("/api/transfers/abc/retry", json={}).status_code == 422
     assert queued == []
 
 
@@ -262,18 +263,18 @@ def test_retry_button_redirects_to_the_transfers_page(
     client: TestClient, node: Node, queued: list[int]
 ) -> None:
     transfer_id = node.transfer_ids[TransferState.GIVEN_UP]
-    response = client.post(f"/transfers/{transfer_id}/retry", follow_redirects=False)
+    response = post_form(client, f"/transfers/{transfer_id}/retry", {})
     assert response.status_code == 303 and response.headers["location"] == "/transfers"
     assert queued == [transfer_id]
     assert _transfer(node, transfer_id).state is TransferState.PENDING
-    missing = client.post("/transfers/999/retry")
+    missing = post_form(client, "/transfers/999/retry", {})
     assert missing.status_code == 404 and "no transfer with id 999" in missing.text
 
 
 def test_retry_without_a_queue_makes_the_transfer_due(node: Node) -> None:
     client = logged_in(TestClient(create_app(node.settings, node.session_factory)))
     transfer_id = node.transfer_ids[TransferState.GIVEN_UP]
-    assert client.post(f"/api/transfers/{transfer_id}/retry").status_code == 200
+    assert client.post(f"/api/transfers/{transfer_id}/retry", json={}).status_code == 200
     # The web app never sends itself: the transfer waits, due now, for the node's sweep of overdue transfers.
     stored = _transfer(node, transfer_id)
     assert stored.state is TransferState.PENDING and stored.attempts == 0 and stored.last_error == ""
@@ -287,13 +288,13 @@ def test_studies_page_shows_patients_and_series_states(client: TestClient) -> No
     assert "Doe, Jane" in page and "Roe, Richard" in page and "2024-03-15" in page
     assert f'href="/series/{RAW_SERIES_UID}"' in page
     assert "MOLLI_T1MAP" in page and "receiving" in page and "8 / 8" in page
-    assert client.get("/?page=0").status_code == 422
+    assert client.get("/?before=0").status_code == 422
 
 
 def test_series_page_shows_jobs_results_and_transfers(client: TestClient) -> None:
     page = client.get(f"/series/{RAW_SERIES_UID}").text
-    assert "MOLLI_5(3)3 mid" in page and "raw_ir" in page and "8 of 8 expected" in page
-    assert "t1_map" in page and "global_t1_ms" in page and "1012.5" in page
+    assert "MOLLI_5(3)3 mid" in page and "raw ir" in page and "8 of 8 expected" in page
+    assert "t1 map" in page and "Global t1 (ms)" in page and "1012.50" in page
     assert "CONSOLE@127.0.0.1" in page and "given_up" in page
     missing = client.get(f"/series/{RAW_SERIES_UID}.9")
     assert missing.status_code == 404 and "no series with Series Instance UID" in missing.text
@@ -304,14 +305,16 @@ def test_transfers_page_offers_retry_only_for_undelivered(client: TestClient, no
     assert f'action="/transfers/{node.transfer_ids[TransferState.GIVEN_UP]}/retry"' in page
     assert f'action="/transfers/{node.transfer_ids[TransferState.SENT]}/retry"' not in page
     sent_only = client.get("/transfers", params={"state": "sent"}).text
-    assert "PACS@127.0.0.1" in sent_only and "CONSOLE@127.0.0.1" not in sent_only
+    assert "<strong>PACS</strong>" in sent_only and "<strong>CONSOLE</strong>" not in sent_only
 
 
 def test_healthz_reports_database_storage_and_work(client: TestClient) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200
     health = response.json()
-    assert health["status"] == "ok" and health["database_reachable"] is True
+    # The given-up transfer makes the node degraded (it still takes work: 200).
+    assert health["status"] == "degraded" and health["database_reachable"] is True
+    assert health["problems"] == ["1 transfer given up: see the transfers page to retry"]
     assert health["storage_free_mb"] > 1
     assert (
         health["transfers_given_up"] == 1 and health["transfers_pending"] == 0 and health["jobs_waiting"] == 0
@@ -377,6 +380,6 @@ def test_patient_names_are_not_logged(
     with caplog.at_level(logging.DEBUG):
         client.get("/")
         client.get(f"/series/{RAW_SERIES_UID}")
-        client.post(f"/api/transfers/{node.transfer_ids[TransferState.GIVEN_UP]}/retry")
+        client.post(f"/api/transfers/{node.transfer_ids[TransferState.GIVEN_UP]}/retry", json={})
     assert caplog.records  # the retry is logged ...
     assert "Doe" not in caplog.text and "PID-7" not in caplog.text  # ... without patient data

@@ -26,6 +26,7 @@ from db.models import Base, Job, JobState, Result, Series, SeriesRole, SeriesSta
 from db.session import make_engine, make_session_factory
 from reports.web import create_app
 from reports.web.users import add_user
+from tests.unit.reports.web_forms import post_form
 
 STUDY_UID = "1.2.826.0.1.3680043.8.498.300"
 RAW_SERIES_UID = "1.2.826.0.1.3680043.8.498.301"
@@ -231,7 +232,7 @@ def test_series_page_shows_images_measurements_verdicts_transfers_and_downloads(
     assert f'<p class="banner banner-series banner-warn">{SERIES_BANNER}</p>' in page
     assert SLICE_BANNER in page and "motion found" in page and "segments 1, 4" in page
     assert "whole-image probability 0.80" in page
-    assert "predicted Dice 0.91" in page and "acceptable" in page and "doubtful" not in page
+    assert "predicted Dice 0.91" in page and "acceptable" in page and "doubtful: check the contours" not in page
     assert FAILED_REASON in page and "Slice 2" in page
     assert "myomap 0.1.0" in page and "segmentation 1.0" in page
     # Measurements: myocardium and every segment, named.
@@ -262,7 +263,9 @@ def test_result_json_reads_the_analysis(client: TestClient, node: ResultsNode) -
                                  "median_ms": 1176.0}
     analysed, failed = result["analysis"]["slices"]
     assert analysed["segments"]["4"]["motion_probability"] == 0.93
-    assert analysed["quality"] == {"predicted_dice": 0.91, "doubtful": False}
+    # A result stored before the QC gave its parts and doubts reads with them empty.
+    assert analysed["quality"] == {"predicted_dice": 0.91, "doubtful": False, "autoencoder_dice": None,
+                                   "augmentation_agreement": None, "doubts": []}
     assert failed == {"index": 1, "status": "failed", "reason": FAILED_REASON, "banner": "Slice 2 not analysed",
                       "map_kind": None, "level": None, "myocardium": None, "segments": {}, "motion": None,
                       "quality": None, "map_source": None, "value_region": None, "cross_check": None,
@@ -348,15 +351,15 @@ def test_retry_from_the_series_page_returns_to_the_result(
     client: TestClient, node: ResultsNode, queued: list[int]
 ) -> None:
     transfer_id = node.transfer_ids[TransferState.GIVEN_UP]
-    response = client.post(f"/results/{node.result_id}/transfers/{transfer_id}/retry", follow_redirects=False)
+    response = post_form(client, f"/results/{node.result_id}/transfers/{transfer_id}/retry", {})
     assert response.status_code == 303
     assert response.headers["location"] == f"/series/{RAW_SERIES_UID}#result-{node.result_id}"
     assert queued == [transfer_id]
     with node.session_factory() as session:
         assert session.get(Transfer, transfer_id).state is TransferState.PENDING
-    sent = client.post(f"/results/{node.result_id}/transfers/{node.transfer_ids[TransferState.SENT]}/retry")
+    sent = post_form(client, f"/results/{node.result_id}/transfers/{node.transfer_ids[TransferState.SENT]}/retry", {})
     assert sent.status_code == 409 and "already sent" in sent.text
-    other = client.post(f"/results/{node.result_id + 1}/transfers/{transfer_id}/retry")
+    other = post_form(client, f"/results/{node.result_id + 1}/transfers/{transfer_id}/retry", {})
     assert other.status_code == 404 and f"has no transfer with id {transfer_id}" in other.text
     assert queued == [transfer_id]
 
@@ -371,7 +374,7 @@ def test_an_unreadable_analysis_leaves_the_page_and_files_working(
     with caplog.at_level(logging.WARNING):
         page = client.get(f"/series/{RAW_SERIES_UID}")
     assert page.status_code == 200 and SERIES_BANNER not in page.text
-    assert f"/results/{node.result_id}/images/0.png" in page.text and "1176.0" in page.text
+    assert f"/results/{node.result_id}/images/0.png" in page.text and "1,176" in page.text
     assert f"result {node.result_id}: summary not readable" in caplog.text
     assert client.get(f"/api/results/{node.result_id}").json()["analysis"] is None
 

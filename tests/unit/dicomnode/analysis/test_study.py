@@ -9,7 +9,17 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from dicomnode.analysis.study import InsertionSource, ReferenceSource, analyze_paths
+from db.models import ReferencePolicy
+from dicomnode.analysis.reference import CasePolicy
+from dicomnode.analysis.study import (
+    InsertionSource,
+    ReferenceRule,
+    ReferenceSource,
+    analyze_datasets,
+    analyze_paths,
+    files_under,
+    read_files,
+)
 from dicomnode.app.analyze_cli import register
 from inference.mapping import MapKind
 from inference.metrics import dice
@@ -94,10 +104,17 @@ def test_missing_gold_standard_and_bad_files_are_reported_not_raised(studies, tm
     assert lonely.slices == () and lonely.non_dicom_skipped == 2
     assert len(lonely.problems) == 1 and "no map image" in lonely.problems[0].message
 
+    # The site's gold standard has not arrived: the experts' STAPLE meanwhile, each reader told so.
     result = analyze_paths([outcome.folder], gold_standard="nobody").slices[0]
-    assert result.reference is ReferenceSource.NONE
-    assert all(reader.score is None for reader in result.readers)
-    assert any("'nobody' drew no myocardium" in note for note in result.notes)
+    assert result.reference is ReferenceSource.STAPLE
+    assert all("nobody not received yet" in reader.reference_reason for reader in result.readers)
+    # A case whose policy is that gold standard is not scored against anything else.
+    datasets, _ = read_files(files_under([outcome.folder]))
+    rule = ReferenceRule(case=CasePolicy(ReferencePolicy.GOLD_STANDARD, "nobody"))
+    strict = analyze_datasets(datasets, rule=rule).report.slices[0]
+    assert strict.reference is ReferenceSource.NONE
+    assert all(reader.score is None for reader in strict.readers)
+    assert any("gold standard nobody has not contoured this" in note for note in strict.notes)
 
 
 def test_map_is_reconstructed_from_the_raw_series_when_the_scanner_sent_none(studies, tmp_path):
@@ -148,7 +165,7 @@ def test_command_prints_the_table_and_writes_json(studies, tmp_path):
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert CliRunner().invoke(app, ["analyze", str(empty)]).exit_code == 1
+    assert CliRunner().invoke(app, ["analyze", str(empty)]).exit_code == 2  # nothing to analyse
 
 
 def test_every_scanner_t1_map_of_a_two_slice_study_gets_its_own_raw_images_for_motion(tmp_path):

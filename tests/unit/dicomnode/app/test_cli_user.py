@@ -78,3 +78,32 @@ def test_changing_the_admin_password_removes_the_first_password_file(tmp_path: P
     first.write_text("generated\n")
     result = runner.invoke(app, ["user", "passwd", "admin", "--password-stdin", "-c", str(config)], input="mine\n")
     assert result.exit_code == 0 and not first.exists() and str(first) in result.output
+
+
+def test_user_add_with_a_role_and_the_reader_they_are(tmp_path: Path) -> None:
+    runner = CliRunner()
+    config = _config(tmp_path)
+
+    def myomap(*args: str, stdin: str | None = None):  # noqa: ANN202
+        return runner.invoke(app, [*args, "--config", str(config)], input=stdin)
+
+    assert myomap("reader", "add", "Jane Roe", "--team", "north").exit_code == 0
+    added = myomap("user", "add", "jane", "--role", "trainee", "--reader", "jane roe", "--password-stdin",
+                   stdin="pw\n")
+    assert added.exit_code == 0, added.output
+    assert "added user jane (trainee, reader jane roe)" in added.output
+    # A trainee without a reader, an unknown reader, an unknown role: refused before any password is asked.
+    for args, words in ((("--role", "trainee"), "needs --reader"), (("--reader", "nobody"), "no reader named"),
+                        (("--role", "boss"), "unknown role")):
+        refused = myomap("user", "add", "other", *args, "--password-stdin", stdin="pw\n")
+        assert refused.exit_code == 2 and words in refused.output, refused.output
+    assert set(_hashes(config)) == {"jane"}
+    listed = myomap("user", "list")
+    assert listed.output.split()[:3] == ["jane", "trainee", "Jane"]
+    engine = make_engine(load_settings(config).database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            user = session.scalars(select(WebUser).where(WebUser.username == "jane")).one()
+            assert user.role == "trainee" and user.reader_id is not None
+    finally:
+        engine.dispose()

@@ -239,9 +239,20 @@ def test_map_job_writes_both_maps_records_one_result_and_plans_transfers(node) -
     files = [pydicom.dcmread(settings.storage_root / path) for path in result.paths]
     assert {str(ds.SOPClassUID) for ds in files} == {MRImageStorage, ParametricMapStorage, SecondaryCaptureImageStorage}
     capture = next(ds for ds in files if ds.SOPClassUID == SecondaryCaptureImageStorage)
-    assert capture.ImageComments.startswith("Analysis not possible")
+    # The banner names the sequence (scheme and protocol) and the level (series description) before the verdict.
+    assert capture.ImageComments.startswith("MOLLI 5(3)3, mid: analysis not possible: ")
     (slice_summary,) = result.summary["analysis"]["slices"]
-    assert slice_summary["status"] == "failed" and slice_summary["banner"] == capture.ImageComments
+    assert slice_summary["status"] == "failed"
+    assert slice_summary["banner"].startswith("Analysis not possible: ")
+    assert capture.ImageComments == "MOLLI 5(3)3, mid: a" + slice_summary["banner"][1:]
+    # Every output series says what it holds.
+    descriptions = {str(ds.SOPClassUID): ds.SeriesDescription for ds in files}
+    assert descriptions == {MRImageStorage: "myomap T1 MOLLI mid T1MAP",
+                            ParametricMapStorage: "myomap T1 MOLLI mid float T1MAP",
+                            SecondaryCaptureImageStorage: "myomap T1 MOLLI mid SC"}
+    assert result.summary["sequence"] == "MOLLI 5(3)3" and result.summary["source_series_number"] == 12
+    assert result.summary["level"] == "mid" and not result.summary["level_assumed"]
+    assert result.summary["slice_images"] == [result.summary["outputs"]["maps"][0]]  # the node's MR map
     assert result.summary["outputs"]["sr"] == result.summary["outputs"]["seg"] == []
     mr_map = next(ds for ds in files if ds.SOPClassUID == MRImageStorage)
     assert mr_map.SeriesInstanceUID == result.output_series_uid
@@ -392,7 +403,7 @@ def test_a_fault_in_the_analysis_or_the_reports_leaves_the_maps_and_the_verdict(
     def broken(*_args: object, **_kwargs: object) -> object:
         raise RuntimeError("unexpected")
 
-    monkeypatch.setattr("dicomnode.analysis.slices.analyse_slice", broken)
+    monkeypatch.setattr("dicomnode.analysis.slices.analyse_batch", broken)
     monkeypatch.setattr("dicomnode.jobs.map_job.write_reports", broken)
     assert run_job(job_id, settings=settings, session_factory=factory, enqueue_delivery=lambda _id: None) is (
         JobOutcome.DONE

@@ -144,7 +144,7 @@ class _RecordingQueue(_NoQueue):
 def _node(folder: Path, **overrides: object) -> Iterator[Node]:
     settings = load_settings(
         storage={"path": folder / "data", "min_free_mb": 1},
-        peers=[{"ae_title": PEER_AE, "host": "127.0.0.1", "port": 11199, "receives": ["sr", "sc"]}],
+        peers=[{"ae_title": PEER_AE, "host": "127.0.0.1", "port": 11199, "receives": ["sr", "reader_sc"]}],
         **overrides,
     )
     settings.storage_root.mkdir(parents=True)
@@ -222,12 +222,14 @@ def test_trainee_seg_is_scored_against_the_experts_and_sent_as_sr_and_overlay(ph
         assert output.StudyInstanceUID == source.StudyInstanceUID
         assert output.PatientID == source.PatientID
     assert sc.pixel_array.ndim == 3 and sc.pixel_array.shape[-1] == 3
+    assert sc.SeriesDescription == "myomap reader comparison SC"
 
     with node.factory() as session:
         job = session.get(Job, job_id)
         transfers = session.scalars(select(Transfer).order_by(Transfer.id)).all()
         assert job.state is JobState.DONE and job.series.state is SeriesState.DONE
-        # The viewer that sent the contours has no [[peers]] entry: only the peer receiving sr and sc gets them.
+        # The viewer that sent the contours has no [[peers]] entry: only the peer receiving sr and reader_sc gets
+        # them.
         assert [(t.ae_title, t.sop_instance_uid) for t in transfers] == [
             (PEER_AE, sc.SOPInstanceUID), (PEER_AE, sr.SOPInstanceUID),
         ]

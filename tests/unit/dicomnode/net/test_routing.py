@@ -6,8 +6,9 @@ import logging
 
 import pytest
 
+from config import load_settings
 from config.settings import Output, Peer, Settings
-from dicomnode.net.routing import Destination, destinations
+from dicomnode.net.routing import Destination, destinations, is_console
 
 
 def _settings(
@@ -95,3 +96,31 @@ def test_output_given_as_string_is_accepted() -> None:
     assert destinations(settings, output="seg", calling_ae="", calling_host="") == [
         Destination("PACS", "10.0.0.2", 11112)
     ]
+
+
+def test_reader_overlays_go_to_the_peers_that_list_them_and_never_back_to_a_console_by_default() -> None:
+    workstation = Peer(ae_title="READING", host="10.0.0.6", port=104, receives=[Output.SR, Output.READER_SC])
+    pacs = Peer(ae_title="PACS", host="10.0.0.2", port=11112,
+                receives=[Output.MAPS, Output.SR, Output.SEG, Output.SC, Output.READER_SC])
+    console = Peer(ae_title="CONSOLE", host="10.0.0.5", port=104, receives=[Output.SC])
+    # The embedded defaults: results go back to the sender, but not the reader overlays.
+    settings = load_settings(peers=[workstation, pacs, console])
+    assert Output.READER_SC not in settings.routing.return_outputs
+    assert destinations(settings, output=Output.READER_SC, calling_ae="CONSOLE", calling_host="10.0.0.5") == [
+        Destination("READING", "10.0.0.6", 104), Destination("PACS", "10.0.0.2", 11112),
+    ]
+    # The console's own images still reach it.
+    assert Destination("CONSOLE", "10.0.0.5", 104) in destinations(
+        settings, output=Output.SC, calling_ae="CONSOLE", calling_host="10.0.0.5")
+
+
+def test_a_console_is_the_sender_or_a_peer_that_takes_console_images_and_no_reports() -> None:
+    viewer = Peer(ae_title="VIEWER", host="10.0.0.8", port=104, receives=[Output.MAPS, Output.SC])
+    scanner = Peer(ae_title="SCANNER", host="10.0.0.7", port=4006)
+    settings = _settings(PACS, CONSOLE, viewer, scanner)
+    assert is_console(settings, ae_title="SCANNER", calling_ae="SCANNER")
+    assert is_console(settings, ae_title="CONSOLE", calling_ae="SCANNER")
+    assert is_console(settings, ae_title="VIEWER", calling_ae="SCANNER")
+    assert not is_console(settings, ae_title="PACS", calling_ae="SCANNER")  # it keeps the SR: an archive
+    assert not is_console(settings, ae_title="SCANNER", calling_ae="OTHER")
+    assert not is_console(_settings(scanner, return_to_sender=False), ae_title="SCANNER", calling_ae="SCANNER")

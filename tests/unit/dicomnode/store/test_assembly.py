@@ -195,3 +195,95 @@ def test_start_hands_on_series_left_complete_and_completes_due_ones(
         assembler.stop()
 
     assert after_restart.calls == [(complete[0].series_id, 0), (receiving.series_id, 0)]
+
+
+def test_a_completed_mapping_series_is_handed_on_when_its_study_settles_not_at_the_next_poll(
+    settings: Settings, session_factory, monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+) -> None:
+    """The radiographer waits for the map: the assembler checks the study again right after its pairing wait."""
+    monkeypatch.setattr("dicomnode.store.assembly.POLL_INTERVAL_S", 30.0)  # a poll alone would come far too late
+    pairing_s = 0.3
+    settings = settings.model_copy(update={"series": settings.series.model_copy(update={"pairing_seconds": pairing_s})})
+    recorder = Recorder()
+    assembler = Assembler(session_factory, settings, recorder)
+    assembler.start()
+    try:
+        time.sleep(0.1)  # the first check ran; the next poll is 30 s away
+        stored = [_store(ds, settings, session_factory) for ds in molli_series()]
+        completed_at = time.monotonic()
+        assembler.note_instance(stored[-1])
+        deadline = completed_at + 5
+        while not recorder.calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        handed_on_after_s = time.monotonic() - completed_at
+    finally:
+        assembler.stop()
+    assert recorder.calls == [(stored[-1].series_id, 0)]
+    assert pairing_s <= handed_on_after_s < pairing_s + 0.5
+
+
+def test_each_new_image_of_a_mapping_series_announces_console_work(settings: Settings, session_factory) -> None:  # noqa: ANN001
+    announced: list[int] = []
+    assembler = Assembler(session_factory, settings, Recorder(), on_mapping_image=lambda: announced.append(1))
+    datasets = molli_series()
+    for ds in datasets:
+        assembler.note_instance(_store(ds, settings, session_factory))
+    assert len(announced) == len(datasets)
+    assembler.note_instance(_store(datasets[0], settings, session_factory))  # an identical re-send: nothing new
+    assert len(announced) == len(datasets)
+
+
+def test_a_failing_check_is_logged_once_then_rarely_and_polled_less_often(
+    settings: Settings, session_factory, monkeypatch, caplog  # noqa: ANN001
+) -> None:
+    calls: list[float] = []
+    failing = threading.Event()
+    failing.set()
+
+    def check_now(self: Assembler) -> None:
+        calls.append(time.monotonic())
+        if failing.is_set():
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Assembler, "check_now", check_now)
+    assembler = Assembler(session_factory, settings, on_complete=lambda *_: None)
+    caplog.set_level("INFO", logger="dicomnode.store.assembly")
+    assembler.start()
+    try:
+        time.sleep(3.0)
+        failed_calls = len(calls)
+        failing.clear()
+        assert wait_for(lambda: any("recovered" in r.getMessage() for r in caplog.records), 10.0)
+    finally:
+        assembler.stop()
+    failures = [r for r in caplog.records if r.levelname in ("ERROR", "WARNING")]
+    # Five checks a second would be 15 in 3 s, each logged with its traceback; backing off, a few checks and
+    # one message with the traceback.
+    assert 2 <= failed_calls <= 8, failed_calls
+    assert len(failures) == 1 and failures[0].exc_info is not None
+    assert "No space left on device" in failures[0].getMessage() or failures[0].exc_info[1].errno == 28
+
+
+def wait_for(condition, timeout_s: float) -> bool:  # noqa: ANN001
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_storing_reports_the_series_as_its_arrival_left_it(settings: Settings, session_factory) -> None:  # noqa: ANN001
+    datasets = molli_series()
+    stored = [_store(ds, settings, session_factory) for ds in datasets]
+    counts = [s.arrival.n_instances for s in stored if s.arrival is not None]
+    assert counts == list(range(1, len(datasets) + 1))
+    last = stored[-1].arrival
+    assert last is not None and last.revision == 0 and last.expected_instances == len(datasets)
+    # An identical re-send changes nothing and reports nothing.
+    assert _store(datasets[0], settings, session_factory).arrival is None
+    # The note of the last arrival completes the series without reading it (the database already says RECEIVING
+    # at that revision, so the conditional completion wins once).
+    recorder = Recorder()
+    Assembler(session_factory, settings, recorder).note_instance(stored[-1])
+    assert _state(session_factory, stored[-1].series_id) == (SeriesState.COMPLETE, 0)

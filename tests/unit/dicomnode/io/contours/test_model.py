@@ -56,6 +56,9 @@ def test_geometry_refuses_impossible_values():
     ("LV_Epicardium", None, "epicardium"),
     ("Segment 1", ("SCT", "74281007"), "myocardium"),
     ("Segment 2", ("sct", "87878005"), "cavity"),
+    ("Segment 3", ("SCT", "49848007"), "myocardium"),
+    ("Segment 4", ("SRT", "T-32620"), "myocardium"),
+    ("Heart", ("SRT", "T-32000"), "Heart"),
     ("Liver", ("SCT", "10200004"), "Liver"),
     ("epicardial fat", None, "epicardial fat"),
 ])

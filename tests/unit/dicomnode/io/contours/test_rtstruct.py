@@ -139,3 +139,34 @@ def test_phantom_rtstructs_rasterise_to_the_seg_masks(study):
             masks.mask(Structure.MYOCARDIUM, uid),
             masks.mask(Structure.EPICARDIUM, uid) & ~masks.mask(Structure.CAVITY, uid),
         )
+
+
+@pytest.mark.parametrize("bad_points", [None, [], [1.0, 2.0], [1.0, 2.0, 3.0, 4.0]])
+def test_a_contour_with_bad_contour_data_is_a_format_error_naming_its_roi(bad_points):
+    ds = pydicom.dcmread(SHARED_DATA / "rtstruct" / "rt.dcm")
+    ds.ROIContourSequence[0].ContourSequence[0].ContourData = bad_points
+    with pytest.raises(ContourFormatError, match="ContourData") as raised:
+        read_rtstruct(ds, axial_geometries(ds, contour_planes_of_good(ds)))
+    roi_name = ds.StructureSetROISequence[0].ROIName
+    assert roi_name in str(raised.value)
+
+
+def test_a_contour_sequence_without_roi_number_is_a_format_error():
+    ds = pydicom.dcmread(SHARED_DATA / "rtstruct" / "rt.dcm")
+    del ds.ROIContourSequence[0].ReferencedROINumber
+    with pytest.raises(ContourFormatError, match="ReferencedROINumber"):
+        read_rtstruct(ds, [])
+
+
+def contour_planes_of_good(ds):
+    """z (mm) of the contours whose points are well formed."""
+    zs = set()
+    for roi_contour in ds.ROIContourSequence:
+        for contour in roi_contour.ContourSequence:
+            points = contour.get("ContourData") or []
+            if len(points) >= 3:
+                try:
+                    zs.add(float(points[2]))
+                except ValueError:
+                    continue
+    return sorted(zs)

@@ -1,0 +1,76 @@
+"""`myomap serve` runs the queue's workers in a child process: restarted when it dies, stopped with the node, and
+gone with a node killed by SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.integration.node_harness import NodeProcess, dcmtk_available, free_port, wait_until
+
+pytestmark = pytest.mark.skipif(not dcmtk_available(), reason="DCMTK (echoscu) is not installed")
+
+STARTED = re.compile(r"analysis workers started in process (\d+)")
+
+
+def _analysis_pids(node: NodeProcess) -> list[int]:
+    return [int(pid) for pid in STARTED.findall(node.log())]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _start(tmp_path: Path) -> tuple[NodeProcess, int]:
+    node = NodeProcess(tmp_path / "node", free_port(), free_port(), free_port())
+    node.write_config()
+    node.start()
+    try:
+        return node, _checked_child(node)
+    except BaseException:
+        node.kill()
+        raise
+
+
+def _checked_child(node: NodeProcess) -> int:
+    wait_until(lambda: bool(_analysis_pids(node)), timeout_s=30, what="the analysis process started")
+    child = _analysis_pids(node)[0]
+    assert node.process is not None
+    assert child != node.process.pid and _alive(child)
+    # Its own process group: Ctrl-C at the terminal reaches the node only, which stops it gracefully.
+    node_group = os.getpgid(node.process.pid)
+    wait_until(lambda: os.getpgid(child) != node_group, timeout_s=30, what="the analysis process in its own group")
+    # Below the node's priority: receiving goes first when the CPUs are short.
+    node_priority = os.getpriority(os.PRIO_PROCESS, node.process.pid)
+    wait_until(lambda: os.getpriority(os.PRIO_PROCESS, child) == node_priority + 10, timeout_s=30,
+               what="the analysis process at a lower priority")
+    return child
+
+
+def test_a_dead_analysis_process_is_restarted_and_stops_with_the_node(tmp_path: Path) -> None:
+    node, child = _start(tmp_path)
+    try:
+        os.kill(child, signal.SIGKILL)
+        wait_until(lambda: len(_analysis_pids(node)) >= 2, timeout_s=40, what="the analysis process restarted")
+        restarted = _analysis_pids(node)[-1]
+        assert restarted != child and _alive(restarted)
+        assert "ended (exit code -9): restarting it" in node.log()
+    finally:
+        status = node.stop(timeout_s=90)
+    assert status == 0, node.log()
+    assert not _alive(restarted)
+    assert "analysis workers stopped" in node.log()
+
+
+def test_a_node_killed_takes_its_analysis_process_with_it(tmp_path: Path) -> None:
+    node, child = _start(tmp_path)
+    node.kill()
+    wait_until(lambda: not _alive(child), timeout_s=5, what="the analysis process gone with the node")

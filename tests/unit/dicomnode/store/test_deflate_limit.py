@@ -1,0 +1,99 @@
+"""Deflated data sets are inflated in bounded chunks: a deflate bomb is refused without taking the memory."""
+
+from __future__ import annotations
+
+import tracemalloc
+import zlib
+from pathlib import Path
+
+import pydicom
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from benchmarks.malformed_inputs import MIB, deflate_bomb, part10, phantom_like_image
+from config.settings import Settings, load_settings
+from db.migrate import upgrade
+from db.session import make_engine, make_session_factory
+from dicomnode.errors import CannotUnderstandError, OutOfResourcesError
+from dicomnode.store.inflate import HEADER_ALLOWANCE_BYTES, InflationBudget, inflate_bounded, inflated_limit_bytes
+from dicomnode.store.storage import store_instance
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return load_settings(storage={"path": tmp_path / "storage", "min_free_mb": 0}, dicom={"max_inflated_mb": 16})
+
+
+@pytest.fixture
+def session_factory(settings: Settings) -> sessionmaker[Session]:
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+def _store(data: bytes, settings: Settings, session_factory: sessionmaker[Session]):  # noqa: ANN202
+    return store_instance(
+        data, calling_ae="SCANNER", calling_host="127.0.0.1", settings=settings, session_factory=session_factory
+    )
+
+
+def test_deflate_bomb_is_refused_out_of_resources_with_bounded_memory(
+    settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    bomb = deflate_bomb(256 * MIB)  # about 260 kB on the wire
+    tracemalloc.start()
+    try:
+        with pytest.raises(OutOfResourcesError, match="inflates beyond"):
+            _store(bomb, settings, session_factory)
+        _, peak_bytes = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # The limit is 16 MiB; inflating whole took the full 256 MiB (twice, with pydicom's copy).
+    assert peak_bytes < 48 * MIB, f"peak {peak_bytes / MIB:.0f} MiB"
+    assert not list(settings.storage_root.rglob("*.dcm"))
+
+
+def test_limit_follows_max_image_pixels_when_smaller() -> None:
+    small = load_settings(dicom={"max_image_pixels": 1024, "max_inflated_mb": 512})
+    large = load_settings(dicom={"max_inflated_mb": 16})
+    assert inflated_limit_bytes(small.dicom) == 1024 * 8 + HEADER_ALLOWANCE_BYTES
+    assert inflated_limit_bytes(large.dicom) == 16 * MIB
+
+
+def test_deflated_image_under_the_limit_is_stored_as_received(
+    settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    data = part10(phantom_like_image(rows=64, columns=64), "1.2.840.10008.1.2.1.99")
+    stored = _store(data, settings, session_factory)
+    copy = pydicom.dcmread(stored.path)
+    assert stored.created and copy.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1.99"
+    assert copy.Rows == 64 and len(copy.PixelData) == 64 * 64 * 2
+
+
+def test_padded_deflated_image_just_under_the_limit_is_accepted(
+    settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    assert _store(deflate_bomb(8 * MIB), settings, session_factory).created
+
+
+def test_corrupt_deflate_stream_cannot_be_understood(
+    settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    data = part10(phantom_like_image(), "1.2.840.10008.1.2.1.99")
+    corrupt = data[:-300] + bytes(range(256)) + data[-44:]
+    with pytest.raises(CannotUnderstandError):
+        _store(corrupt, settings, session_factory)
+
+
+def test_inflations_at_once_share_one_budget() -> None:
+    budget = InflationBudget()
+    bomb_stream = zlib.compress(bytes(12 * MIB))[2:-4]  # raw deflate, as DICOM writes it
+    with budget.reservation(16 * MIB) as first:
+        assert len(inflate_bounded(bomb_stream, 16 * MIB, first)) == 12 * MIB
+        with budget.reservation(16 * MIB) as second, pytest.raises(OutOfResourcesError, match="send again later"):
+            inflate_bounded(bomb_stream, 16 * MIB, second)
+        assert budget.in_use_bytes == first.held_bytes == 12 * MIB
+    assert budget.in_use_bytes == 0
+    with budget.reservation(16 * MIB) as again:  # given back: the next one fits
+        assert len(inflate_bounded(bomb_stream, 16 * MIB, again)) == 12 * MIB
