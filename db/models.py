@@ -239,7 +239,7 @@ class ReferencePolicy(str, Enum):
     GOLD_STANDARD = "gold_standard"  # an uploaded expert contour named per case
     EXPERT_STAPLE = "expert_staple"  # STAPLE of the experts' contours
     CONSENSUS_MODEL = "consensus_model"  # the node's consensus segmentation model
-    TEAM_AVERAGE = "team_average"  # STAPLE or mean signed distance of the team's contours
+    TEAM_AVERAGE = "team_average"  # STAPLE of the team-mates' contours
 
 
 class ReaderAlias(Base):

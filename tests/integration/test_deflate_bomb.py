@@ -26,15 +26,17 @@ INFLATED_BYTES = 2048 * MIB
 ECHO_LIMIT_S = 1.0
 # Default limits: one data set inflates to at most min(max_inflated_mb = 256 MiB, 16,777,216 pixels x 8 bytes +
 # 16 MiB) = 144 MiB, and all together to at most max_inflated_mb = 256 MiB; plus the received 2 MB per bomb, held
-# a few times over by pynetdicom's buffers, and the threads of 16 associations. Measured (2 cores): 303-351 MiB for
-# 16 with large blocks mapped on their own (dicomnode/store/inflate.py map_large_blocks), 377-515 MiB without;
-# inflating whole, 3 bombs took 6.5 GB.
+# a few times over by pynetdicom's buffers, and the threads of 16 associations. Measured (2 cores, one receiving
+# process): 312-354 MiB for 16 with large blocks mapped on their own (dicomnode/store/inflate.py map_large_blocks),
+# 412-484 MiB without (and 377-515 MiB over two processes, parent only); inflating whole, 3 bombs took 6.5 GB.
 MAX_RSS_RISE_MIB = 512
 
 
 @pytest.fixture
 def node(tmp_path: Path, console: Console) -> Iterator[NodeProcess]:
-    yield from serve(tmp_path / "node", console.port)
+    # One receiving process, so that every bomb meets the same budget (each SCP process has its own) and the RSS
+    # measured is the process that holds them all.
+    yield from serve(tmp_path / "node", console.port, overrides={"dicom": {"processes": 1}})
 
 
 def _peak_rss_mib(pid: int) -> float:
