@@ -23,6 +23,7 @@ from inference.errors import AnalysisError
 from inference.mapping import MapKind
 from inference.model_set import SHIPPED_FILES, ModelSet, load_models
 from inference.runtime import ModelContractError
+from inference.runtime_status import record_providers
 from inference.slice_analysis import RawImages, SliceAnalysis, SliceRequest
 from inference.slice_analysis import analyse_slices as analyse_batch
 from inference.verdict import banner_text, motion_text
@@ -78,6 +79,10 @@ def warm_up_models(settings: Settings) -> float | None:
         model = getattr(model_set, name)
         model.run({spec.name: np.zeros([1 if d is None else d for d in spec.shape], dtype=np.float32)
                    for spec in model.card.inputs})
+    try:  # what /healthz and the page report: this process serves no page
+        record_providers(settings.storage_root, model_set.providers, str(settings.models.device))
+    except OSError as error:
+        LOGGER.warning("could not record the models' execution providers: %s", error)
     return time.perf_counter() - started
 
 

@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
 from db.models import Job, JobState, Transfer, TransferState
-from reports.web.schemas import Health
+from inference.runtime_status import read_providers
+from reports.web.schemas import Health, ModelRuntimePublic
 
 LOGGER = logging.getLogger(__name__)
 
@@ -121,6 +122,18 @@ def node_health(settings: Settings, session_factory: sessionmaker[Session], *, n
         jobs_waiting=jobs_waiting,
         transfers_pending=transfers_pending,
         transfers_given_up=transfers_given_up,
+        models=model_runtimes(settings.storage_root),
     )
+
+
+def model_runtimes(storage_root: Path) -> list[ModelRuntimePublic]:
+    """The newest record of each host whose processes loaded the models (inference/runtime_status.py)."""
+    newest: dict[str, ModelRuntimePublic] = {}
+    for runtime in read_providers(storage_root):  # newest first
+        if runtime.host not in newest:
+            newest[runtime.host] = ModelRuntimePublic(
+                host=runtime.host, pid=runtime.pid, loaded_at=runtime.loaded_at, device_asked=runtime.device_asked,
+                providers=runtime.providers, summary=runtime.summary)
+    return list(newest.values())
 
 

@@ -156,6 +156,17 @@ class SeriesDetail(SeriesSummary):
     jobs: list[JobPublic]
 
 
+class ModelRuntimePublic(BaseModel):
+    """Where one host's models run, as the process that loaded them found it (inference/runtime_status.py)."""
+
+    host: str
+    pid: int
+    loaded_at: datetime
+    device_asked: str  # [models] device: auto, cpu or cuda
+    providers: dict[str, str]  # model name -> the execution provider its session really runs on
+    summary: str  # e.g. "CPUExecutionProvider"
+
+
 class Health(BaseModel):
     status: str  # "ok"; "degraded" (works, needs a look) or "failing" (cannot take work), reasons in ``problems``
     problems: list[str]
@@ -165,6 +176,8 @@ class Health(BaseModel):
     jobs_waiting: int | None
     transfers_pending: int | None
     transfers_given_up: int | None
+    #: The newest record of each host whose processes loaded the models; empty until one has (they load at start).
+    models: list[ModelRuntimePublic] = []
 
 
 def series_summary(series: Series, verdict: Verdict | None = None) -> SeriesSummary:

@@ -8,6 +8,7 @@ import re
 import signal
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.integration.node_harness import NodeProcess, dcmtk_available, free_port, wait_until
@@ -68,6 +69,21 @@ def test_a_dead_analysis_process_is_restarted_and_stops_with_the_node(tmp_path: 
     assert status == 0, node.log()
     assert not _alive(restarted)
     assert "analysis workers stopped" in node.log()
+
+
+def test_healthz_says_where_the_analysis_process_runs_the_models(tmp_path: Path) -> None:
+    node, child = _start(tmp_path)
+    try:
+        def recorded() -> list[dict]:
+            response = httpx.get(f"http://127.0.0.1:{node.web_port}/healthz", timeout=10)
+            response.raise_for_status()
+            return response.json()["models"]
+
+        wait_until(lambda: bool(recorded()), timeout_s=60, what="the models' providers on /healthz")
+        (runtime,) = recorded()
+        assert runtime["pid"] == child and runtime["summary"] == "CPUExecutionProvider"
+    finally:
+        assert node.stop(timeout_s=90) == 0, node.log()
 
 
 def test_a_node_killed_takes_its_analysis_process_with_it(tmp_path: Path) -> None:

@@ -25,6 +25,8 @@ from config.settings import Settings
 from db.migrate import upgrade
 from db.models import Job, JobState, Result, Series, SeriesRole, SeriesState, Study, Transfer, TransferState
 from db.session import make_engine, make_session_factory
+from dicomnode.analysis.slices import warm_up_models
+from inference.model_set import SHIPPED_FILES
 from reports.result_summary import (
     AlgorithmInfo,
     AnalysisFigures,
@@ -359,6 +361,17 @@ def test_healthz_is_degraded_when_no_worker_takes_waiting_jobs(built: Built, cli
         job.started_at = datetime.now(UTC)
         session.commit()
     assert client.get("/healthz").json()["status"] == "ok"
+
+
+def test_healthz_and_the_header_say_where_the_models_run(built: Built, client: TestClient) -> None:
+    assert client.get("/healthz").json()["models"] == []
+    assert "models not loaded yet" in client.get("/").text
+    # As the analysis process records it once it has loaded the models (this test's process loads them here).
+    assert warm_up_models(built.settings) is not None
+    models = client.get("/healthz").json()["models"]
+    assert len(models) == 1 and models[0]["summary"] == "CPUExecutionProvider"
+    assert set(models[0]["providers"]) == set(SHIPPED_FILES) and models[0]["device_asked"] == "auto"
+    assert "models on CPUExecutionProvider" in client.get("/").text
 
 
 class _Health(BaseHTTPRequestHandler):
