@@ -13,8 +13,9 @@ for ``--minutes`` (default 30; ``--minutes 2`` for a CI-size run):
   unknown user, and /healthz.
 
 Printed: instances acknowledged (status 0x0000), stored (rows), analysed (jobs done), sent (transfers sent); the
-broken sender's statuses; the node's RSS every ``--sample-s`` and its slope (least squares, MiB per minute, over
-the second half of the run, after the models have loaded); console latency percentiles (last C-STORE response
+broken sender's statuses; the RSS of the node's processes together (the node, its analysis process, its other SCP
+processes) every ``--sample-s`` and its slope (least squares, MiB per minute, over the second half of the run, after
+the models have loaded); console latency percentiles (last C-STORE response
 to first Secondary Capture); C-ECHO latency; login outcomes. After the traffic stops the node may finish its
 queue (up to ``--drain-s``), then every acknowledged SOP Instance UID is looked up: exit status 1 when one is
 missing from the database or its file.
@@ -305,6 +306,31 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every process below it: the node, its analysis process and its other SCP processes."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        for children in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                pending.extend(int(child) for child in children.read_text().split())
+            except OSError:  # the task ended meanwhile
+                continue
+    return found
+
+
+def tree_rss_mib(pid: int) -> float:
+    """The resident memory of the node's whole process tree (processes that end meanwhile count 0)."""
+    total = 0.0
+    for member in process_tree(pid):
+        try:
+            total += rss_mib(member)
+        except (OSError, RuntimeError):
+            continue
+    return total
+
+
 def slope_mib_per_min(samples: list[tuple[float, float]]) -> float:
     """Least-squares slope of (seconds, MiB) samples, in MiB per minute."""
     if len(samples) < 2:
@@ -393,9 +419,9 @@ def main() -> int:
         ])
         try:
             while time.monotonic() - started < args.minutes * 60:
-                samples.append((time.monotonic() - started, rss_mib(node.pid)))
+                samples.append((time.monotonic() - started, tree_rss_mib(node.pid)))
                 time.sleep(min(args.sample_s, max(args.minutes * 60 - (time.monotonic() - started), 0.01)))
-            samples.append((time.monotonic() - started, rss_mib(node.pid)))
+            samples.append((time.monotonic() - started, tree_rss_mib(node.pid)))
             stop.set()
             for thread in threads:
                 thread.join(timeout=150)
@@ -404,7 +430,8 @@ def main() -> int:
             while time.monotonic() < drain_deadline and _counts(settings.database_url)["open jobs"]:
                 time.sleep(2.0)
             counts = _counts(settings.database_url)
-            final_rss = rss_mib(node.pid)
+            final_rss = tree_rss_mib(node.pid)
+            processes = len(process_tree(node.pid))
         finally:
             node.send_signal(signal.SIGTERM)
             node.wait(120)
@@ -421,7 +448,8 @@ def main() -> int:
           f"drain); sent {counts['sent']}")
     print(f"refused or failed sends of the scanner and readers: {dict(tally.failed_sends) or 'none'}")
     print(f"broken sender's statuses: {dict(tally.bad_statuses)}")
-    print("node RSS over time (s: MiB): " + ", ".join(f"{t:.0f}: {v:.0f}" for t, v in samples))
+    print(f"node RSS over time, its {processes} processes together (s: MiB): "
+          + ", ".join(f"{t:.0f}: {v:.0f}" for t, v in samples))
     second_half = [s for s in samples if s[0] >= samples[-1][0] / 2]
     print(f"RSS slope: {slope_mib_per_min(samples):+.2f} MiB/min over the run, {slope_mib_per_min(second_half):+.2f} "
           f"MiB/min over its second half; {final_rss:.0f} MiB after the drain")
