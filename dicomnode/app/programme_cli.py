@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from config import load_settings
+from config import Settings, load_settings
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -37,9 +37,10 @@ GoldStandardOption = Annotated[
 
 
 @contextmanager
-def _session(config: Path | None) -> Iterator[Session]:
-    """A session on the node's database (migrated, as the node does at every start), committed when the command
-    succeeds; the programme's errors exit with status 2, the database's with status 1."""
+def programme_session(config: Path | None) -> Iterator[tuple[Settings, Session]]:
+    """The node's settings and a session on its database (migrated, as the node does at every start), committed
+    when the command succeeds; the programme's errors (an unknown reader, team or training set, a bad name) exit
+    with status 2, the database's with status 1. Used by `myomap reader`, `training-set` and `report`."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from db.migrate import upgrade
@@ -52,7 +53,7 @@ def _session(config: Path | None) -> Iterator[Session]:
         engine = make_engine(settings.database_url)
         upgrade(engine)
         with make_session_factory(engine)() as session:
-            yield session
+            yield settings, session
             session.commit()
     except ValueError as error:  # PeopleError, TrainingSetError, ReaderNameError
         typer.echo(f"error: {error}", err=True)
@@ -80,7 +81,7 @@ def reader_list(
     """List the readers with their role, team, aliases and linked web users."""
     from reports.programme.people import list_readers
 
-    with _session(config) as session:
+    with programme_session(config) as (_, session):
         readers = list_readers(session, team=team)
     if as_json:
         typer.echo(json.dumps([asdict(reader) for reader in readers], indent=2))
@@ -101,7 +102,7 @@ def reader_add(
     """Add a reader (readers the node scores are added by themselves, as trainees)."""
     from reports.programme.people import add_reader
 
-    with _session(config) as session:
+    with programme_session(config) as (_, session):
         reader = add_reader(session, name, role=role, team=team)
         text = f"added reader {reader.name} ({reader.role}{', team ' + reader.team if reader.team else ''})"
     typer.echo(text)
@@ -118,7 +119,7 @@ def reader_alias(
     """Map names as contours arrive with them to a reader (or remove such aliases)."""
     from reports.programme.people import add_alias, get_reader, remove_alias
 
-    with _session(config) as session:
+    with programme_session(config) as (_, session):
         reader = get_reader(session, name).name
         for pattern in patterns:
             if remove:
@@ -138,7 +139,7 @@ def reader_set_team(
     """Put a reader in a team."""
     from reports.programme.people import set_team
 
-    with _session(config) as session:
+    with programme_session(config) as (_, session):
         reader = set_team(session, name, team)
         text = f"{reader.name}: team {reader.team or '(none)'}"
     typer.echo(text)
@@ -153,7 +154,7 @@ def reader_set_role(
     """Set a reader's role (experts' contours make the reference)."""
     from reports.programme.people import set_role
 
-    with _session(config) as session:
+    with programme_session(config) as (_, session):
         reader = set_role(session, name, role)
         text = f"{reader.name}: role {reader.role}"
     typer.echo(text)
@@ -174,7 +175,7 @@ def reader_link_user(
     if (name is None) != unlink:
         typer.echo("error: name a reader, or give --unlink", err=True)
         raise typer.Exit(code=2)
-    with _session(config) as session:
+    with programme_session(config) as (_, session):
         user = link_user(session, username, name, role=role)
         text = f"{user.username} ({user.role}) -> {name or 'no reader'}"
     typer.echo(text)
@@ -196,7 +197,7 @@ def training_set_create(
     """Mark studies as a training set (cases "case 1", "case 2", ... in the order given)."""
     from reports.programme.training_sets import create_training_set
 
-    with _session(config) as session:
+    with programme_session(config) as (_, session):
         created = create_training_set(session, name, study, description=description, reference_policy=reference,
                                       gold_standard_reader=gold_standard, auto_consensus=not no_auto_consensus)
         text = f"created training set {created.name} with {len(created.cases)} cases"
@@ -215,7 +216,7 @@ def training_set_add_case(
     """Add a study to a training set."""
     from reports.programme.training_sets import add_case
 
-    with _session(config) as session:
+    with programme_session(config) as (_, session):
         case = add_case(session, name, study, label=label, reference_policy=reference,
                         gold_standard_reader=gold_standard)
         text = f"added {case.label} ({case.study_instance_uid}) to {name}"
@@ -234,7 +235,7 @@ def training_set_set_reference(
     """Name the reference one case's readers are scored against."""
     from reports.programme.training_sets import set_case_reference
 
-    with _session(config) as session:
+    with programme_session(config) as (_, session):
         case = set_case_reference(session, name, label, reference_policy=None if policy == "automatic" else policy,
                                   gold_standard_reader=gold_standard)
         text = f"{name} {case.label}: reference {case.reference_policy or 'automatic'}"
@@ -254,7 +255,7 @@ def training_set_auto_consensus(
     if state not in ("on", "off"):
         typer.echo(f"error: say on or off, not {state!r}", err=True)
         raise typer.Exit(code=2)
-    with _session(config) as session:
+    with programme_session(config) as (_, session):
         set_auto_consensus(session, name, state == "on")
     typer.echo(f"{name}: automatic consensus {state}")
 
@@ -279,7 +280,7 @@ def training_set_criteria(
     """Set the accreditation criteria of a training set (options not given keep their value)."""
     from reports.programme.training_sets import Criteria, criteria_in_words, get_training_set, set_criteria
 
-    with _session(config) as session:
+    with programme_session(config) as (_, session):
         current = Criteria.from_json(get_training_set(session, name).criteria)
         changes: dict[str, object] = {}
         for key, value in (("min_mean_dice", min_dice), ("max_abs_t1_difference_ms", max_dt1_ms),
@@ -298,7 +299,7 @@ def training_set_list(config: ConfigOption = None) -> None:
     """List the training sets."""
     from reports.programme.training_sets import list_training_sets
 
-    with _session(config) as session:
+    with programme_session(config) as (_, session):
         sets = list_training_sets(session)
     for item in sets:
         typer.echo(f"{item.name:<24} {len(item.cases):>3} cases  "
@@ -314,7 +315,7 @@ def training_set_show(
     """Show a training set: its cases with their reference, and its criteria."""
     from reports.programme.training_sets import criteria_in_words, show_training_set
 
-    with _session(config) as session:
+    with programme_session(config) as (_, session):
         item = show_training_set(session, name)
     if as_json:
         typer.echo(json.dumps(asdict(item), indent=2))

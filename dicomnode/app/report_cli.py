@@ -8,55 +8,19 @@ or a file that cannot be written, with status 1.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from config import Settings, load_settings
+from dicomnode.app.programme_cli import ConfigOption, programme_session
 
-if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
-
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", "-c", help="TOML file over the embedded defaults", exists=True)
-]
 OutOption = Annotated[Path, typer.Option("--out", help="the PDF file to write", dir_okay=False)]
 
 report_app = typer.Typer(help="The training programme's PDF reports: a trainee's progress, a team's summary.",
                          no_args_is_help=True)
-
-
-@contextmanager
-def _session(config: Path | None) -> Iterator[tuple[Settings, Session]]:
-    """The settings and a session on the node's database (migrated), committed when the report is written."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from db.migrate import upgrade
-    from db.session import make_engine, make_session_factory
-
-    settings = load_settings(config)
-    engine = None
-    try:
-        settings.storage_root.mkdir(parents=True, exist_ok=True)
-        engine = make_engine(settings.database_url)
-        upgrade(engine)
-        with make_session_factory(engine)() as session:
-            yield settings, session
-            session.commit()  # the accreditation dates the evaluation recorded
-    except ValueError as error:  # PeopleError, TrainingSetError: an unknown reader, team or training set
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(code=2) from error
-    except (SQLAlchemyError, OSError) as error:
-        typer.echo(f"error: cannot use the node's database: {str(error).splitlines()[0]}", err=True)
-        raise typer.Exit(code=1) from error
-    finally:
-        if engine is not None:
-            engine.dispose()
 
 
 def _write(out: Path, pdf: bytes) -> None:
@@ -85,7 +49,7 @@ def report_trainee(
     from reports.programme.queries import trainee_progress
     from reports.programme.training_sets import get_training_set
 
-    with _session(config) as (settings, session):
+    with programme_session(config) as (settings, session):
         progress = trainee_progress(session, name)
         if training_set is not None:
             studies = {case.study_instance_uid for case in get_training_set(session, training_set).cases}
@@ -107,7 +71,7 @@ def report_team(
     from reports.pdf import team_pdf
     from reports.programme.queries import team_summary
 
-    with _session(config) as (_settings, session):
+    with programme_session(config) as (_settings, session):
         summary = team_summary(session, name)
         pdf = team_pdf(summary, node_version=SOFTWARE_VERSION, generated_at=datetime.now().astimezone())
     _write(out, pdf)
