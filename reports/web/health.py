@@ -131,9 +131,7 @@ def model_runtimes(storage_root: Path) -> list[ModelRuntimePublic]:
     newest: dict[str, ModelRuntimePublic] = {}
     for runtime in read_providers(storage_root):  # newest first
         if runtime.host not in newest:
-            newest[runtime.host] = ModelRuntimePublic(
-                host=runtime.host, pid=runtime.pid, loaded_at=runtime.loaded_at, device_asked=runtime.device_asked,
-                providers=runtime.providers, summary=runtime.summary)
+            newest[runtime.host] = ModelRuntimePublic.model_validate(runtime, from_attributes=True)
     return list(newest.values())
 
 
