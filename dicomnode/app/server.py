@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
 from dataclasses import dataclass
 from functools import partial
@@ -29,13 +30,15 @@ from db import migrate
 from db.session import make_engine, make_session_factory
 from dicomnode.analysis.slices import warm_up_models
 from dicomnode.app.analysis_process import AnalysisProcess, shared_hold
-from dicomnode.app.scp_processes import ScpProcesses, bound_settings, scp_process_count
+from dicomnode.app.heap import freeze_start_up_objects
+from dicomnode.app.scp_processes import ScpProcesses, bound_settings, scp_process_count, shared_open_connections
 from dicomnode.app.uploads import NodeUploads
 from dicomnode.jobs import map_job
 from dicomnode.jobs.creation import enqueue_series, requeue_orphaned, requeue_overdue_transfers, requeue_unfinished
 from dicomnode.jobs.outputs import ALGORITHM_VERSION
 from dicomnode.jobs.queue import CONSOLE_HOLD_MARGIN_S, NodeQueue, make_consumer, make_queue
 from dicomnode.jobs.tasks import NodeTasks, register_tasks
+from dicomnode.net.handoff import HandOff
 from dicomnode.net.scp import StorageSCP
 from dicomnode.store.assembly import Assembler
 from dicomnode.store.reconcile import reconcile_storage
@@ -155,14 +158,18 @@ class Node:
                                      settings.series.pairing_seconds + CONSOLE_HOLD_MARGIN_S),
         )
         self._assembler.start()
-        self._scp = StorageSCP(settings, session_factory, self._assembler, reuse_port=self._scp_processes > 1)
+        open_connections = shared_open_connections(self._scp_processes) if self._scp_processes > 1 else None
+        # Until the children run, every connection is served here.
+        handoff = HandOff(open_connections, self._child_channel) if open_connections is not None else None
+        self._scp = StorageSCP(settings, session_factory, self._assembler, handoff=handoff)
         self._scp.start()
-        if self._scp_processes > 1:
+        if open_connections is not None:
             self._scp_children = ScpProcesses(
-                bound_settings(settings, self.dicom_port, self._scp.tls_port), hold, self._scp_processes - 1
+                bound_settings(settings, self.dicom_port, self._scp.tls_port), hold, open_connections
             )
             self._scp_children.start()
         self._start_web(session_factory, tasks)
+        freeze_start_up_objects()
         LOGGER.info(
             "myomap node %s ready: DICOM %s:%d (%d processes), web http://%s:%d, %d workers",
             settings.dicom.ae_title,
@@ -173,6 +180,9 @@ class Node:
             self.web_port,
             settings.queue.workers,
         )
+
+    def _child_channel(self, index: int) -> socket.socket | None:
+        return None if self._scp_children is None else self._scp_children.channel(index)
 
     def _start_web(self, session_factory: sessionmaker[Session], tasks: NodeTasks) -> None:
         # The page's upload stores through the node's own storage and assembler (the web layer cannot import them).

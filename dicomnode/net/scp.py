@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import ssl
@@ -18,6 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from config.settings import Settings
 from dicomnode.net.admission import AdmissionLimits, PendingConnections, wait_for_request, wait_for_tls_data
 from dicomnode.net.handlers import StoreContext, handle_association_request, handle_echo, handle_store
+from dicomnode.net.handoff import OWN_PROCESS, PLAIN, TLS, ChildSide, HandOff, OpenConnections, receive_connections
+from dicomnode.net.reactor import wait_instead_of_polling
 from dicomnode.net.tls import certificate_subject, describe_error, server_context
 from dicomnode.sop_classes import (
     NATIVE_TRANSFER_SYNTAXES,
@@ -30,13 +33,9 @@ from dicomnode.store.inflate import map_large_blocks
 
 LOGGER = logging.getLogger(__name__)
 
-# pynetdicom's own loops are left as they are. Its DUL thread sleeps ``_run_loop_delay`` (1 ms) whenever a pass
-# over its socket and queues found nothing, and the association thread sleeps 1 ms between looks for a decoded
-# message; a C-STORE waits on them about three times. Setting the DUL delay to 0.1 ms (the knob the pynetdicom
-# maintainers name, issues #120 and #650) lifts a do-nothing handler from about 300 to 450 images/s, but made no
-# difference to the node (134 vs 136 images/s, benchmarks/bench_ingest_profile.py on 2 cores): the faster
-# polling thread takes the GIL from the storing thread at each of its system calls. It also costs about a fifth
-# of a core per idle association, so it is not used.
+# pynetdicom's association threads poll (1 ms sleeps); :mod:`dicomnode.net.reactor` makes them wait on their socket
+# and queues instead. A polling interval of 0.1 ms had lifted a do-nothing handler from about 300 to 450 images/s
+# but not the node, whose storing thread lost the interpreter lock to the faster polling; waiting lifts both.
 
 # pynetdicom binds its "standard" logging handlers to every PDU and DIMSE message of an association; for each
 # C-STORE request they format a multi-line description (copying the whole received data set once just to say it
@@ -84,9 +83,10 @@ def make_ae(settings: Settings) -> AE:
 
 
 def tune_association(event: Event) -> None:
-    """EVT_CONN_OPEN: drop pynetdicom's standard logging handlers of this association unless its logger shows
-    DEBUG lines (see ``STANDARD_LOG_EVENTS``)."""
+    """EVT_CONN_OPEN: make this association's threads wait instead of polling (:mod:`dicomnode.net.reactor`) and
+    drop pynetdicom's standard logging handlers unless its logger shows DEBUG lines (see ``STANDARD_LOG_EVENTS``)."""
     assoc = event.assoc
+    wait_instead_of_polling(assoc)
     if logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
         return
     for event_type in STANDARD_LOG_EVENTS:
@@ -114,17 +114,37 @@ class GuardedAssociationServer(ThreadedAssociationServer):
     """
 
     pending: PendingConnections | None = None
-    # Several processes of the node listen on one port (SO_REUSEPORT): the kernel spreads connections over them.
-    reuse_port = False
+    # With several SCP processes (dicomnode.net.handoff): the node's own process accepts and places each connection
+    # (``handoff``); a child's servers do not listen (``listens``) and are handed connections. Each connection
+    # thread takes its connection off ``open_connections`` when it ends.
+    kind = PLAIN
+    handoff: HandOff | None = None
+    open_connections: OpenConnections | None = None
+    process_index = OWN_PROCESS
+    listens = True
     # Stopping does not wait for connections still pending: one whose request arrives after the server closed is
     # dropped.
     block_on_close = False
     daemon_threads = True
     _closed = False
 
+    def process_request(  # type: ignore[override]
+        self, request: socket.socket, client_address: tuple[str, int]
+    ) -> None:
+        if self.handoff is not None and self.handoff.place(request, client_address, self.kind):
+            return
+        super().process_request(request, client_address)
+
     def process_request_thread(  # type: ignore[override]
         self, request: socket.socket, client_address: tuple[str, int]
     ) -> None:
+        try:
+            self._serve_connection(request, client_address)
+        finally:
+            if self.open_connections is not None:
+                self.open_connections.ended(self.process_index)
+
+    def _serve_connection(self, request: socket.socket, client_address: tuple[str, int]) -> None:
         assert self.pending is not None
         deadline = time.monotonic() + self.pending.limits.request_timeout_s
         ticket = self.pending.admit(request, client_address[0])
@@ -150,9 +170,20 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         return None
 
     def server_bind(self) -> None:
-        if self.reuse_port and self.socket is not None:
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
+        if self.listens:
+            super().server_bind()
+
+    def server_activate(self) -> None:
+        if self.listens:
+            super().server_activate()
+
+    def shutdown(self) -> None:
+        if self.listens:
+            super().shutdown()
+            return
+        # No serve_forever loop ran (the connections come from the node's process): nothing to wait for.
+        self.server_close()
+        self.ae._servers.remove(self)
 
     def server_close(self) -> None:
         self._closed = True
@@ -167,6 +198,8 @@ class TLSAssociationServer(GuardedAssociationServer):
     the accepting thread only accepts; each connection's thread has until the request deadline for the handshake
     and the first record of its request, a failure closes that connection with a log line, and the server goes on.
     """
+
+    kind = TLS
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         assert self.socket is not None
@@ -221,16 +254,21 @@ class StorageSCP:
     settings : Settings
     session_factory : sessionmaker
     assembler : Assembler or None
-    reuse_port : bool
-        Listen with SO_REUSEPORT, beside the node's other SCP processes on the same ports.
+    handoff : HandOff, optional
+        The node's process with further SCP processes: each accepted connection is placed on the least busy.
+    child : ChildSide, optional
+        A further SCP process: nothing listens here; the connections come from the node's process.
     """
 
     def __init__(
         self, settings: Settings, session_factory: sessionmaker[Session], assembler: Assembler | None,
-        *, reuse_port: bool = False,
+        *, handoff: HandOff | None = None, child: ChildSide | None = None,
     ):
+        if handoff is not None and child is not None:
+            raise ValueError("an SCP either places connections (handoff) or is handed them (child), not both")
         self._settings = settings
-        self._reuse_port = reuse_port
+        self._handoff = handoff
+        self._child = child
         self._context = StoreContext(settings=settings, session_factory=session_factory, assembler=assembler)
         self._ae = make_ae(settings)
         self._server: GuardedAssociationServer | None = None
@@ -238,6 +276,7 @@ class StorageSCP:
         self._tls_server: TLSAssociationServer | None = None
         self.port: int | None = None
         self.tls_port: int | None = None
+        self._receiver: threading.Thread | None = None
 
     @property
     def ae(self) -> AE:
@@ -266,7 +305,8 @@ class StorageSCP:
         server = self._start_server(address, None, handlers, GuardedAssociationServer)
         self._server = server
         self.port = int(server.server_address[1])
-        LOGGER.info("Storage SCP %s listening on %s:%d", dicom.ae_title, address[0], self.port)
+        if self._child is None:
+            LOGGER.info("Storage SCP %s listening on %s:%d", dicom.ae_title, address[0], self.port)
         if tls_context is not None:
             try:
                 self._tls_server = self._start_server(
@@ -276,10 +316,23 @@ class StorageSCP:
                 self.stop()
                 raise
             self.tls_port = int(self._tls_server.server_address[1])
-            LOGGER.info(
-                "Storage SCP %s listening for DICOM TLS on %s:%d (client certificates %s)",
-                dicom.ae_title, dicom.bind, self.tls_port, _CLIENT_CERTIFICATES[tls_context.verify_mode],
+            if self._child is None:
+                LOGGER.info(
+                    "Storage SCP %s listening for DICOM TLS on %s:%d (client certificates %s)",
+                    dicom.ae_title, dicom.bind, self.tls_port, _CLIENT_CERTIFICATES[tls_context.verify_mode],
+                )
+        if self._child is not None:
+            self._receiver = threading.Thread(
+                target=receive_connections, args=(self._child, self._serve_handed_on), name="ConnectionReceiver",
+                daemon=True,
             )
+            self._receiver.start()
+
+    def _serve_handed_on(self, kind: str, connection: socket.socket, client_address: tuple[str, int]) -> None:
+        server = self._tls_server if kind == TLS else self._server if kind == PLAIN else None
+        if server is None:
+            raise ValueError(f"no {kind} server in this process")
+        server.process_request(connection, client_address)  # starts the connection's thread, as after an accept
 
     def _start_server(
         self,
@@ -290,16 +343,22 @@ class StorageSCP:
     ) -> _Server:
         # As AE.start_server(block=False) does, with a server class of the node's (pynetdicom's documented
         # make_server(server_class=...) hook). make_server's return type also allows its default class.
-        if self._reuse_port:  # set before make_server binds the socket
-            server_class = cast(type[_Server], type(server_class.__name__, (server_class,), {"reuse_port": True}))
+        placing: dict[str, object] = {}
+        if self._handoff is not None:
+            placing = {"handoff": self._handoff, "open_connections": self._handoff.open_connections}
+        elif self._child is not None:
+            placing = {"listens": False, "open_connections": self._child.open_connections,
+                       "process_index": self._child.index}
+        if placing:  # class attributes, set before make_server binds (or, in a child, does not bind) the socket
+            server_class = cast(type[_Server], type(server_class.__name__, (server_class,), placing))
         server = cast(
             _Server,
             self._ae.make_server(address, ssl_context=context, evt_handlers=handlers, server_class=server_class),
         )
         server.pending = self._pending
-        name = "TLSAcceptorServer" if context is not None else "AcceptorServer"
-        thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
-        thread.start()
+        if server.listens:
+            name = "TLSAcceptorServer" if context is not None else "AcceptorServer"
+            threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
         self._ae._servers.append(server)  # so that AE.shutdown() and server.shutdown() know it, as pynetdicom's own
         return server
 
@@ -307,6 +366,9 @@ class StorageSCP:
         """Stop listening and end the open associations."""
         if self._server is None:
             return
+        if self._child is not None:  # no more connections from the node's process
+            with contextlib.suppress(OSError):
+                self._child.channel.shutdown(socket.SHUT_RDWR)
         if self._tls_server is not None:
             self._tls_server.shutdown()
             self._tls_server = None

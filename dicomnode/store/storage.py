@@ -100,7 +100,7 @@ class SeriesFacts:
     """What the study and series rows record, from the header; built by :func:`series_facts`.
 
     Needed only to create a series or to teach it a role or expected count it lacks, so the ingest path skips
-    classification when the series is cached and already knows both.
+    classification when the series is cached and the instance cannot teach it either (:func:`_may_learn`).
     """
 
     role: SeriesRole
@@ -248,7 +248,7 @@ def store_instance(
             known = cache.get(facts.series_instance_uid)
             about_series = (
                 None
-                if known is not None and _knows_all(known)
+                if known is not None and not _may_learn(known, inspected.header)
                 else series_facts(inspected.header, calling_ae=calling_ae, calling_host=calling_host)
             )
             try:
@@ -475,7 +475,7 @@ def record_instance(
     engine : Engine
     facts : InstanceFacts
     about_series : SeriesFacts or None
-        None when the series is cached with its role and expected count (see :func:`store_instance`).
+        None when the series is cached and the instance cannot teach it anything (see :func:`store_instance`).
     path : str
         The file, relative to the storage root (POSIX separators).
     sha256 : str
@@ -522,7 +522,7 @@ def _record(
     version: int,
     existing: InstanceRow | None,
 ) -> RecordedIds:
-    if about_series is None and (series is None or not _knows_all(series)):
+    if about_series is None and series is None:
         raise StaleSeriesError(f"series {facts.series_instance_uid} left the cache; classify the instance")
     columns = InstanceFileColumns(
         sop_class_uid=facts.sop_class_uid,
@@ -608,6 +608,23 @@ def _find_or_create_series(connection: Connection, facts: InstanceFacts, about: 
         calling_host=about.calling_host,
     )
     return SeriesRow(series_id, study_id, about.role, about.expected_instances)
+
+
+def _may_learn(series: SeriesRow, header: Dataset) -> bool:
+    """Whether this instance may teach the cached series a role or an expected count, so that it must be classified.
+
+    A series whose role is settled (neither OTHER nor a phase role) learns nothing from classification; it learns
+    an expected count only from an instance that states one, which a few header elements tell (a MOLLI series
+    without ImagesInAcquisition is then not classified again for each of its images).
+    """
+    if _knows_all(series):
+        return False
+    if series.role in (SeriesRole.OTHER, *_PHASE_OF_RAW.values()):
+        return True
+    try:
+        return expected_instances(header) is not None
+    except Exception:  # a value that breaks its VR: series_facts says so with the right status
+        return True
 
 
 def _knows_all(series: SeriesRow) -> bool:

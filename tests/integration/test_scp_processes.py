@@ -1,9 +1,10 @@
-"""`[dicom] processes = 2`: two processes receive on one port (SO_REUSEPORT), and a series whose instances arrive
-over several of them at once is stored whole and completed exactly once, by its protocol."""
+"""`[dicom] processes = 2`: the node places each connection on the process with the fewest open, and a series whose
+instances arrive over several processes at once is stored whole and completed exactly once, by its protocol."""
 
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 from pathlib import Path
 
@@ -30,6 +31,7 @@ COPIES = 6
 ASSOCIATIONS = 4
 BATCHES = 4
 CHILD_STARTED = re.compile(r"Storage SCP process 1 started \((\d+)\)")
+CHILD_SERVING = "Storage SCP process 1 serving the connections the node places on it"
 
 
 def _cpu_s(pid: int) -> float:
@@ -81,14 +83,23 @@ def test_one_series_over_several_processes_is_stored_whole_and_completed_once(tm
         assert match is not None
         child = int(match.group(1))
 
-        def child_listens() -> bool:
-            listing = subprocess.run(["ss", "-ltnpH", f"sport = :{node.dicom_port}"], capture_output=True,
-                                     text=True, check=True).stdout
-            return f"pid={child}," in listing
+        wait_until(lambda: CHILD_SERVING in node.log(), timeout_s=60, what="the second SCP process serving")
+        assert node.process is not None
 
-        wait_until(child_listens, timeout_s=60, what="the second SCP process listening on the node's port")
-        # The kernel spreads connections by a hash of their addresses: with four at once the second process may,
-        # rarely, get none; another batch is sent then. That it took part shows in its CPU time (idle: none).
+        # Four connections open at once: two on each process, whatever their addresses.
+        held = [socket.create_connection(("127.0.0.1", node.dicom_port)) for _ in range(ASSOCIATIONS)]
+        try:
+            def owners() -> list[int]:
+                listing = subprocess.run(["ss", "-tnpH", "state", "established", f"sport = :{node.dicom_port}"],
+                                         capture_output=True, text=True, check=True).stdout
+                return [int(pid) for pid in re.findall(r"pid=(\d+),", listing)]
+
+            wait_until(lambda: len(owners()) == ASSOCIATIONS, timeout_s=10, what="the four connections placed")
+            assert sorted(owners()) == sorted([node.process.pid, node.process.pid, child, child])
+        finally:
+            for connection in held:
+                connection.close()
+
         series_uids: set[str] = set()
         for batch in range(BATCHES):
             folders, uids = _spread_copies(tmp_path, sources, batch)
@@ -102,6 +113,8 @@ def test_one_series_over_several_processes_is_stored_whole_and_completed_once(tm
             for sender in senders:
                 output, _ = sender.communicate(timeout=120)
                 assert sender.returncode == 0, output
+            # A sender that ends before the next connects leaves its process free for that one, so a batch may,
+            # rarely, run on the node's process alone; another batch is sent then.
             if _cpu_s(child) - cpu_before > 0.05:
                 break
         else:

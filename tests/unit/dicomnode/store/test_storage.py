@@ -260,6 +260,33 @@ def test_series_learns_role_and_expected_count_from_later_instances(
         assert (series.role, series.expected_instances, series.n_instances) == (SeriesRole.RAW_IR, 8, 3)
 
 
+def test_a_raw_series_without_a_count_is_classified_once_until_an_instance_states_its_count(
+    settings: Settings, session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study_uid, series_uid = generate_uid(), generate_uid()
+    classified: list[str] = []
+    classify_header = storage.series_facts
+
+    def counting(header: pydicom.Dataset, **kwargs: str) -> storage.SeriesFacts:
+        classified.append(str(header.SOPInstanceUID))
+        return classify_header(header, **kwargs)
+
+    monkeypatch.setattr(storage, "series_facts", counting)
+    for seed in range(3):  # a MOLLI series that states no count: its role is settled by the first image
+        _store(mr_image(study_uid=study_uid, series_uid=series_uid, inversion_time_ms=180.0 + seed, seed=seed),
+               settings, session_factory)
+    assert len(classified) == 1
+    counted = _store(mr_image(study_uid=study_uid, series_uid=series_uid, inversion_time_ms=900.0,
+                              images_in_acquisition=5, seed=3), settings, session_factory)
+    _store(mr_image(study_uid=study_uid, series_uid=series_uid, inversion_time_ms=1000.0, images_in_acquisition=5,
+                    seed=4), settings, session_factory)
+
+    assert len(classified) == 2  # the first image with a count taught it; the series then knew both
+    with session_scope(session_factory) as session:
+        series = session.get_one(Series, counted.series_id)
+        assert (series.role, series.expected_instances, series.n_instances) == (SeriesRole.RAW_IR, 5, 5)
+
+
 def test_implicit_little_endian_is_stored(
     settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path
 ) -> None:
