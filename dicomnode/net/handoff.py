@@ -106,7 +106,7 @@ class HandOff:
                 raise ConnectionError("the process is down")
             socket.send_fds(channel, [message], [connection.fileno()])
         except OSError as error:  # the child died meanwhile; it is restarted by its supervisor
-            LOGGER.warning("Storage SCP process %d cannot take a connection (%s): served here", index + 1, error)
+            LOGGER.warning("Storage SCP process %d cannot take a connection (%s): served here", index, error)
             self.open_connections.move(index, OWN_PROCESS)
             return False
         connection.close()  # the child holds its own descriptor of it now

@@ -617,20 +617,19 @@ def _may_learn(series: SeriesRow, header: Dataset) -> bool:
     an expected count only from an instance that states one, which a few header elements tell (a MOLLI series
     without ImagesInAcquisition is then not classified again for each of its images).
     """
-    if _knows_all(series):
-        return False
-    if series.role in (SeriesRole.OTHER, *_PHASE_OF_RAW.values()):
+    if not _role_settled(series):
         return True
+    if series.expected_instances is not None:
+        return False
     try:
         return expected_instances(header) is not None
     except Exception:  # a value that breaks its VR: series_facts says so with the right status
         return True
 
 
-def _knows_all(series: SeriesRow) -> bool:
-    # A series learns a role (from OTHER, or raw from phase) and an expected count (from None) from later
-    # instances; once it has both, nothing an instance says changes the series row.
-    return series.role not in (SeriesRole.OTHER, *_PHASE_OF_RAW.values()) and series.expected_instances is not None
+def _role_settled(series: SeriesRow) -> bool:
+    # A series learns a role from later instances only from OTHER, or raw from phase.
+    return series.role not in (SeriesRole.OTHER, *_PHASE_OF_RAW.values())
 
 
 #: A series first seen through a phase image becomes raw when a magnitude image of it arrives (Philips M/P and GE
