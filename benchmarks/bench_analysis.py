@@ -176,8 +176,8 @@ def main() -> int:
     models = load_models(device="cpu", threads=args.threads)
     analyse_all(slice_inputs(cases[:4]), models, 1)  # warm-up: arenas, caches
     load_before = os.getloadavg()
-    parts = [_Timed(segmentation, "segment_maps"), _Timed(motion, "detect_motions"),
-             _Timed(quality, "predict_dices")]
+    parts = [_Timed(segmentation, "segment_maps"), _Timed(segmentation, "mirrored_segmentations"),
+             _Timed(motion, "detect_motions"), _Timed(quality, "predict_dices")]
     batched_s = analyse_all(series, models, 1)
     for part in parts:
         part.restore()
@@ -190,9 +190,11 @@ def main() -> int:
     print(f"analysis of {n} T1 slices (matrices {sorted({c.map_ms.shape for c in cases})}), CPU "
           f"({len(os.sched_getaffinity(0))} cores, load average {load_before[0]:.1f} before, {load_after[0]:.1f} "
           f"after), providers {sorted(set(models.providers.values()))}, "
-          f"onnxruntime threads {args.threads or 'default'}")
+          f"onnxruntime threads {args.threads or 'default'}, segmentation model "
+          f"{'int8 copy' if models.segmentation.int8 else 'float'}")
     print(f"  batched, one thread: {batched_s:.2f} s; {1000 * batched_s / n:.1f} ms per slice")
-    labels = {"segment_maps": "segmentation (the map and its 2 mirrored copies for the QC)",
+    labels = {"segment_maps": "segmentation of the map",
+              "mirrored_segmentations": "segmentation of its 2 mirrored copies (the QC's agreement)",
               "detect_motions": "motion", "predict_dices": "QC (crop, latent searches, calibration)"}
     for part in parts:
         print(f"    {1000 * part.seconds / n:6.1f} ms per slice  {labels[part.name]}")

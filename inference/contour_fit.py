@@ -23,6 +23,7 @@ from skimage.measure import find_contours
 from skimage.morphology import disk
 
 from inference.errors import AnalysisError, ShapeMismatchError
+from inference.masks import fill_holes
 
 LOGGER = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ def select_component(mask: np.ndarray) -> np.ndarray:
     labels, count = ndimage.label(np.asarray(mask, dtype=bool), structure=_EIGHT_CONNECTED)
     if count == 0:
         raise ContourFitError("mask is empty, expected at least one foreground pixel")
-    sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=np.arange(1, count + 1))
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     best, best_size = 0, 0.0
     for label, box in enumerate(ndimage.find_objects(labels), start=1):
         height = box[0].stop - box[0].start
@@ -293,7 +294,7 @@ def _densify(polygon: np.ndarray, step_px: float) -> np.ndarray:
 def is_closed_ring(myocardium_mask: np.ndarray) -> bool:
     """Whether the myocardium encloses a cavity (False for a C-shape with a gap)."""
     mask = np.asarray(myocardium_mask, dtype=bool)
-    return bool(np.any(ndimage.binary_fill_holes(mask) & ~mask))
+    return bool(np.any(fill_holes(mask) & ~mask))
 
 
 def fit_contours(
@@ -346,11 +347,11 @@ def fit_contours(
     if cavity.any():
         cavity_region = select_component(cavity & heart)
     elif closed:
-        cavity_region = select_component(ndimage.binary_fill_holes(myocardium) & ~myocardium)
+        cavity_region = select_component(fill_holes(myocardium) & ~myocardium)
     else:
         cavity_region = select_component(_close_ring(myocardium))
     endo = _smooth_border(cavity_region, n_points, convex=not closed)
-    epi = _smooth_border(ndimage.binary_fill_holes(heart), n_points, convex=False)
+    epi = _smooth_border(fill_holes(heart), n_points, convex=False)
     LOGGER.debug(
         "fitted contours: ring %s, %d endo and %d epi points", "closed" if closed else "open", len(endo), len(epi)
     )
@@ -363,7 +364,7 @@ def _close_ring(myocardium: np.ndarray) -> np.ndarray:
         closed = ndimage.binary_closing(np.pad(myocardium, radius), structure=disk(radius))[
             radius:-radius, radius:-radius
         ]
-        cavity = ndimage.binary_fill_holes(closed) & ~closed
+        cavity = fill_holes(closed) & ~closed
         if cavity.any():
             return cavity
     raise ContourFitError(f"the myocardium stays open after a closing of {MAX_CLOSING_RADIUS_PX} px, expected a ring")

@@ -68,12 +68,20 @@ def lv_grid(centre_px: tuple[float, float], pixel_spacing_mm: tuple[float, float
     return Grid((float(centre_px[0]), float(centre_px[1])), _spacing(pixel_spacing_mm), size)
 
 
+def finite_or_zero(values: np.ndarray) -> np.ndarray:
+    """``values`` as float32 with NaN and infinite pixels set to 0 (no pixel without a value reaches a model); the
+    array itself, not a copy, when it is already float32 and finite: callers do not write to it."""
+    array = np.asarray(values, dtype=np.float32)
+    finite = np.isfinite(array)
+    return array if finite.all() else np.where(finite, array, np.float32(0.0))
+
+
 def sample(image: np.ndarray, grid: Grid, *, order: int = 1) -> np.ndarray:
     """Resample a 2-D image (or a stack, leading axes kept) onto ``grid``; zero outside the image.
 
     ``order`` 1 is bilinear, 0 nearest; both as ``scipy.ndimage.map_coordinates`` with ``mode="constant"``.
     """
-    values = np.nan_to_num(np.asarray(image, dtype=np.float32))
+    values = finite_or_zero(image)
     rows, columns = grid.source_coordinates()
     flat = values.reshape(-1, *values.shape[-2:])
     if order == 1 and min(flat.shape[-2:]) >= 2:
@@ -138,7 +146,7 @@ def _covered(centre_px: float, half_extent_px: float, length: int) -> tuple[int,
 def normalise_map(values: np.ndarray) -> np.ndarray:
     """Scale a map on its grid so that its 1st and 99th percentiles (of finite, non-zero pixels) become 0 and 1;
     clipped to [-0.5, 1.5]."""
-    finite = np.nan_to_num(np.asarray(values, dtype=np.float32))
+    finite = finite_or_zero(values)
     selected = finite[finite != 0]
     if selected.size < 16:
         return np.zeros_like(finite)
@@ -149,7 +157,7 @@ def normalise_map(values: np.ndarray) -> np.ndarray:
 
 def normalise_images(images: np.ndarray) -> np.ndarray:
     """Scale raw magnitude images (a stack on one grid) by their common 99th percentile."""
-    stack = np.nan_to_num(np.asarray(images, dtype=np.float32))
+    stack = finite_or_zero(images)
     high = float(np.percentile(np.abs(stack), 99.0)) if stack.size else 0.0
     return (stack / high if high > 0 else stack).clip(-0.5, 2.0).astype(np.float32)
 

@@ -56,6 +56,7 @@ from skimage.morphology import convex_hull_image
 
 from inference.contour_fit import check_spacing
 from inference.errors import AnalysisError, ShapeMismatchError
+from inference.masks import fill_holes
 
 LOGGER = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ class HeartCheck:
 def _pieces(myocardium: np.ndarray) -> tuple[np.ndarray, int]:
     """The largest 8-connected piece and the number of pieces holding MIN_PIECE_FRACTION of the myocardium."""
     labels, count = ndimage.label(myocardium, structure=_EIGHT_CONNECTED)
-    sizes = ndimage.sum_labels(np.ones_like(labels), labels, np.arange(1, count + 1))
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     significant = int(np.count_nonzero(sizes >= MIN_PIECE_FRACTION * sizes.sum()))
     return labels == int(np.argmax(sizes)) + 1, significant
 
@@ -109,11 +110,11 @@ def _cavity(myocardium: np.ndarray, cavity_mask: np.ndarray) -> np.ndarray:
     """The given cavity's largest piece outside the myocardium, else the largest hole of the myocardium."""
     cavity = cavity_mask & ~myocardium
     if not cavity.any():
-        cavity = ndimage.binary_fill_holes(myocardium) & ~myocardium
+        cavity = fill_holes(myocardium) & ~myocardium
     if not cavity.any():
         return cavity
     labels, count = ndimage.label(cavity)
-    sizes = ndimage.sum_labels(np.ones_like(labels), labels, np.arange(1, count + 1))
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     return labels == int(np.argmax(sizes)) + 1
 
 
@@ -171,7 +172,7 @@ def check_left_ventricle(
     border = ndimage.binary_dilation(padded_cavity, structure=_EIGHT_CONNECTED) & ~padded_cavity
     enclosure = float(np.count_nonzero(border & np.pad(piece, 1)) / np.count_nonzero(border))
     pixel_mm2 = spacing[0] * spacing[1]
-    heart = ndimage.binary_fill_holes(piece | cavity)
+    heart = fill_holes(piece | cavity)
     cavity_mm2 = float(np.count_nonzero(cavity)) * pixel_mm2
     heart_mm2 = float(np.count_nonzero(heart)) * pixel_mm2
     epi_radius_mm = float(np.sqrt(heart_mm2 / np.pi))

@@ -32,8 +32,11 @@ class ModelSet:
 
     @property
     def versions(self) -> dict[str, str]:
-        """Name and version of each model, as its card states them."""
-        return {name: f"{getattr(self, name).card.name} {getattr(self, name).card.version}" for name in SHIPPED_FILES}
+        """Name and version of each model, as its card states them, and "int8" where the session runs the card's
+        int8 copy (reports name exactly what drew their numbers)."""
+        models: dict[str, Model] = {name: getattr(self, name) for name in SHIPPED_FILES}
+        return {name: f"{model.card.name} {model.card.version}{' int8' if model.int8 else ''}"
+                for name, model in models.items()}
 
 
 def load_models(paths: dict[str, str] | None = None, *, device: Device | str = Device.AUTO,

@@ -141,8 +141,10 @@ class MotionInput:
     pixel_spacing_mm: tuple[float, float]
 
 
-def detect_motions(items: list[MotionInput], model: Model) -> list[MotionResult]:
-    """:func:`detect_motion` of several slices, through the model in batches of :data:`MAX_BATCH`.
+def detect_motions(items: list[MotionInput], model: Model,
+                   inputs: list[dict[str, np.ndarray]] | None = None) -> list[MotionResult]:
+    """:func:`detect_motion` of several slices, through the model in batches of :data:`MAX_BATCH`; ``inputs``
+    are the items' :func:`motion_inputs` when the caller already has them (it checked them one by one).
 
     Raises
     ------
@@ -151,8 +153,11 @@ def detect_motions(items: list[MotionInput], model: Model) -> list[MotionResult]
         :func:`motion_inputs` to keep the others).
     """
     threshold = decision_threshold(model)
-    inputs = [motion_inputs(item.images, item.times_ms, item.t1_map_ms, item.r2, item.aha_segment_map,
-                            item.lv_centre_px, item.pixel_spacing_mm) for item in items]
+    if inputs is None:
+        inputs = [motion_inputs(item.images, item.times_ms, item.t1_map_ms, item.r2, item.aha_segment_map,
+                                item.lv_centre_px, item.pixel_spacing_mm) for item in items]
+    elif len(inputs) != len(items):
+        raise ValueError(f"{len(items)} slices but {len(inputs)} model inputs")
     results = []
     for start in range(0, len(inputs), MAX_BATCH):
         chunk = inputs[start:start + MAX_BATCH]
@@ -169,13 +174,13 @@ def _result(item: MotionInput, outputs: dict[str, np.ndarray], threshold: float)
     grid = lv_grid(item.lv_centre_px, item.pixel_spacing_mm)
     shape = np.shape(item.aha_segment_map)
     present = [int(s) for s in np.unique(item.aha_segment_map) if 0 < s <= 16]
-    probabilities, attention = {}, {}
-    for segment in present:
-        index = int(segment_positions(np.array(segment))) - 1
-        probabilities[segment] = float(segment_probabilities[index])
-        attention[segment] = np.clip(to_source(outputs["attention"][0, index], grid, shape), 0.0, 1.0)
-    return MotionResult(segment_probabilities=probabilities, whole_image_probability=whole,
-                        attention_maps=attention, threshold=threshold)
+    indices = [int(segment_positions(np.array(segment))) - 1 for segment in present]
+    # All the present segments' attention maps in one resampling (the weights are computed once).
+    maps = np.clip(to_source(outputs["attention"][0, indices], grid, shape), 0.0, 1.0) if present else []
+    return MotionResult(segment_probabilities={s: float(segment_probabilities[i])
+                                               for s, i in zip(present, indices, strict=True)},
+                        whole_image_probability=whole,
+                        attention_maps={s: maps[k] for k, s in enumerate(present)}, threshold=threshold)
 
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:

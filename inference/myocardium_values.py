@@ -29,6 +29,7 @@ from scipy import ndimage
 
 from inference.contour_fit import check_spacing
 from inference.errors import AnalysisError, ShapeMismatchError
+from inference.masks import fill_holes
 
 LOGGER = logging.getLogger(__name__)
 
@@ -160,11 +161,11 @@ def _depth_and_centre_line(
         return depth, centre_line
     cavity = cavity & ~myocardium
     if not cavity.any():
-        cavity = ndimage.binary_fill_holes(myocardium) & ~myocardium
+        cavity = fill_holes(myocardium) & ~myocardium
     if not cavity.any():
         raise AnalysisError("the myocardium encloses no cavity and no cavity mask was given, expected an LV ring")
     # Work in the bounding box of the heart grown by two pixels (the image edge counts as outside the heart).
-    heart = ndimage.binary_fill_holes(myocardium | cavity)
+    heart = fill_holes(myocardium | cavity)
     rows, columns = np.nonzero(heart)
     top, left = int(rows.min()), int(columns.min())
     box = (slice(top, int(rows.max()) + 1), slice(left, int(columns.max()) + 1))

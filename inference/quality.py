@@ -32,7 +32,7 @@ from scipy import spatial
 
 from inference.grids import CROP_SIZE, lv_grid, mask_centre_px, normalise_map, sample, sample_mask
 from inference.runtime import Model
-from inference.segmentation import Segmentation, segment_maps
+from inference.segmentation import Segmentation, mirrored_segmentations
 
 #: Weights of the search objective: mean squared error of the map channel and of the segmentation channel, and the
 #: latent's squared norm (the N(0, I) prior, per dimension) that keeps the search where the decoder was trained.
@@ -185,8 +185,12 @@ def _search(pairs: np.ndarray, starts: np.ndarray, decoder: Model) -> list[Searc
 
     def residuals(latents: np.ndarray, decoded: np.ndarray) -> np.ndarray:
         """(n, k, size) latents and their decoded pairs to (n, k, pixels + size) residuals."""
-        image = scale * (decoded.reshape(n, latents.shape[1], -1).astype(np.float64) - targets[:, np.newaxis])
-        return np.concatenate([image, prior_scale * latents], axis=2)
+        values = np.empty((n, latents.shape[1], scale.size + size))
+        image = values[:, :, :scale.size]  # written in place: these arrays are the search's main memory traffic
+        np.subtract(decoded.reshape(n, latents.shape[1], -1), targets[:, np.newaxis], out=image)
+        image *= scale
+        np.multiply(prior_scale, latents, out=values[:, :, scale.size:])
+        return values
 
     def keep_best(better: np.ndarray, values: np.ndarray, latents: np.ndarray, decoded: np.ndarray) -> None:
         best_objective[better] = values[better]
@@ -224,8 +228,12 @@ def _search(pairs: np.ndarray, starts: np.ndarray, decoder: Model) -> list[Searc
         # Broyden: each Jacobian now explains the step it took.
         length = np.einsum("ni,ni->n", delta, delta)
         moved = length > 0
-        change = trial_residual - residual - np.einsum("ni,nir->nr", delta, jacobian_t)
-        jacobian_t[moved] += (delta[moved] / length[moved, np.newaxis])[:, :, np.newaxis] * change[moved, np.newaxis]
+        change = trial_residual - residual - (delta[:, np.newaxis] @ jacobian_t)[:, 0]
+        if moved.all():  # in place: a masked update would copy every Jacobian twice
+            jacobian_t += (delta / length[:, np.newaxis])[:, :, np.newaxis] * change[:, np.newaxis]
+        else:
+            jacobian_t[moved] += ((delta[moved] / length[moved, np.newaxis])[:, :, np.newaxis]
+                                  * change[moved, np.newaxis])
         accepted = trial_objective < objective  # then trust the linear model more
         latent[accepted], residual[accepted], objective[accepted] = (trial[accepted], trial_residual[accepted],
                                                                      trial_objective[accepted])
@@ -256,17 +264,11 @@ def raw_dice(search: SearchResult, pair: np.ndarray) -> float:
     return mask_dice(search.reconstruction[1] > MASK_THRESHOLD, pair[1] > 0.5)
 
 
-def mirrored_maps(map_values: np.ndarray) -> list[np.ndarray]:
-    """The left-right and the up-down mirrored map, the inputs of :func:`mirror_agreement`."""
-    values = np.asarray(map_values, dtype=np.float32)
-    return [values[:, ::-1].copy(), values[::-1].copy()]
-
-
-def mirror_agreement(myocardium_mask: np.ndarray, mirrored: Sequence[Segmentation]) -> float:
-    """The lower Dice of ``myocardium_mask`` with the segmentations of :func:`mirrored_maps`, mirrored back."""
+def mirror_agreement(myocardium_mask: np.ndarray, mirrored: tuple[Segmentation, Segmentation]) -> float:
+    """The lower Dice of ``myocardium_mask`` with the segmentations of the left-right and the up-down mirrored
+    map, mirrored back (inference/segmentation.py ``mirrored_segmentations``)."""
     mask = np.asarray(myocardium_mask, dtype=bool)
-    return min(mask_dice(mask, mirrored[0].myocardium_mask[:, ::-1]),
-               mask_dice(mask, mirrored[1].myocardium_mask[::-1]))
+    return min(mask_dice(mask, mirrored[0].myocardium_mask), mask_dice(mask, mirrored[1].myocardium_mask))
 
 
 def augmentation_agreement(map_values: np.ndarray, myocardium_mask: np.ndarray,
@@ -274,8 +276,7 @@ def augmentation_agreement(map_values: np.ndarray, myocardium_mask: np.ndarray,
     """The lower Dice of ``myocardium_mask`` with the model's myocardium on the left-right and on the up-down
     mirrored map (mirrored back); 1 for a model that answers the same whichever way the heart faces."""
     spacing = (float(pixel_spacing_mm[0]), float(pixel_spacing_mm[1]))
-    mirrored = segment_maps(mirrored_maps(map_values), [spacing, spacing], segmentation_model)
-    return mirror_agreement(myocardium_mask, mirrored)
+    return mirror_agreement(myocardium_mask, mirrored_segmentations([map_values], [spacing], segmentation_model)[0])
 
 
 def predict_dice(map_values: np.ndarray, myocardium_mask: np.ndarray, pixel_spacing_mm: tuple[float, float] | float,

@@ -16,7 +16,8 @@ import numpy as np
 from scipy import ndimage
 
 from inference.errors import AnalysisError
-from inference.grids import Grid, image_centre_grid, normalise_map, sample, to_source
+from inference.grids import SEGMENTATION_SIZE, Grid, finite_or_zero, image_centre_grid, normalise_map, sample, to_source
+from inference.masks import enclosed, mask_window
 from inference.runtime import Model
 
 BACKGROUND, CAVITY, MYOCARDIUM = 0, 1, 2
@@ -66,21 +67,57 @@ def segment_maps(maps: Sequence[np.ndarray], pixel_spacings_mm: Sequence[tuple[f
     AnalysisError
         If the lists differ in length, a map is not 2-D or a spacing is not two positive numbers.
     """
+    values, grids, inputs = _grid_inputs(maps, pixel_spacings_mm)
+    return _segment_grid_inputs(inputs, grids, [item.shape for item in values], model)
+
+
+def mirrored_segmentations(maps: Sequence[np.ndarray], pixel_spacings_mm: Sequence[tuple[float, float]],
+                           model: Model) -> list[tuple[Segmentation, Segmentation]]:
+    """For each map, the segmentations of its left-right and of its up-down mirrored copy, mirrored back onto the
+    map's own orientation: the test-time augmentation of the QC (inference/quality.py ``mirror_agreement``).
+
+    The segmentation grid is centred on the image, so the mirrored map's grid is the map's grid mirrored: each map
+    is resampled once and mirrored on the grid, and the model's logits are mirrored back there. The masks are those
+    of :func:`segment_maps` of the mirrored maps, mirrored back, up to rounding.
+    """
+    values, grids, inputs = _grid_inputs(maps, pixel_spacings_mm)
+    if not values:
+        return []
+    # Per map: left-right (columns, axis 2 of the (N, rows, columns) inputs), then up-down (rows, axis 1).
+    mirrored_inputs = np.stack([inputs[:, :, ::-1], inputs[:, ::-1, :]], axis=1).reshape(-1, *inputs.shape[1:])
+    found = _segment_grid_inputs(mirrored_inputs, [grid for grid in grids for _ in range(2)],
+                                 [item.shape for item in values for _ in range(2)], model, mirrored_axes=(2, 1))
+    return [(found[2 * k], found[2 * k + 1]) for k in range(len(values))]
+
+
+def _grid_inputs(maps: Sequence[np.ndarray], pixel_spacings_mm: Sequence[tuple[float, float]]
+                 ) -> tuple[list[np.ndarray], list[Grid], np.ndarray]:
+    """The checked maps, their segmentation grids and the model's (N, 128, 128) normalised inputs."""
     if len(maps) != len(pixel_spacings_mm):
         raise AnalysisError(f"got {len(maps)} maps but {len(pixel_spacings_mm)} pixel spacings")
     values = [_check_map(item) for item in maps]
-    if not values:
-        return []
     grids = [image_centre_grid(item.shape, _check_spacing(spacing)) for item, spacing in
              zip(values, pixel_spacings_mm, strict=True)]
-    inputs = np.stack([normalise_map(sample(item, grid)) for item, grid in zip(values, grids, strict=True)])
+    inputs = np.stack([normalise_map(sample(item, grid)) for item, grid in zip(values, grids, strict=True)]) \
+        if values else np.zeros((0, SEGMENTATION_SIZE, SEGMENTATION_SIZE), dtype=np.float32)
+    return values, grids, inputs
+
+
+def _segment_grid_inputs(inputs: np.ndarray, grids: Sequence[Grid], shapes: Sequence[tuple[int, int]], model: Model,
+                         mirrored_axes: tuple[int, ...] = ()) -> list[Segmentation]:
+    """Run the model on grid inputs, :data:`MAX_BATCH` at a time, and decide on each map's pixels. With
+    ``mirrored_axes`` the inputs cycle through mirrorings along those axes of an input ((1: rows, 2: columns)), and
+    each one's logits are mirrored back before the decision."""
     results = []
     for start in range(0, len(inputs), MAX_BATCH):
-        batch = inputs[start:start + MAX_BATCH, None]
+        batch = np.ascontiguousarray(inputs[start:start + MAX_BATCH, None])
         logits = model.run({INPUT_NAME: batch}, [OUTPUT_NAME])[OUTPUT_NAME]
+        if mirrored_axes:  # (batch, classes, rows, columns): an input's axis k is the logits' axis k + 1
+            logits = np.stack([np.flip(one, axis=mirrored_axes[(start + offset) % len(mirrored_axes)])
+                               for offset, one in enumerate(logits)])
         for offset, grid_probabilities in enumerate(softmax(logits, axis=1)):
             index = start + offset
-            probabilities = source_probabilities(grid_probabilities, grids[index], values[index].shape)
+            probabilities = source_probabilities(grid_probabilities, grids[index], shapes[index])
             results.append(segmentation_from_probabilities(probabilities))
     return results
 
@@ -110,12 +147,30 @@ def segmentation_from_probabilities(probabilities: np.ndarray) -> Segmentation:
     Holes of that component other than the cavity (specks inside the wall) become myocardium. When the ring is
     open, the cavity is the largest cavity component touching the myocardium; contour fitting bridges the gap.
     """
-    labels = np.argmax(probabilities, axis=0)
-    myocardium = largest_component(labels == MYOCARDIUM)
+    shape = probabilities.shape[1:]
+    window = _undecided_window(probabilities[BACKGROUND])
+    cavity, myocardium = np.zeros(shape, dtype=bool), np.zeros(shape, dtype=bool)
+    if window is not None:
+        cavity[window], myocardium[window] = _ring(probabilities[(slice(None), *window)])
+    return Segmentation(cavity_mask=cavity, myocardium_mask=myocardium, probabilities=probabilities)
+
+
+def _undecided_window(background: np.ndarray) -> tuple[slice, slice] | None:
+    """The box of pixels that are not certainly background, with a margin of one pixel inside the image; None when
+    there is none. Outside it every pixel is background (probability 1, the grid does not reach there), so the ring
+    found in the box is the ring found in the whole image: the margin keeps a border of background around it, as
+    the image's rest would, and a component reaching the box's edge reaches the image's edge."""
+    return mask_window(background < 1.0)
+
+
+def _ring(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(cavity, myocardium) masks of :func:`segmentation_from_probabilities` on (3, rows, columns) probabilities."""
+    background, cavity_p, myocardium_p = probabilities
+    # The most probable class, the first on a tie (as argmax): cheaper than argmax over a strided class axis.
+    myocardium = largest_component((myocardium_p > background) & (myocardium_p > cavity_p))
     if not myocardium.any():
-        empty = np.zeros(labels.shape, dtype=bool)
-        return Segmentation(empty, empty.copy(), probabilities)
-    predicted_cavity = labels == CAVITY
+        return np.zeros(myocardium.shape, dtype=bool), myocardium
+    predicted_cavity = (cavity_p > background) & (cavity_p >= myocardium_p)
     holes = enclosed(myocardium)
     if holes.any():
         hole_labels, count = ndimage.label(holes)
@@ -131,7 +186,7 @@ def segmentation_from_probabilities(probabilities: np.ndarray) -> Segmentation:
         cavity_labels, _ = ndimage.label(predicted_cavity, structure=_EIGHT_CONNECTED)
         kept = np.unique(cavity_labels[touching])
         cavity = largest_component(np.isin(cavity_labels, kept[kept > 0]))
-    return Segmentation(cavity_mask=cavity, myocardium_mask=myocardium, probabilities=probabilities)
+    return cavity, myocardium
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
@@ -143,20 +198,11 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == int(np.argmax(sizes)) + 1
 
 
-def enclosed(mask: np.ndarray) -> np.ndarray:
-    """The pixels outside ``mask`` that it encloses: ``binary_fill_holes(mask) & ~mask``, by labelling the
-    complement (4-connected, as binary_fill_holes) and keeping the components that do not reach the image edge,
-    a fraction of the cost of the iterated dilation."""
-    outside, _ = ndimage.label(~mask)
-    edge = np.unique(np.concatenate([outside[0], outside[-1], outside[:, 0], outside[:, -1]]))
-    return (outside > 0) & ~np.isin(outside, edge)
-
-
 def _check_map(map_values: np.ndarray) -> np.ndarray:
     values = np.asarray(map_values)
     if values.ndim != 2 or min(values.shape) < 2:
         raise AnalysisError(f"map_values must be a 2-D map of at least 2 x 2 pixels, got shape {values.shape}")
-    return np.nan_to_num(values.astype(np.float32, copy=False), nan=0.0, posinf=0.0, neginf=0.0)
+    return finite_or_zero(values)
 
 
 def _check_spacing(pixel_spacing_mm: tuple[float, float]) -> tuple[float, float]:

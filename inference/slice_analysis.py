@@ -214,11 +214,10 @@ def analyse_slices(requests: Sequence[SliceRequest], models: ModelSet) -> list[S
     measured = {i: m for i, own in zip(prepared, found, strict=True)
                 if (m := guarded(i, functools.partial(_measure, requests[i], prepared[i], own))) is not None}
     # The mirrored maps of the slices that passed as a heart, for the QC's agreement.
-    mirrored = iter(segmentation.segment_maps(
-        [image for i in measured for image in quality.mirrored_maps(prepared[i].values)],
-        [prepared[i].spacing for i in measured for _ in range(2)], models.segmentation))
-    agreements = {i: quality.mirror_agreement(m.found.myocardium_mask, [next(mirrored), next(mirrored)])
-                  for i, m in measured.items()}
+    mirrored = segmentation.mirrored_segmentations([prepared[i].values for i in measured],
+                                                   [prepared[i].spacing for i in measured], models.segmentation)
+    agreements = {i: quality.mirror_agreement(m.found.myocardium_mask, pair)
+                  for (i, m), pair in zip(measured.items(), mirrored, strict=True)}
     motions = _detect_motion(requests, prepared, measured, models, guarded)
     judged = [i for i in measured if i not in failures]
     estimates = quality.predict_dices(
@@ -267,6 +266,7 @@ def _detect_motion(requests: Sequence[SliceRequest], prepared: dict[int, _Prepar
     with bad inputs fails alone), the T2 slices from their fit quality."""
     motions: dict[int, MotionResult] = {}
     batch: dict[int, motion.MotionInput] = {}
+    model_inputs: list[dict[str, np.ndarray]] = []
     for i, m in measured.items():
         raw = requests[i].raw
         if raw is None:
@@ -278,11 +278,14 @@ def _detect_motion(requests: Sequence[SliceRequest], prepared: dict[int, _Prepar
             continue
         one = motion.MotionInput(raw.images, raw.times_ms, prepared[i].values, raw.r2, m.segments, m.centre,
                                  prepared[i].spacing)
-        if guarded(i, functools.partial(motion.motion_inputs, one.images, one.times_ms, one.t1_map_ms, one.r2,
-                                        one.aha_segment_map, one.lv_centre_px, one.pixel_spacing_mm)) is not None:
+        checked = guarded(i, functools.partial(motion.motion_inputs, one.images, one.times_ms, one.t1_map_ms, one.r2,
+                                               one.aha_segment_map, one.lv_centre_px, one.pixel_spacing_mm))
+        if isinstance(checked, dict):
             batch[i] = one
+            model_inputs.append(checked)
     if batch:
-        motions.update(zip(batch, motion.detect_motions(list(batch.values()), models.motion), strict=True))
+        motions.update(zip(batch, motion.detect_motions(list(batch.values()), models.motion, model_inputs),
+                           strict=True))
     return motions
 
 

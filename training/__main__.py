@@ -3,8 +3,9 @@
 Builds the phantom v1 and v2 training and validation sets (training seeds 100000 and 120000, validation 200000 and
 220000; tests use seeds below 100000), trains segmentation (with the real Sunnybrook slices of
 ../shared/data/sunnybrook), consensus, motion and the QC VAE one after the other, exports each to ONNX with its
-model card, calibrates the T2 motion check (its constants are printed for inference/t2_motion.py) and rewrites
-docs/models.md and its figure. Needs the ``[train]`` extra (PyTorch, onnx).
+model card, makes the segmentation model's int8 copy for the CPU (training/quantise.py), calibrates the T2 motion
+check (its constants are printed for inference/t2_motion.py) and rewrites docs/models.md and its figure. Needs the
+``[train]`` extra (PyTorch, onnx).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def main() -> int:
             build(DATA_FOLDER / name, seed=seed, n_studies=n_studies, workers=args.workers, anatomy=anatomy)
     for trainer in TRAINERS:
         subprocess.run([sys.executable, "-m", trainer, "--out", str(args.out)], check=True)
-    for step in ("training.t2_motion", "training.sunnybrook_figure", "training.model_docs"):
+    for step in ("training.quantise", "training.t2_motion", "training.sunnybrook_figure", "training.model_docs"):
         subprocess.run([sys.executable, "-m", step], check=True)
     print(f"all models trained in {(time.perf_counter() - started) / 60:.1f} min")
     return 0

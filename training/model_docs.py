@@ -129,6 +129,12 @@ def _section(card: dict[str, Any]) -> str:
     lines += _mapping(card.get("training", {}))
     lines += ["", "### Held-out metrics", ""]
     lines += _mapping(card.get("metrics", {}))
+    if "cpu_int8" in card:
+        copy = card["cpu_int8"]
+        lines += ["", f"### int8 copy for the CPU (`{copy['file']}`)", "",
+                  "On the CPU the node runs this copy (inference/runtime.py); a GPU runs the float model. "
+                  f"Largest loss of mean myocardium Dice on the held-out sets: {copy['largest_dice_loss']:.4f}.", ""]
+        lines += _mapping({key: value for key, value in copy.items() if key not in ("file", "largest_dice_loss")})
     lines += ["", f"*{card.get('validation_statement', NOT_VALIDATED)}*", ""]
     return "\n".join(lines)
 

@@ -11,7 +11,15 @@ import pytest
 from inference.aha import aha_segments, rv_insertion_points
 from inference.errors import AnalysisError
 from inference.grids import lv_grid, mask_centre_px, normalise_images, normalise_map, sample
-from inference.motion import MotionResult, detect_motion, motion_image_stack, motion_inputs, segment_positions
+from inference.motion import (
+    MotionInput,
+    MotionResult,
+    detect_motion,
+    detect_motions,
+    motion_image_stack,
+    motion_inputs,
+    segment_positions,
+)
 from inference.runtime import load_model, shipped_model_path
 from training import datasets
 from training.phantom_slices import SliceCase, iter_cases, study_cases
@@ -177,3 +185,18 @@ def test_bad_inputs_raise_analysis_errors(one_case: SliceCase, model) -> None:
         detect_motion(case.images, case.times_ms, case.map_ms, case.r2, case.aha_segments[:, :-2], *arguments[3:])
     with pytest.raises(AnalysisError, match="images must be"):
         detect_motion(case.images[0], case.times_ms, *arguments)
+
+
+def test_inputs_the_caller_checked_give_the_same_result_and_must_match_the_slices(one_case: SliceCase, model) -> None:
+    case = one_case
+    item = MotionInput(case.images, case.times_ms, case.map_ms, case.r2, case.aha_segments, case.lv_centre_px,
+                       case.pixel_spacing_mm)
+    inputs = motion_inputs(case.images, case.times_ms, case.map_ms, case.r2, case.aha_segments, case.lv_centre_px,
+                           case.pixel_spacing_mm)
+    alone, given = detect_motions([item], model)[0], detect_motions([item], model, [inputs])[0]
+    assert given.segment_probabilities == alone.segment_probabilities
+    for segment, attention in alone.attention_maps.items():
+        np.testing.assert_array_equal(given.attention_maps[segment], attention)
+        assert attention.shape == case.map_ms.shape
+    with pytest.raises(ValueError, match="1 slices but 2 model inputs"):
+        detect_motions([item], model, [inputs, inputs])

@@ -26,6 +26,7 @@ from inference.runtime import (
 from inference.segmentation import (
     CAVITY,
     MYOCARDIUM,
+    mirrored_segmentations,
     segment_map,
     segment_maps,
     segmentation_from_probabilities,
@@ -204,6 +205,7 @@ def _write_model(path, input_name: str, input_size: int) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     card = json.loads(MODEL_PATH.with_suffix(".json").read_text())
     card["sha256"] = file_sha256(path)
+    del card["cpu_int8"]  # a site's own model comes without the shipped model's int8 copy
     path.with_suffix(".json").write_text(json.dumps(card))
 
 
@@ -228,3 +230,68 @@ def test_a_model_file_that_differs_from_its_card_is_refused(tmp_path) -> None:
     path.write_bytes(path.read_bytes() + b"\0")
     with pytest.raises(ModelContractError, match="SHA-256"):
         Model(path, device=Device.CPU)
+
+
+def test_the_cpu_runs_the_cards_int8_copy_and_a_gpu_or_quantised_false_the_float_model() -> None:
+    on_cpu = Model(MODEL_PATH, device=Device.CPU)
+    assert on_cpu.int8 and on_cpu.session_path.name == "segmentation_int8.onnx"
+    assert not Model(MODEL_PATH, device=Device.CPU, quantised=False).int8
+    card = on_cpu.card.raw["cpu_int8"]
+    assert card["sha256"] == file_sha256(on_cpu.session_path)
+    # Measured by training/quantise.py on held-out phantom studies and the held-out Sunnybrook patient.
+    assert 0.0 <= card["largest_dice_loss"] <= 0.01
+    for figures in card["held_out"].values():
+        assert figures["sunnybrook_held_out"]["myocardium_dice_mean"] > 0.7
+
+
+def test_the_int8_copy_segments_fresh_phantom_maps_as_the_float_model_does(fresh_cases) -> None:
+    chosen = fresh_cases[:9]
+    maps, spacings = [c.map_ms for c in chosen], [c.pixel_spacing_mm for c in chosen]
+    as_float = segment_maps(maps, spacings, Model(MODEL_PATH, device=Device.CPU, quantised=False))
+    as_int8 = segment_maps(maps, spacings, Model(MODEL_PATH, device=Device.CPU))
+    agreement = [dice(a.myocardium_mask, b.myocardium_mask) for a, b in zip(as_float, as_int8, strict=True)]
+    assert min(agreement) > 0.95 and np.mean(agreement) > 0.98, agreement
+
+
+@pytest.mark.parametrize("change", ["sha256", "missing"])
+def test_a_card_whose_int8_copy_is_missing_or_differs_is_refused(tmp_path, change: str) -> None:
+    path = tmp_path / "segmentation.onnx"
+    path.write_bytes(MODEL_PATH.read_bytes())
+    card = json.loads(MODEL_PATH.with_suffix(".json").read_text())
+    copy = tmp_path / card["cpu_int8"]["file"]
+    if change == "sha256":
+        copy.write_bytes(MODEL_PATH.with_name(copy.name).read_bytes() + b"\0")
+    path.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(ModelContractError, match="SHA-256" if change == "sha256" else "does not exist"):
+        Model(path, device=Device.CPU)
+    assert not Model(path, device=Device.CPU, quantised=False).int8  # the float model itself still loads
+
+
+def test_mirrored_segmentations_are_the_mirrored_maps_segmentations_mirrored_back(model, fresh_cases) -> None:
+    chosen = [c for c in fresh_cases if c.map_ms.shape[0] != c.map_ms.shape[1]][:3]
+    maps, spacings = [c.map_ms for c in chosen], [c.pixel_spacing_mm for c in chosen]
+    found = mirrored_segmentations(maps, spacings, model)
+    left_right = segment_maps([m[:, ::-1] for m in maps], spacings, model)
+    up_down = segment_maps([m[::-1] for m in maps], spacings, model)
+    for (lr, ud), expected_lr, expected_ud in zip(found, left_right, up_down, strict=True):
+        assert np.count_nonzero(lr.myocardium_mask ^ expected_lr.myocardium_mask[:, ::-1]) <= 2
+        assert np.count_nonzero(ud.myocardium_mask ^ expected_ud.myocardium_mask[::-1]) <= 2
+        assert np.count_nonzero(ud.cavity_mask ^ expected_ud.cavity_mask[::-1]) <= 2
+
+
+def test_the_ring_is_decided_in_the_box_the_grid_reaches_as_in_the_whole_image(model, fresh_cases) -> None:
+    """Outside the box the grid reaches every pixel is background: a wider frame of certain background changes
+    nothing, also for a ring that reaches the image's edge."""
+    found = segment_map(fresh_cases[0].map_ms, fresh_cases[0].pixel_spacing_mm, model)
+    probabilities = found.probabilities
+    rows, columns = np.nonzero(found.myocardium_mask)
+    # Cut the image so that the ring touches its edge: the cavity is then not enclosed there.
+    cut = probabilities[:, :, : int(columns.mean()) + 1]
+    framed = np.zeros((3, cut.shape[1] + 40, cut.shape[2] + 30), dtype=np.float32)
+    framed[0] = 1.0
+    framed[:, 20:-20, 10:-20] = cut
+    alone, inside = segmentation_from_probabilities(cut), segmentation_from_probabilities(framed)
+    assert alone.myocardium_mask.any()
+    assert np.array_equal(inside.myocardium_mask[20:-20, 10:-20], alone.myocardium_mask)
+    assert np.array_equal(inside.cavity_mask[20:-20, 10:-20], alone.cavity_mask)
+    assert not inside.myocardium_mask[:20].any() and not inside.cavity_mask[:, -20:].any()
