@@ -38,6 +38,7 @@ from dicomnode.errors import StorageFullError, StoreRejectedError, UnknownPeerEr
 from dicomnode.sop_classes import VERIFICATION
 from dicomnode.store.assembly import Assembler
 from dicomnode.store.storage import check_free_space, store_instance
+from dicomnode.store.validate import received_file_meta
 
 LOGGER = logging.getLogger(__name__)
 
@@ -150,7 +151,8 @@ def handle_store(event: Event, context: StoreContext) -> int | Dataset:
     try:
         stored = store_instance(
             event.encoded_dataset(include_meta=False),
-            file_meta=event.file_meta,
+            file_meta=received_file_meta(str(request.AffectedSOPClassUID), sop_instance_uid,
+                                         str(event.context.transfer_syntax)),
             calling_ae=calling_ae,
             calling_host=calling_host,
             settings=context.settings,

@@ -22,6 +22,8 @@ import shutil
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from io import BytesIO
 from pathlib import Path
@@ -238,8 +240,6 @@ def store_instance(
     )
     facts = instance_facts(inspected)
     check_free_space(settings)
-    if calling_ae:
-        meta.SourceApplicationEntityTitle = calling_ae.strip()[:16]
     digest = hashlib.sha256(dataset_bytes).hexdigest()
     engine = engine_of(session_factory)
     cache = _series_cache(engine)
@@ -345,7 +345,7 @@ def _encoded(dataset: Dataset | bytes, file_meta: FileMetaDataset | None) -> tup
         data = bytes(dataset)
         if file_meta is None:
             file_meta, data = split_part10(data)
-        return data, FileMetaDataset(file_meta)
+        return data, file_meta  # not changed here: the Source AE title is added when the meta is encoded
     meta = file_meta or getattr(dataset, "file_meta", None)
     if meta is None or "TransferSyntaxUID" not in meta:
         raise ValueError("a Dataset to store needs file_meta with a TransferSyntaxUID")
@@ -353,7 +353,7 @@ def _encoded(dataset: Dataset | bytes, file_meta: FileMetaDataset | None) -> tup
     dataset.file_meta = meta
     dcmwrite(buffer, dataset, enforce_file_format=True)
     file_meta, data = split_part10(buffer.getvalue())
-    return data, FileMetaDataset(file_meta)
+    return data, file_meta
 
 
 def _store_locked(
@@ -366,34 +366,38 @@ def _store_locked(
     engine: Engine,
     sender: tuple[str, str] = ("", ""),
 ) -> StoredInstance:
+    # One connection for the look-up and the record (a pool checkout per statement group cost as much as the
+    # statements); no transaction stays open while the file is written.
     with engine.connect() as connection:
         existing = repository.find_instance_row(connection, sop_instance_uid=facts.sop_instance_uid)
-    if existing is not None and existing.sha256 != digest:
-        _refuse_if_moved(engine, facts, existing, sender)
-    if existing is not None and existing.sha256 == digest:
-        return StoredInstance(
-            instance_id=existing.id,
-            series_id=existing.series_id,
-            study_id=existing.study_id,
-            sop_instance_uid=facts.sop_instance_uid,
-            path=root / existing.path,
-            created=False,
-            changed=False,
+        connection.rollback()
+        if existing is not None and existing.sha256 != digest:
+            _refuse_if_moved(engine, facts, existing, sender)
+        if existing is not None and existing.sha256 == digest:
+            return StoredInstance(
+                instance_id=existing.id,
+                series_id=existing.series_id,
+                study_id=existing.study_id,
+                sop_instance_uid=facts.sop_instance_uid,
+                path=root / existing.path,
+                created=False,
+                changed=False,
+            )
+        version = 1 if existing is None else existing.version + 1
+        relative = instance_path(facts, version)
+        file_bytes = b"".join((PREAMBLE, encode_file_meta(meta, source_ae_title=sender[0][:16]), dataset_bytes))
+        write_durably(root / relative, file_bytes, root=root)
+        ids = record_instance(
+            engine,
+            facts,
+            about_series,
+            path=relative.as_posix(),
+            sha256=digest,
+            size_bytes=len(file_bytes),
+            version=version,
+            existing=existing,
+            connection=connection,
         )
-    version = 1 if existing is None else existing.version + 1
-    relative = instance_path(facts, version)
-    file_bytes = b"".join((PREAMBLE, encode_file_meta(meta), dataset_bytes))
-    write_durably(root / relative, file_bytes, root=root)
-    ids = record_instance(
-        engine,
-        facts,
-        about_series,
-        path=relative.as_posix(),
-        sha256=digest,
-        size_bytes=len(file_bytes),
-        version=version,
-        existing=existing,
-    )
     if existing is not None:
         LOGGER.info(
             "SOP instance %s re-sent with changed content: kept as version %d", facts.sop_instance_uid, version
@@ -465,6 +469,7 @@ def record_instance(
     size_bytes: int,
     version: int,
     existing: InstanceRow | None,
+    connection: Connection | None = None,
 ) -> RecordedIds:
     """Record a written file in one transaction: study and series (created if new), instance row, arrival.
 
@@ -485,6 +490,8 @@ def record_instance(
     version : int
     existing : InstanceRow or None
         The row of an earlier version of this instance, which then points at the new file.
+    connection : Connection, optional
+        An open connection of ``engine`` without a transaction to record on; one of the pool's otherwise.
 
     Returns
     -------
@@ -501,17 +508,19 @@ def record_instance(
     cache = _series_cache(engine)
     uid = facts.series_instance_uid
     cached = cache.get(uid)
+    row = (path, sha256, size_bytes, version, existing)
     if cached is not None:
-        return _record(engine, cache, facts, about_series, cached, path, sha256, size_bytes, version, existing)
+        return _record(engine, connection, cache, facts, about_series, cached, *row)
     # Creating a series: one thread at a time per UID, so that concurrent associations on a new series wait for
     # the first to commit and find it in the cache, instead of failing on the unique constraint.
     with _SERIES_LOCKS[hash(uid) % len(_SERIES_LOCKS)]:
         cached = cache.get(uid)
-        return _record(engine, cache, facts, about_series, cached, path, sha256, size_bytes, version, existing)
+        return _record(engine, connection, cache, facts, about_series, cached, *row)
 
 
 def _record(
     engine: Engine,
+    given: Connection | None,
     cache: _SeriesCache,
     facts: InstanceFacts,
     about_series: SeriesFacts | None,
@@ -534,7 +543,7 @@ def _record(
         version=version,
     )
     try:
-        with engine.begin() as connection:
+        with _transaction(engine, given) as connection:
             if series is None:
                 assert about_series is not None  # the check above raised StaleSeriesError when both are None
                 series = _find_or_create_series(connection, facts, about_series)
@@ -572,6 +581,17 @@ def _record(
     # A new version may move the instance between series and recount them after the arrival: assembly reads those.
     return RecordedIds(instance_id=instance_id, series_id=series.id, study_id=series.study_id,
                        arrival=counted if existing is None else None)
+
+
+@contextmanager
+def _transaction(engine: Engine, connection: Connection | None) -> Iterator[Connection]:
+    """A transaction on ``connection``, or on a connection of ``engine``'s pool; committed when the block ends."""
+    if connection is None:
+        with engine.begin() as own:
+            yield own
+    else:
+        with connection.begin():
+            yield connection
 
 
 def _find_or_create_series(connection: Connection, facts: InstanceFacts, about: SeriesFacts) -> SeriesRow:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from io import BytesIO
 from typing import cast
 
-from pydicom import Dataset, dcmread
+from pydicom import Dataset, config, dcmread
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import FileMetaDataset, validate_file_meta
@@ -19,6 +19,7 @@ from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
+from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 
 from dicomnode.errors import CannotUnderstandError, DatasetMismatchError, MyomapError, OutOfResourcesError
 from dicomnode.sop_classes import ENCAPSULATED_PDF, FLOAT_PIXEL_SOP_CLASSES, IMAGE_SOP_CLASSES
@@ -108,8 +109,9 @@ class InspectedInstance:
     series_instance_uid: str
 
 
-def encode_file_meta(file_meta: FileMetaDataset) -> bytes:
-    """Encode the file meta group (with its group length) as it follows the preamble in a Part 10 file.
+def encode_file_meta(file_meta: FileMetaDataset, *, source_ae_title: str = "") -> bytes:
+    """Encode the file meta group (with its group length) as it follows the preamble in a Part 10 file, with
+    ``source_ae_title`` as Source Application Entity Title when given; ``file_meta`` itself is left as it is.
 
     The same bytes as pydicom's ``write_file_meta_info(..., enforce_standard=True)`` (which adds a missing File
     Meta Information Version and Implementation Class UID and checks the Type 1 elements), encoded directly when
@@ -120,6 +122,12 @@ def encode_file_meta(file_meta: FileMetaDataset) -> bytes:
     ValueError
         A Type 1 element is missing, or the group holds elements of another group.
     """
+    if source_ae_title or not all(keyword in file_meta for keyword in _ADDED_BY_VALIDATION):
+        # A copy with its own elements' dict (FileMetaDataset(file_meta) would share it): validation adds elements,
+        # and so does the AE title.
+        file_meta = FileMetaDataset(dict(file_meta.items()))
+        if source_ae_title:
+            file_meta.SourceApplicationEntityTitle = source_ae_title
     validate_file_meta(file_meta, enforce_standard=True)
     parts = []
     for tag in sorted(file_meta.keys()):
@@ -132,6 +140,30 @@ def encode_file_meta(file_meta: FileMetaDataset) -> bytes:
         parts.append(encoded)
     body = b"".join(parts)
     return _META_GROUP_LENGTH_HEADER + _LENGTH_32.pack(len(body)) + body
+
+
+#: What ``validate_file_meta(..., enforce_standard=True)`` adds when it is missing.
+_ADDED_BY_VALIDATION = ("FileMetaInformationVersion", "ImplementationClassUID")
+
+
+def received_file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str) -> FileMetaDataset:
+    """The file meta of a data set received by C-STORE, as pynetdicom's ``Event.file_meta`` gives it.
+
+    Built from elements that skip pydicom's value validation: pynetdicom validated the request's UIDs when it
+    decoded them, the transfer syntax is the accepted context's, and :func:`inspect_instance` checks the data set
+    against them. Building it through attribute assignment validated each UID again.
+    """
+    meta = FileMetaDataset()
+    for tag, vr, value in (
+        (0x00020001, "OB", b"\x00\x01"),
+        (0x00020002, "UI", sop_class_uid),
+        (0x00020003, "UI", sop_instance_uid),
+        (0x00020010, "UI", transfer_syntax_uid),
+        (0x00020012, "UI", PYNETDICOM_IMPLEMENTATION_UID),
+        (0x00020013, "SH", PYNETDICOM_IMPLEMENTATION_VERSION),
+    ):
+        meta.add(DataElement(tag, vr, value, validation_mode=config.IGNORE))
+    return meta
 
 
 _META_GROUP_LENGTH_HEADER = b"\x02\x00\x00\x00UL\x04\x00"

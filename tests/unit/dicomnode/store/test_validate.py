@@ -11,9 +11,17 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom.dsutils import create_file_meta
 
 from dicomnode.errors import CannotUnderstandError, DatasetMismatchError, OutOfResourcesError
-from dicomnode.store.validate import encode_file_meta, inspect_instance, parse_instance, split_part10, validate_dataset
+from dicomnode.store.validate import (
+    encode_file_meta,
+    inspect_instance,
+    parse_instance,
+    received_file_meta,
+    split_part10,
+    validate_dataset,
+)
 from tests.dicom_builders import mr_image, parametric_map, write_part10
 from tests.shared_data import SHARED_DATA
 
@@ -220,3 +228,20 @@ def test_encode_file_meta_matches_pydicom(tmp_path: Path) -> None:
     expected.is_little_endian, expected.is_implicit_VR = True, False
     write_file_meta_info(expected, FileMetaDataset(meta), enforce_standard=True)
     assert encode_file_meta(FileMetaDataset(meta)) == expected.getvalue()
+
+
+def test_the_received_file_meta_encodes_as_pynetdicoms_and_the_source_ae_leaves_it_unchanged() -> None:
+    sop_class, sop_instance = "1.2.840.10008.5.1.4.1.1.4", "1.2.826.0.1.3680043.8.498.1234567890123"
+    built = received_file_meta(sop_class, sop_instance, ExplicitVRLittleEndian)
+    theirs = create_file_meta(sop_class_uid=pydicom.uid.UID(sop_class), sop_instance_uid=pydicom.uid.UID(sop_instance),
+                              transfer_syntax=ExplicitVRLittleEndian)
+    assert encode_file_meta(built) == encode_file_meta(theirs)
+    keys = set(built.keys())
+    with_ae = encode_file_meta(built, source_ae_title="MR_CONSOLE")
+    assert set(built.keys()) == keys  # the caller's meta is not changed
+    reference = FileMetaDataset(theirs)
+    reference.SourceApplicationEntityTitle = "MR_CONSOLE"
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    write_file_meta_info(buffer, reference, enforce_standard=True)
+    assert with_ae == buffer.getvalue()
