@@ -23,7 +23,7 @@ from skimage.measure import find_contours
 from skimage.morphology import disk
 
 from inference.errors import AnalysisError, ShapeMismatchError
-from inference.masks import fill_holes
+from inference.masks import enclosed, fill_holes
 
 LOGGER = logging.getLogger(__name__)
 
@@ -294,7 +294,7 @@ def _densify(polygon: np.ndarray, step_px: float) -> np.ndarray:
 def is_closed_ring(myocardium_mask: np.ndarray) -> bool:
     """Whether the myocardium encloses a cavity (False for a C-shape with a gap)."""
     mask = np.asarray(myocardium_mask, dtype=bool)
-    return bool(np.any(fill_holes(mask) & ~mask))
+    return bool(np.any(enclosed(mask)))
 
 
 def fit_contours(
@@ -347,7 +347,7 @@ def fit_contours(
     if cavity.any():
         cavity_region = select_component(cavity & heart)
     elif closed:
-        cavity_region = select_component(fill_holes(myocardium) & ~myocardium)
+        cavity_region = select_component(enclosed(myocardium))
     else:
         cavity_region = select_component(_close_ring(myocardium))
     endo = _smooth_border(cavity_region, n_points, convex=not closed)
@@ -364,7 +364,7 @@ def _close_ring(myocardium: np.ndarray) -> np.ndarray:
         closed = ndimage.binary_closing(np.pad(myocardium, radius), structure=disk(radius))[
             radius:-radius, radius:-radius
         ]
-        cavity = fill_holes(closed) & ~closed
+        cavity = enclosed(closed)
         if cavity.any():
             return cavity
     raise ContourFitError(f"the myocardium stays open after a closing of {MAX_CLOSING_RADIUS_PX} px, expected a ring")

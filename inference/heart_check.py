@@ -56,7 +56,7 @@ from skimage.morphology import convex_hull_image
 
 from inference.contour_fit import check_spacing
 from inference.errors import AnalysisError, ShapeMismatchError
-from inference.masks import fill_holes
+from inference.masks import enclosed, fill_holes
 
 LOGGER = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def _cavity(myocardium: np.ndarray, cavity_mask: np.ndarray) -> np.ndarray:
     """The given cavity's largest piece outside the myocardium, else the largest hole of the myocardium."""
     cavity = cavity_mask & ~myocardium
     if not cavity.any():
-        cavity = fill_holes(myocardium) & ~myocardium
+        cavity = enclosed(myocardium)
     if not cavity.any():
         return cavity
     labels, count = ndimage.label(cavity)

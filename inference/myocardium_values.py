@@ -29,7 +29,7 @@ from scipy import ndimage
 
 from inference.contour_fit import check_spacing
 from inference.errors import AnalysisError, ShapeMismatchError
-from inference.masks import fill_holes
+from inference.masks import enclosed, fill_holes
 
 LOGGER = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def _depth_and_centre_line(
         return depth, centre_line
     cavity = cavity & ~myocardium
     if not cavity.any():
-        cavity = fill_holes(myocardium) & ~myocardium
+        cavity = enclosed(myocardium)
     if not cavity.any():
         raise AnalysisError("the myocardium encloses no cavity and no cavity mask was given, expected an LV ring")
     # Work in the bounding box of the heart grown by two pixels (the image edge counts as outside the heart).

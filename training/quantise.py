@@ -96,11 +96,9 @@ def measure(float_path: Path, *, workers: int = 2) -> dict[str, Any]:
 
 def dice_loss(figures: dict[str, Any]) -> float:
     """The largest drop in mean myocardium Dice from the float model to the int8 copy over the held-out sets."""
-    losses = []
-    for key, dice_key in (("phantom_held_out", "myocardium_dice_mean"), ("phantom_v2_held_out", "myocardium_dice_mean"),
-                          ("sunnybrook_held_out", "myocardium_dice_mean")):
-        losses.append(float(figures["float32"][key][dice_key]) - float(figures["int8"][key][dice_key]))
-    return max(losses)
+    return max(float(figures["float32"][held_out]["myocardium_dice_mean"])
+               - float(figures["int8"][held_out]["myocardium_dice_mean"])
+               for held_out in ("phantom_held_out", "phantom_v2_held_out", "sunnybrook_held_out"))
 
 
 def main(argv: list[str] | None = None) -> int:
