@@ -39,12 +39,16 @@ class Grid:
     size: int
     spacing_mm: float = GRID_SPACING_MM
 
+    def source_axes(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, columns) in source pixels of the grid's rows and of its columns, each of shape (size,): the grid
+        is aligned with the image's axes."""
+        offsets_mm = (np.arange(self.size) - (self.size - 1) / 2.0) * self.spacing_mm
+        return (self.centre_px[1] + offsets_mm / self.source_spacing_mm[0],
+                self.centre_px[0] + offsets_mm / self.source_spacing_mm[1])
+
     def source_coordinates(self) -> tuple[np.ndarray, np.ndarray]:
         """(rows, columns) in source pixels of each grid pixel centre, each of shape (size, size)."""
-        offsets_mm = (np.arange(self.size) - (self.size - 1) / 2.0) * self.spacing_mm
-        rows = self.centre_px[1] + offsets_mm / self.source_spacing_mm[0]
-        columns = self.centre_px[0] + offsets_mm / self.source_spacing_mm[1]
-        return np.meshgrid(rows, columns, indexing="ij")
+        return np.meshgrid(*self.source_axes(), indexing="ij")
 
     def to_grid_px(self, points_px: np.ndarray) -> np.ndarray:
         """Source (x, y) points to grid (x, y) points."""
@@ -82,33 +86,35 @@ def sample(image: np.ndarray, grid: Grid, *, order: int = 1) -> np.ndarray:
     ``order`` 1 is bilinear, 0 nearest; both as ``scipy.ndimage.map_coordinates`` with ``mode="constant"``.
     """
     values = finite_or_zero(image)
-    rows, columns = grid.source_coordinates()
     flat = values.reshape(-1, *values.shape[-2:])
     if order == 1 and min(flat.shape[-2:]) >= 2:
-        out = _bilinear(flat, rows, columns)
+        out = _bilinear(flat, *grid.source_axes())
     else:
-        coordinates = np.stack([rows, columns])
+        coordinates = np.stack(grid.source_coordinates())
         out = np.stack([ndimage.map_coordinates(frame, coordinates, order=order, mode="constant", cval=0.0,
                                                 prefilter=False) for frame in flat])
     return out.reshape(*values.shape[:-2], grid.size, grid.size)
 
 
 def _bilinear(frames: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    """Bilinear samples of every frame (k, n, m) at the same (rows, columns), zero outside [0, n-1] x [0, m-1]:
-    the weights are computed once for the stack (map_coordinates would compute them again for each frame)."""
+    """Bilinear samples of every frame (k, n, m) at the points (rows[i], columns[j]) of an axis-aligned grid, zero
+    outside [0, n-1] x [0, m-1]: interpolated along the rows, then along the columns (the same weights as the 2-D
+    formula, applied once per row and per column rather than at every point, for the whole stack at once)."""
     n, m = frames.shape[-2:]
-    inside = (rows >= 0) & (rows <= n - 1) & (columns >= 0) & (columns <= m - 1)
-    row0 = np.clip(np.floor(rows).astype(np.intp), 0, n - 2)
-    column0 = np.clip(np.floor(columns).astype(np.intp), 0, m - 2)
-    row_weight = (rows - row0).astype(np.float32)
-    column_weight = (columns - column0).astype(np.float32)
-    pixels = frames.reshape(len(frames), n * m)
-    corner = row0 * m + column0
-    out = (pixels[:, corner] * ((1 - row_weight) * (1 - column_weight))
-           + pixels[:, corner + 1] * ((1 - row_weight) * column_weight)
-           + pixels[:, corner + m] * (row_weight * (1 - column_weight))
-           + pixels[:, corner + m + 1] * (row_weight * column_weight))
-    return np.where(inside, out, np.float32(0.0)).astype(np.float32)
+    row0, row_weight, row_inside = _axis_weights(rows, n)
+    column0, column_weight, column_inside = _axis_weights(columns, m)
+    along_rows = (frames[:, row0] * (1 - row_weight)[:, np.newaxis]
+                  + frames[:, row0 + 1] * row_weight[:, np.newaxis])
+    out = along_rows[:, :, column0] * (1 - column_weight) + along_rows[:, :, column0 + 1] * column_weight
+    out *= row_inside[:, np.newaxis] & column_inside
+    return out
+
+
+def _axis_weights(positions: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per position along an axis of ``length`` pixels: the pixel below it, the weight of the pixel above (float32)
+    and whether the position is inside [0, length - 1]."""
+    below = np.clip(np.floor(positions).astype(np.intp), 0, length - 2)
+    return below, (positions - below).astype(np.float32), (positions >= 0) & (positions <= length - 1)
 
 
 def sample_mask(mask: np.ndarray, grid: Grid) -> np.ndarray:
@@ -127,7 +133,8 @@ def to_source(grid_values: np.ndarray, grid: Grid, shape: tuple[int, int]) -> np
     row_range = _covered(grid.centre_px[1], half_extent_mm / grid.source_spacing_mm[0], shape[0])
     column_range = _covered(grid.centre_px[0], half_extent_mm / grid.source_spacing_mm[1], shape[1])
     if row_range is not None and column_range is not None:
-        rows, columns = np.mgrid[row_range[0]:row_range[1], column_range[0]:column_range[1]].astype(np.float64)
+        rows = np.arange(*row_range, dtype=np.float64)
+        columns = np.arange(*column_range, dtype=np.float64)
         centre = (grid.size - 1) / 2.0
         grid_rows = centre + (rows - grid.centre_px[1]) * grid.source_spacing_mm[0] / grid.spacing_mm
         grid_columns = centre + (columns - grid.centre_px[0]) * grid.source_spacing_mm[1] / grid.spacing_mm

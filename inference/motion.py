@@ -84,10 +84,11 @@ def motion_inputs(images: np.ndarray, times_ms: np.ndarray, t1_map_ms: np.ndarra
         if np.shape(values) != shape:
             raise ShapeMismatchError(f"{name} has shape {np.shape(values)}, the images are {shape}")
     grid = lv_grid(lv_centre_px, pixel_spacing_mm)
-    positions = sample(segment_positions(aha_segment_map), grid, order=0).round().astype(np.uint8)
+    # Sampled first, then mapped, sorted and padded: the same values, worked out on the grid's pixels only.
+    positions = segment_positions(sample(aha_segment_map, grid, order=0).round())
     layout = np.stack([positions == p for p in range(1, N_SEGMENT_POSITIONS + 1)]).astype(np.float32)
     return {
-        "ir_images": normalise_images(sample(motion_image_stack(stack, times), grid))[None],
+        "ir_images": normalise_images(motion_image_stack(sample(stack, grid), times))[None],
         "t1_map": normalise_map(sample(np.asarray(t1_map_ms, dtype=np.float32), grid))[None, None],
         "r2_map": sample(np.asarray(r2, dtype=np.float32), grid)[None, None],
         "segments": layout[None],

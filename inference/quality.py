@@ -9,9 +9,10 @@ mapped through the calibration stated in the decoder's model card (fitted on pha
 see), when the card has one.
 
 ONNX Runtime has no gradients; the objective is a weighted sum of squares, so the search is Levenberg-Marquardt
-with a Jacobian by forward differences (the latent and its 8 perturbed copies decoded in one batch), taken three
-times and kept current by Broyden's update in between: 39 decoded latents. The searches of a series' slices
-advance together, one decoder run for all of them per step.
+with a Jacobian by forward differences (the latent's 8 perturbed copies decoded in one batch), taken three times
+and kept current by Broyden's update in between, the normal matrix updated with it: 37 decoded latents. The
+residuals and Jacobians are float32 (the decoder's precision), the small linear systems float64. The searches of a
+series' slices advance together, one decoder run for all of them per step.
 
 The autoencoder alone is too trusting on images unlike its training data (it explains an unfamiliar image poorly
 and then anything goes). A second, independent estimate bounds it: the agreement of the segmentation with the
@@ -45,8 +46,9 @@ PRIOR_WEIGHT = 1e-4
 DIFFERENCE_STEP = 1e-2
 #: Levenberg-Marquardt steps, the steps at which the Jacobian is taken afresh by forward differences (Broyden's
 #: update between them), and the damping (relative to the normal matrix' diagonal) it starts from and keeps above.
-#: 39 decoded latents per search (latent of 8), against 71-77 for the L-BFGS-B of 10 objective evaluations it
-#: replaced. With the Jacobian at steps 0 and 4 only (26 latents) the search stopped short: a real slice of true
+#: 37 decoded latents per search (latent of 8; the latent itself is decoded again at no Jacobian step after the
+#: first, its residual is known), against 71-77 for the L-BFGS-B of 10 objective evaluations it replaced. With the
+#: Jacobian at steps 0 and 4 only (26 latents) the search stopped short: a real slice of true
 #: Dice 0.66 was predicted 0.82 and not flagged (tests/unit/inference/test_quality_real.py); the third Jacobian
 #: brings it to 0.79. The decoder's card states the calibration and the figures measured with this search.
 SEARCH_STEPS = 12
@@ -56,9 +58,9 @@ MIN_DAMPING = 1e-7
 #: The map's squared error is weighted by a Gaussian window around the crop centre (mean weight 1), where the
 #: heart is: the rest of the field of view says nothing about the myocardium. The autoencoder was trained with it.
 IMAGE_WINDOW_SIGMA_PX = 20.0
-#: The most searches advanced together, on the CPU and on a GPU, and the most latents per decoder run. Each search
-#: holds a Jacobian of 1.2 MB: on the CPU two at a time fit the caches (17.5 ms per search; 8 at a time 20 ms,
-#: 32 at a time 28-35 ms: 2 cores under load 1-3); a GPU gains from each run it is spared.
+#: The most searches advanced together, on the CPU and on a GPU, and the most latents per decoder run. On the CPU
+#: two at a time cost least (float32 Jacobians of 0.6 MB each: 19.7-20.6 ms per search; 4 at a time 19.9-21.9,
+#: 8 at a time 20.6-24.2); a GPU gains from each run it is spared.
 CPU_SEARCH_BATCH = 2
 GPU_SEARCH_BATCH = 64
 DECODER_BATCH = 640
@@ -95,7 +97,7 @@ class SearchResult:
 
 def search_evaluations(latent_size: int) -> int:
     """Latents a search decodes for a latent space of ``latent_size`` dimensions."""
-    return len(JACOBIAN_AT) * (latent_size + 1) + SEARCH_STEPS
+    return len(JACOBIAN_AT) * latent_size + 1 + SEARCH_STEPS
 
 
 def image_window(size: int = CROP_SIZE, sigma_px: float = IMAGE_WINDOW_SIGMA_PX) -> np.ndarray:
@@ -178,14 +180,16 @@ def _search(pairs: np.ndarray, starts: np.ndarray, decoder: Model) -> list[Searc
     pixels = pairs.shape[-1] * pairs.shape[-2]
     weights = np.stack([IMAGE_WEIGHT * image_window(pairs.shape[-1], IMAGE_WINDOW_SIGMA_PX),
                         np.full(pairs.shape[-2:], MASK_WEIGHT, dtype=np.float32)])
-    scale = np.sqrt(weights / pixels).ravel().astype(np.float64)
-    prior_scale = np.sqrt(PRIOR_WEIGHT / size)
-    targets = pairs.reshape(n, -1).astype(np.float64)
+    # float32 throughout the residuals and Jacobians: the decoder's output is float32, and these arrays are the
+    # search's memory traffic; the (size, size) systems are solved in float64.
+    scale = np.sqrt(weights / pixels).ravel().astype(np.float32)
+    prior_scale = np.float32(np.sqrt(PRIOR_WEIGHT / size))
+    targets = pairs.reshape(n, -1)
     around = np.vstack([np.zeros(size), DIFFERENCE_STEP * np.eye(size)])
 
     def residuals(latents: np.ndarray, decoded: np.ndarray) -> np.ndarray:
         """(n, k, size) latents and their decoded pairs to (n, k, pixels + size) residuals."""
-        values = np.empty((n, latents.shape[1], scale.size + size))
+        values = np.empty((n, latents.shape[1], scale.size + size), dtype=np.float32)
         image = values[:, :, :scale.size]  # written in place: these arrays are the search's main memory traffic
         np.subtract(decoded.reshape(n, latents.shape[1], -1), targets[:, np.newaxis], out=image)
         image *= scale
@@ -201,39 +205,56 @@ def _search(pairs: np.ndarray, starts: np.ndarray, decoder: Model) -> list[Searc
     best_objective = np.full(n, np.inf)
     best_latent = latent.copy()
     best_reconstruction = np.zeros(pairs.shape, dtype=np.float32)
-    residual = np.zeros((n, 0))
-    jacobian_t = np.zeros((n, size, 0))  # each Jacobian transposed: rows contiguous for the products below
+    residual = np.zeros((n, 0), dtype=np.float32)
+    # Each Jacobian transposed: rows contiguous for the products below.
+    jacobian_t = np.zeros((n, size, 0), dtype=np.float32)
     objective = np.full(n, np.inf)
     damping = np.full(n, INITIAL_DAMPING)
     evaluations = 0
+    normal = np.zeros((n, size, size))
     for step in range(SEARCH_STEPS):
         if step in JACOBIAN_AT:
-            latents = latent[:, np.newaxis] + around
+            # After the first step the current latent's residual is known (it was decoded as an accepted trial or
+            # as the start): only its perturbed copies are decoded.
+            first = step == 0
+            latents = latent[:, np.newaxis] + (around if first else around[1:])
             decoded = _decode(decoder, latents)
-            evaluations += around.shape[0]
+            evaluations += latents.shape[1]
             values = residuals(latents, decoded)
-            residual = values[:, 0]
-            objective = np.einsum("nr,nr->n", residual, residual)
-            jacobian_t = (values[:, 1:] - residual[:, np.newaxis]) / DIFFERENCE_STEP
-            keep_best(objective < best_objective, objective, latent, decoded[:, 0])
-        normal = jacobian_t @ jacobian_t.transpose(0, 2, 1)
+            if first:
+                residual = values[:, 0].copy()
+                objective = _squared_norms(residual)
+                keep_best(objective < best_objective, objective, latent, decoded[:, 0])
+            jacobian_t = values[:, 1:] if first else values
+            jacobian_t -= residual[:, np.newaxis]
+            jacobian_t /= np.float32(DIFFERENCE_STEP)
+            normal = (jacobian_t @ jacobian_t.transpose(0, 2, 1)).astype(np.float64)
         diagonal = np.einsum("nii->ni", normal)
         damped = normal + np.einsum("ni,ij->nij", damping[:, np.newaxis] * diagonal + 1e-12, np.eye(size))
-        delta = np.linalg.solve(damped, -(jacobian_t @ residual[:, :, np.newaxis]))[:, :, 0]
+        gradient = (jacobian_t @ residual[:, :, np.newaxis]).astype(np.float64)
+        delta = np.linalg.solve(damped, -gradient)[:, :, 0]
         trial = latent + delta
         decoded = _decode(decoder, trial[:, np.newaxis])
         evaluations += 1
         trial_residual = residuals(trial[:, np.newaxis], decoded)[:, 0]
-        trial_objective = np.einsum("nr,nr->n", trial_residual, trial_residual)
+        trial_objective = _squared_norms(trial_residual)
         # Broyden: each Jacobian now explains the step it took.
         length = np.einsum("ni,ni->n", delta, delta)
         moved = length > 0
-        change = trial_residual - residual - (delta[:, np.newaxis] @ jacobian_t)[:, 0]
+        step_32 = delta.astype(np.float32)
+        change = trial_residual - residual - (step_32[:, np.newaxis] @ jacobian_t)[:, 0]
+        direction = (delta / np.where(moved, length, 1.0)[:, np.newaxis]).astype(np.float32)
+        # The normal matrix follows the rank-one update without the product of the whole Jacobians:
+        # (J + d c)(J + d c)' = J J' + (J c) d' + d (J c)' + (c . c) d d'.
+        along = (jacobian_t @ change[:, :, np.newaxis])[:, :, 0].astype(np.float64)
+        direction_64 = direction.astype(np.float64)
+        cross = along[:, :, np.newaxis] * direction_64[:, np.newaxis]
+        normal += cross + cross.transpose(0, 2, 1) + (_squared_norms(change)[:, np.newaxis, np.newaxis]
+                                                      * direction_64[:, :, np.newaxis] * direction_64[:, np.newaxis])
         if moved.all():  # in place: a masked update would copy every Jacobian twice
-            jacobian_t += (delta / length[:, np.newaxis])[:, :, np.newaxis] * change[:, np.newaxis]
+            jacobian_t += direction[:, :, np.newaxis] * change[:, np.newaxis]
         else:
-            jacobian_t[moved] += ((delta[moved] / length[moved, np.newaxis])[:, :, np.newaxis]
-                                  * change[moved, np.newaxis])
+            jacobian_t[moved] += direction[moved, :, np.newaxis] * change[moved, np.newaxis]
         accepted = trial_objective < objective  # then trust the linear model more
         latent[accepted], residual[accepted], objective[accepted] = (trial[accepted], trial_residual[accepted],
                                                                      trial_objective[accepted])
@@ -241,6 +262,11 @@ def _search(pairs: np.ndarray, starts: np.ndarray, decoder: Model) -> list[Searc
         keep_best(accepted & (trial_objective < best_objective), trial_objective, trial, decoded[:, 0])
     return [SearchResult(latent=best_latent[i], reconstruction=best_reconstruction[i],
                          objective=float(best_objective[i]), evaluations=evaluations) for i in range(n)]
+
+
+def _squared_norms(rows: np.ndarray) -> np.ndarray:
+    """Squared norm of each row of float32 residuals (n, r), summed in float64: the objectives that are compared."""
+    return np.einsum("nr,nr->n", rows, rows, dtype=np.float64)
 
 
 def mask_dice(a: np.ndarray, b: np.ndarray) -> float:

@@ -338,8 +338,9 @@ def metrics_by(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 SEARCH_METHOD = ("Levenberg-Marquardt from the encoder mean on the objective's residuals; Jacobian by forward "
-                 "differences (the latent and its perturbed copies decoded in one batch) at jacobian_at_steps, "
-                 "Broyden's update in between")
+                 "differences (the latent's perturbed copies decoded in one batch; the latent itself only at the "
+                 "first step, later its residual is known) at jacobian_at_steps, Broyden's update of the Jacobian "
+                 "and of its normal matrix in between; float32 residuals and Jacobians, float64 linear systems")
 
 
 def write_cards(encoder_path: Path, decoder_path: Path, *, training: dict[str, Any], metrics: dict[str, Any],
