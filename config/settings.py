@@ -89,8 +89,8 @@ class DicomSettings(BaseModel):
     allow_any_calling_ae: bool = True
     max_associations: int = Field(default=16, ge=1)
     # Processes that serve the DICOM ports: the node's own accepts and places each connection on the one with the
-    # fewest open; each has its own associations (max_associations, pending connections and inflation budget are
-    # per process); 0: one per CPU core.
+    # fewest open; max_associations counts the whole node's associations, pending connections and the inflation
+    # budget are per process; 0: one per CPU core.
     processes: int = Field(default=0, ge=0)
     max_pdu_bytes: int = Field(default=262144, ge=0)
     acse_timeout_s: float = Field(default=30.0, gt=0)

@@ -32,7 +32,7 @@ from dicomnode.app.analysis_process import (
     die_with_parent,
     picklable_settings,
 )
-from dicomnode.net.handoff import OpenConnections
+from dicomnode.net.handoff import OpenConnections, shared_counts
 
 LOGGER = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def bound_settings(settings: Settings, port: int, tls_port: int | None) -> Setti
 
 def shared_open_connections(processes: int) -> OpenConnections:
     """Open-connection counts for the node's own SCP process and ``processes - 1`` children."""
-    return OpenConnections(SPAWN.Array("i", processes))
+    return shared_counts(processes, SPAWN)
 
 
 class ScpProcesses:

@@ -14,8 +14,8 @@ Associations are rejected (A-ASSOCIATE-RJ) when the calling AE title is not a co
 ``dicom.allow_any_calling_ae`` is false, or a peer with a ``host`` calls from another address (rejected-permanent,
 service-user, calling-AE-title-not-recognised), when storage contexts are proposed while the disk is already
 below the watermark, and when a caller that is no configured peer finds ``dicom.max_associations`` associations
-open (the ``reserved_peer_associations`` beyond them are kept for peers) (both rejected-transient,
-service-provider presentation, local-limit-exceeded).
+of such callers open on the whole node, over all its SCP processes (the ``reserved_peer_associations`` beyond them
+are kept for peers) (both rejected-transient, service-provider presentation, local-limit-exceeded).
 
 Logs carry UIDs, AE titles and hosts, never patient names or IDs.
 """
@@ -41,6 +41,8 @@ from dicomnode.store.storage import check_free_space, store_instance
 from dicomnode.store.validate import received_file_meta
 
 LOGGER = logging.getLogger(__name__)
+#: Set on an association that holds one of the node-wide slots of callers that are no configured peer.
+HOLDS_CALLER_SLOT = "myomap_holds_caller_slot"
 
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
@@ -97,12 +99,11 @@ def handle_association_request(event: Event, settings: Settings) -> None:
     if settings.peer(calling_ae) is None:
         # The slots above max_associations are kept for configured peers (see scp.make_ae); a peer's association
         # (the console's C-ECHO) takes none of the max_associations that unknown callers share.
-        unknown = sum(1 for other in assoc.ae.active_associations
-                      if other.is_acceptor and settings.peer(str(other.requestor.ae_title).strip()) is None)
-        if unknown > settings.dicom.max_associations:
+        open_already = _admit_unknown_caller(assoc, settings)
+        if open_already is not None:
             LOGGER.warning(
                 "association from %s at %s rejected: %d associations of callers that are no configured peer open, "
-                "the rest are kept for configured peers", calling_ae, calling_host, unknown - 1,
+                "the rest are kept for configured peers", calling_ae, calling_host, open_already,
             )
             _reject(assoc, REJECT_LOCAL_LIMIT_EXCEEDED)
             return
@@ -114,6 +115,27 @@ def handle_association_request(event: Event, settings: Settings) -> None:
         except StorageFullError as error:
             LOGGER.error("association from %s at %s rejected: %s", calling_ae, calling_host, error)
             _reject(assoc, REJECT_LOCAL_LIMIT_EXCEEDED)
+
+
+def _admit_unknown_caller(assoc: Association, settings: Settings) -> int | None:
+    """Take one of the ``max_associations`` slots of callers that are no configured peer for ``assoc``: None when
+    it got one, else how many such associations the node holds.
+
+    With several SCP processes the slots are counted in the memory they share (:mod:`dicomnode.net.handoff`); the
+    association is marked, and its connection thread gives the slot back when it ends. A single process counts its
+    own associations.
+    """
+    limit = settings.dicom.max_associations
+    server = getattr(assoc, "_server", None)
+    counts = getattr(server, "open_connections", None)
+    if counts is None:
+        unknown = sum(1 for other in assoc.ae.active_associations
+                      if other.is_acceptor and settings.peer(str(other.requestor.ae_title).strip()) is None)
+        return None if unknown <= limit else unknown - 1  # this one included
+    if counts.admit_stranger(server.process_index, limit):  # type: ignore[union-attr]
+        setattr(assoc, HOLDS_CALLER_SLOT, True)
+        return None
+    return int(counts.strangers())
 
 
 def _reject(assoc: Association, reason: tuple[int, int, int]) -> None:

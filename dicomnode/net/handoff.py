@@ -7,7 +7,9 @@ association). Spreading by the kernel instead (every process listening with SO_R
 address) put three of four simultaneous associations on one process as often as not, leaving a core idle.
 
 The counts live in shared memory: the accepting process adds one to the chosen process's count as it places the
-connection, and the process serving it takes one away when the connection's thread ends.
+connection, and the process serving it takes one away when the connection's association has ended. Beside them,
+each process counts its associations of callers that are no configured peer, so that ``[dicom] max_associations``
+holds for the whole node however the associations are spread.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing.context import BaseContext
 from multiprocessing.sharedctypes import SynchronizedArray
 from typing import Protocol
 
@@ -29,9 +32,13 @@ OWN_PROCESS = 0
 
 
 class OpenConnections:
-    """Connections open per SCP process (index 0: the node's own process), shared by all of them."""
+    """Connections open per SCP process (index 0: the node's own process), and associations of callers that are no
+    configured peer per process, shared by all of them: ``counts`` holds the connections of the ``processes``
+    processes, then their callers' associations (2 x processes; :func:`shared_counts`)."""
 
     def __init__(self, counts: SynchronizedArray[int]) -> None:
+        if len(counts) % 2:
+            raise ValueError(f"counts must hold two numbers per process, got {len(counts)}")
         self._counts = counts
 
     @property
@@ -41,13 +48,34 @@ class OpenConnections:
 
     @property
     def processes(self) -> int:
-        return len(self._counts)
+        return len(self._counts) // 2
+
+    def admit_stranger(self, index: int, limit: int) -> bool:
+        """Count an association of a caller that is no configured peer on process ``index``, unless the node
+        already holds ``limit`` of them (False)."""
+        with self._counts.get_lock():
+            strangers = range(self.processes, len(self._counts))
+            if sum(self._counts[slot] for slot in strangers) >= limit:
+                return False
+            self._counts[self.processes + index] += 1
+            return True
+
+    def stranger_ended(self, index: int) -> None:
+        """An association counted by :meth:`admit_stranger` on process ``index`` ended."""
+        slot = self.processes + index
+        with self._counts.get_lock():
+            self._counts[slot] = max(self._counts[slot] - 1, 0)
+
+    def strangers(self) -> int:
+        """Associations of callers that are no configured peer, open on the whole node."""
+        with self._counts.get_lock():
+            return sum(self._counts[slot] for slot in range(self.processes, len(self._counts)))
 
     def take_least_busy(self, usable: Callable[[int], bool]) -> int:
         """The index of the usable process with the fewest open connections (the node's own on a tie), counted
         as holding one more."""
         with self._counts.get_lock():
-            candidates = [index for index in range(len(self._counts)) if index == OWN_PROCESS or usable(index)]
+            candidates = [index for index in range(self.processes) if index == OWN_PROCESS or usable(index)]
             chosen = min(candidates, key=lambda index: (self._counts[index], index))
             self._counts[chosen] += 1
             return chosen
@@ -64,13 +92,20 @@ class OpenConnections:
             self._counts[index] = max(self._counts[index] - 1, 0)
 
     def reset(self, index: int) -> None:
-        """Process ``index`` was restarted: the connections it held ended with it."""
+        """Process ``index`` was restarted: the connections and associations it held ended with it."""
         with self._counts.get_lock():
             self._counts[index] = 0
+            self._counts[self.processes + index] = 0
 
     def snapshot(self) -> list[int]:
+        """Connections open per process."""
         with self._counts.get_lock():
-            return [self._counts[index] for index in range(len(self._counts))]
+            return [self._counts[index] for index in range(self.processes)]
+
+
+def shared_counts(processes: int, context: BaseContext) -> OpenConnections:
+    """Zeroed counts of ``processes`` processes in shared memory of ``context`` (one that can pass it on)."""
+    return OpenConnections(context.Array("i", 2 * processes))
 
 
 class Channels(Protocol):

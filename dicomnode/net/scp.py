@@ -18,7 +18,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
 from dicomnode.net.admission import AdmissionLimits, PendingConnections, wait_for_request, wait_for_tls_data
-from dicomnode.net.handlers import StoreContext, handle_association_request, handle_echo, handle_store
+from dicomnode.net.handlers import (
+    HOLDS_CALLER_SLOT,
+    StoreContext,
+    handle_association_request,
+    handle_echo,
+    handle_store,
+)
 from dicomnode.net.handoff import OWN_PROCESS, PLAIN, TLS, ChildSide, HandOff, OpenConnections, receive_connections
 from dicomnode.net.reactor import wait_instead_of_polling
 from dicomnode.net.tls import certificate_subject, describe_error, server_context
@@ -44,6 +50,8 @@ LOGGER = logging.getLogger(__name__)
 # enabled for DEBUG.
 STANDARD_LOG_EVENTS = (evt.EVT_PDU_RECV, evt.EVT_PDU_SENT, evt.EVT_DIMSE_RECV, evt.EVT_DIMSE_SENT)
 PYNETDICOM_HANDLERS_MODULE = "pynetdicom._handlers"
+#: The association a connection thread started (noted on EVT_CONN_OPEN, which pynetdicom fires in that thread).
+_STARTED = threading.local()
 
 
 _Server = TypeVar("_Server", bound="GuardedAssociationServer")
@@ -84,8 +92,10 @@ def make_ae(settings: Settings) -> AE:
 
 def tune_association(event: Event) -> None:
     """EVT_CONN_OPEN: make this association's threads wait instead of polling (:mod:`dicomnode.net.reactor`) and
-    drop pynetdicom's standard logging handlers unless its logger shows DEBUG lines (see ``STANDARD_LOG_EVENTS``)."""
+    drop pynetdicom's standard logging handlers unless its logger shows DEBUG lines (see ``STANDARD_LOG_EVENTS``).
+    The connection's thread, where this runs, notes the association, to wait for its end."""
     assoc = event.assoc
+    _STARTED.association = assoc
     wait_instead_of_polling(assoc)
     if logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
         return
@@ -138,10 +148,18 @@ class GuardedAssociationServer(ThreadedAssociationServer):
     def process_request_thread(  # type: ignore[override]
         self, request: socket.socket, client_address: tuple[str, int]
     ) -> None:
+        _STARTED.association = None
         try:
             self._serve_connection(request, client_address)
         finally:
+            association = _STARTED.association
+            _STARTED.association = None
             if self.open_connections is not None:
+                # pynetdicom runs the association in a thread of its own: the connection is open until it ends.
+                if association is not None:
+                    association.join()
+                    if getattr(association, HOLDS_CALLER_SLOT, False):
+                        self.open_connections.stranger_ended(self.process_index)
                 self.open_connections.ended(self.process_index)
 
     def _serve_connection(self, request: socket.socket, client_address: tuple[str, int]) -> None:

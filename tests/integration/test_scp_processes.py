@@ -1,5 +1,6 @@
-"""`[dicom] processes = 2`: the node places each connection on the process with the fewest open, and a series whose
-instances arrive over several processes at once is stored whole and completed exactly once, by its protocol."""
+"""`[dicom] processes = 2`: the node places each connection on the process with the fewest open, a series whose
+instances arrive over several processes at once is stored whole and completed exactly once, by its protocol, and
+``max_associations`` counts the associations of the whole node."""
 
 from __future__ import annotations
 
@@ -11,13 +12,17 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom.uid import generate_uid
+from pynetdicom import AE
+from pynetdicom.association import Association
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from db.models import Instance, Series, SeriesState
 from tests.integration.node_harness import (
+    NODE_AE,
     NodeProcess,
     dcmtk_env,
+    echo,
     free_port,
     myomap_executable,
     requires_dcmtk,
@@ -26,6 +31,8 @@ from tests.integration.node_harness import (
 )
 
 pytestmark = [pytest.mark.integration, requires_dcmtk]
+
+VERIFICATION = "1.2.840.10008.1.1"
 
 COPIES = 6
 ASSOCIATIONS = 4
@@ -145,3 +152,41 @@ def test_one_series_over_several_processes_is_stored_whole_and_completed_once(tm
     finally:
         status = node.stop(timeout_s=90)
     assert status == 0, node.log()
+
+
+def test_max_associations_holds_for_the_whole_node_over_its_processes(tmp_path: Path) -> None:
+    node = NodeProcess(tmp_path / "node", free_port(), free_port(), free_port())
+    node.write_config(overrides={"dicom": {"processes": 2, "max_associations": 2, "reserved_peer_associations": 1}})
+    node.start()
+    intruder = AE(ae_title="INTRUDER")
+    intruder.add_requested_context(VERIFICATION)
+    held: list[Association] = []
+    try:
+        wait_until(lambda: CHILD_SERVING in node.log(), timeout_s=60, what="the second SCP process serving")
+        assert node.process is not None
+        for _ in range(3):
+            held.append(intruder.associate("127.0.0.1", node.dicom_port, ae_title=NODE_AE))
+        assert [assoc.is_established for assoc in held] == [True, True, False]
+        # The two that got in are on different processes (the node's own had one open when the second came).
+        listing = subprocess.run(["ss", "-tnpH", "state", "established", f"sport = :{node.dicom_port}"],
+                                 capture_output=True, text=True, check=True).stdout
+        owners = re.findall(r"pid=(\d+),", listing)
+        assert len(owners) == 2 and len(set(owners)) == 2, listing
+        assert "2 associations of callers that are no configured peer open" in node.log()
+        # The console, a configured peer, still gets one of the slots kept for peers.
+        assert echo(node.dicom_port)
+        # A slot given back on one process can be taken on either.
+        held[0].release()
+        wait_until(lambda: _takes_one(intruder, node.dicom_port, held), timeout_s=10, what="a freed slot taken")
+    finally:
+        for assoc in held:
+            if assoc.is_established:
+                assoc.release()
+        status = node.stop(timeout_s=90)
+    assert status == 0, node.log()
+
+
+def _takes_one(intruder: AE, port: int, held: list[Association]) -> bool:
+    assoc = intruder.associate("127.0.0.1", port, ae_title=NODE_AE)
+    held.append(assoc)
+    return assoc.is_established

@@ -6,11 +6,11 @@ import multiprocessing
 import socket
 import threading
 
-from dicomnode.net.handoff import PLAIN, TLS, ChildSide, HandOff, OpenConnections, receive_connections
+from dicomnode.net.handoff import PLAIN, TLS, ChildSide, HandOff, OpenConnections, receive_connections, shared_counts
 
 
 def _open_connections(processes: int) -> OpenConnections:
-    return OpenConnections(multiprocessing.get_context("spawn").Array("i", processes))
+    return shared_counts(processes, multiprocessing.get_context("spawn"))
 
 
 def _tcp_pair() -> tuple[socket.socket, socket.socket]:
@@ -73,3 +73,18 @@ def test_a_child_that_cannot_take_the_connection_leaves_it_to_the_node() -> None
     finally:
         for end in (client, accepted, node_end):
             end.close()
+
+
+def test_callers_slots_are_counted_over_every_process() -> None:
+    counts = _open_connections(3)
+    assert counts.admit_stranger(0, limit=2)
+    assert counts.admit_stranger(2, limit=2)
+    assert not counts.admit_stranger(1, limit=2)  # the node holds 2, whichever processes hold them
+    assert counts.strangers() == 2
+    counts.stranger_ended(0)
+    assert counts.admit_stranger(1, limit=2)
+    counts.reset(2)  # a child that died gave its slots back with it
+    assert counts.strangers() == 1
+    counts.stranger_ended(0)
+    counts.stranger_ended(0)  # never below zero
+    assert counts.strangers() == 1 and counts.snapshot() == [0, 0, 0]
