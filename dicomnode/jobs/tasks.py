@@ -29,6 +29,7 @@ from db.models import Job, Result, Series, Transfer, TransferState
 from dicomnode.jobs import map_job, reader_job, rescoring
 from dicomnode.jobs.claims import JobOutcome
 from dicomnode.jobs.creation import WAKING_JOB_KINDS, JobKind, job_lease, reference_digest_of, wake_waiting_jobs
+from dicomnode.jobs.memory import release_freed_memory
 from dicomnode.jobs.queue import NodeQueue, Priority, yield_to_console
 from dicomnode.jobs.storage_full import (
     FIRST_RETRY_DELAY_S,
@@ -125,6 +126,12 @@ def register_tasks(queue: NodeQueue, *, settings: Settings, session_factory: ses
 
     @huey.task(name=RUN_JOB_TASK)
     def run_job(job_id: int) -> None:
+        try:
+            run_one_job(job_id)
+        finally:
+            release_freed_memory()  # the process would otherwise stay at the job's peak
+
+    def run_one_job(job_id: int) -> None:
         # The lease tells other processes this job has a live worker (see dicomnode.jobs.creation.requeue_orphaned).
         with job_lease(job_id, session_factory=session_factory) as held:
             if not held:
