@@ -194,7 +194,7 @@ def main() -> int:
           f"{'int8 copy' if models.segmentation.int8 else 'float'}")
     print(f"  batched, one thread: {batched_s:.2f} s; {1000 * batched_s / n:.1f} ms per slice")
     labels = {"segment_maps": "segmentation of the map",
-              "mirrored_segmentations": "segmentation of its 2 mirrored copies (the QC's agreement)",
+              "mirrored_segmentations": "segmentation of its left-right mirrored copy (the QC's agreement)",
               "detect_motions": "motion", "predict_dices": "QC (crop, latent searches, calibration)"}
     for part in parts:
         print(f"    {1000 * part.seconds / n:6.1f} ms per slice  {labels[part.name]}")

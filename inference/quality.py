@@ -16,11 +16,13 @@ series' slices advance together, one decoder run for all of them per step.
 
 The autoencoder alone is too trusting on images unlike its training data (it explains an unfamiliar image poorly
 and then anything goes). A second, independent estimate bounds it: the agreement of the segmentation with the
-segmentation model's own answers on the mirrored map (test-time augmentation). A model that has learnt the image
-answers the same whichever way the heart faces; where it has not, its answers scatter and the agreement falls.
-The predicted Dice is the lower of the two. On the real Sunnybrook slices, the shipped models and degraded copies
-(noise, blur, gamma, inverted contrast), the lower of the two tracks the true Dice better than either (mean
-absolute error 0.09 against 0.12 and 0.23; python -m benchmarks.qc_accuracy).
+segmentation model's own answer on the left-right mirrored map (test-time augmentation). A model that has learnt
+the image answers the same whichever way the heart faces; where it has not, its answers scatter and the agreement
+falls. The predicted Dice is the lower of the two. On the real Sunnybrook slices with the shipped models and
+degraded copies (noise, blur, gamma, inverted contrast; python -m benchmarks.qc_accuracy), the lower of the two has
+a mean absolute error of 0.188 against 0.195 (autoencoder) and 0.201 (agreement), and flags 86 of the 92 slices of
+true Dice < 0.7 and none of the 29 of Dice >= 0.8. The up-down mirror, once taken as well (the lower agreement of
+the two), flagged the same slices (MAE 0.193) for a further segmentation run per slice.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ class QualityEstimate:
     reconstruction_error: float  # mean squared error of the nearest good pair against the given pair
     evaluations: int  # latents the search decoded
     autoencoder_dice: float = float("nan")  # the latent search's calibrated Dice
-    augmentation_agreement: float = float("nan")  # Dice of the segmentation with the mirrored maps' segmentations
+    augmentation_agreement: float = float("nan")  # Dice of the segmentation with the mirrored map's segmentation
     doubts: tuple[str, ...] = ()
 
 
@@ -290,17 +292,16 @@ def raw_dice(search: SearchResult, pair: np.ndarray) -> float:
     return mask_dice(search.reconstruction[1] > MASK_THRESHOLD, pair[1] > 0.5)
 
 
-def mirror_agreement(myocardium_mask: np.ndarray, mirrored: tuple[Segmentation, Segmentation]) -> float:
-    """The lower Dice of ``myocardium_mask`` with the segmentations of the left-right and the up-down mirrored
-    map, mirrored back (inference/segmentation.py ``mirrored_segmentations``)."""
-    mask = np.asarray(myocardium_mask, dtype=bool)
-    return min(mask_dice(mask, mirrored[0].myocardium_mask), mask_dice(mask, mirrored[1].myocardium_mask))
+def mirror_agreement(myocardium_mask: np.ndarray, mirrored: Segmentation) -> float:
+    """The Dice of ``myocardium_mask`` with the segmentation of the left-right mirrored map, mirrored back
+    (inference/segmentation.py ``mirrored_segmentations``)."""
+    return mask_dice(np.asarray(myocardium_mask, dtype=bool), mirrored.myocardium_mask)
 
 
 def augmentation_agreement(map_values: np.ndarray, myocardium_mask: np.ndarray,
                            pixel_spacing_mm: tuple[float, float], segmentation_model: Model) -> float:
-    """The lower Dice of ``myocardium_mask`` with the model's myocardium on the left-right and on the up-down
-    mirrored map (mirrored back); 1 for a model that answers the same whichever way the heart faces."""
+    """The Dice of ``myocardium_mask`` with the model's myocardium on the left-right mirrored map (mirrored back);
+    1 for a model that answers the same whichever way the heart faces."""
     spacing = (float(pixel_spacing_mm[0]), float(pixel_spacing_mm[1]))
     return mirror_agreement(myocardium_mask, mirrored_segmentations([map_values], [spacing], segmentation_model)[0])
 

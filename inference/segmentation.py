@@ -72,9 +72,9 @@ def segment_maps(maps: Sequence[np.ndarray], pixel_spacings_mm: Sequence[tuple[f
 
 
 def mirrored_segmentations(maps: Sequence[np.ndarray], pixel_spacings_mm: Sequence[tuple[float, float]],
-                           model: Model) -> list[tuple[Segmentation, Segmentation]]:
-    """For each map, the segmentations of its left-right and of its up-down mirrored copy, mirrored back onto the
-    map's own orientation: the test-time augmentation of the QC (inference/quality.py ``mirror_agreement``).
+                           model: Model) -> list[Segmentation]:
+    """For each map, the segmentation of its left-right mirrored copy, mirrored back onto the map's own
+    orientation: the test-time augmentation of the QC (inference/quality.py ``mirror_agreement``).
 
     The segmentation grid is centred on the image, so the mirrored map's grid is the map's grid mirrored: each map
     is resampled once and mirrored on the grid, and the model's logits are mirrored back there. The masks are those
@@ -83,11 +83,9 @@ def mirrored_segmentations(maps: Sequence[np.ndarray], pixel_spacings_mm: Sequen
     values, grids, inputs = _grid_inputs(maps, pixel_spacings_mm)
     if not values:
         return []
-    # Per map: left-right (columns, axis 2 of the (N, rows, columns) inputs), then up-down (rows, axis 1).
-    mirrored_inputs = np.stack([inputs[:, :, ::-1], inputs[:, ::-1, :]], axis=1).reshape(-1, *inputs.shape[1:])
-    found = _segment_grid_inputs(mirrored_inputs, [grid for grid in grids for _ in range(2)],
-                                 [item.shape for item in values for _ in range(2)], model, mirrored_axes=(2, 1))
-    return [(found[2 * k], found[2 * k + 1]) for k in range(len(values))]
+    # Columns: axis 2 of the (N, rows, columns) inputs.
+    return _segment_grid_inputs(np.ascontiguousarray(inputs[:, :, ::-1]), grids, [item.shape for item in values],
+                                model, mirrored_axes=(2,))
 
 
 def _grid_inputs(maps: Sequence[np.ndarray], pixel_spacings_mm: Sequence[tuple[float, float]]

@@ -213,11 +213,11 @@ def analyse_slices(requests: Sequence[SliceRequest], models: ModelSet) -> list[S
                                       models.segmentation)
     measured = {i: m for i, own in zip(prepared, found, strict=True)
                 if (m := guarded(i, functools.partial(_measure, requests[i], prepared[i], own))) is not None}
-    # The mirrored maps of the slices that passed as a heart, for the QC's agreement.
+    # The left-right mirrored maps of the slices that passed as a heart, for the QC's agreement.
     mirrored = segmentation.mirrored_segmentations([prepared[i].values for i in measured],
                                                    [prepared[i].spacing for i in measured], models.segmentation)
-    agreements = {i: quality.mirror_agreement(m.found.myocardium_mask, pair)
-                  for (i, m), pair in zip(measured.items(), mirrored, strict=True)}
+    agreements = {i: quality.mirror_agreement(m.found.myocardium_mask, mirror)
+                  for (i, m), mirror in zip(measured.items(), mirrored, strict=True)}
     motions = _detect_motion(requests, prepared, measured, models, guarded)
     judged = [i for i in measured if i not in failures]
     estimates = quality.predict_dices(

@@ -35,8 +35,9 @@ a scanner's bias correction.
 
 QC_AND_T2_NOTE = (
     "The QC rows are the autoencoder alone on expert, trainee and degraded masks. The node's QC (the lower of the "
-    "autoencoder and the segmentation's agreement on mirrored maps, plus plausibility doubts; inference/quality.py, "
-    "inference/plausibility.py) on the segmentation's own contours is measured by `python -m benchmarks.qc_accuracy`, "
+    "autoencoder and the segmentation's agreement on the left-right mirrored map, plus plausibility doubts; "
+    "inference/quality.py, inference/plausibility.py) on the segmentation's own contours is measured by "
+    "`python -m benchmarks.qc_accuracy`, "
     "phantom v2 and real apart. T2 maps' motion check (inference/t2_motion.py, no model file) is calibrated and "
     "measured by `python -m training.t2_motion`."
 )

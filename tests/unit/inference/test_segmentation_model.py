@@ -272,11 +272,11 @@ def test_mirrored_segmentations_are_the_mirrored_maps_segmentations_mirrored_bac
     maps, spacings = [c.map_ms for c in chosen], [c.pixel_spacing_mm for c in chosen]
     found = mirrored_segmentations(maps, spacings, model)
     left_right = segment_maps([m[:, ::-1] for m in maps], spacings, model)
-    up_down = segment_maps([m[::-1] for m in maps], spacings, model)
-    for (lr, ud), expected_lr, expected_ud in zip(found, left_right, up_down, strict=True):
-        assert np.count_nonzero(lr.myocardium_mask ^ expected_lr.myocardium_mask[:, ::-1]) <= 2
-        assert np.count_nonzero(ud.myocardium_mask ^ expected_ud.myocardium_mask[::-1]) <= 2
-        assert np.count_nonzero(ud.cavity_mask ^ expected_ud.cavity_mask[::-1]) <= 2
+    assert len(found) == len(maps)
+    for mirrored, expected in zip(found, left_right, strict=True):
+        assert mirrored.myocardium_mask.any()
+        assert np.count_nonzero(mirrored.myocardium_mask ^ expected.myocardium_mask[:, ::-1]) <= 2
+        assert np.count_nonzero(mirrored.cavity_mask ^ expected.cavity_mask[:, ::-1]) <= 2
 
 
 def test_the_ring_is_decided_in_the_box_the_grid_reaches_as_in_the_whole_image(model, fresh_cases) -> None:
