@@ -253,10 +253,7 @@ def _search(pairs: np.ndarray, starts: np.ndarray, decoder: Model) -> list[Searc
         cross = along[:, :, np.newaxis] * direction_64[:, np.newaxis]
         normal += cross + cross.transpose(0, 2, 1) + (_squared_norms(change)[:, np.newaxis, np.newaxis]
                                                       * direction_64[:, :, np.newaxis] * direction_64[:, np.newaxis])
-        if moved.all():  # in place: a masked update would copy every Jacobian twice
-            jacobian_t += direction[:, :, np.newaxis] * change[:, np.newaxis]
-        else:
-            jacobian_t[moved] += direction[moved, :, np.newaxis] * change[moved, np.newaxis]
+        jacobian_t += direction[:, :, np.newaxis] * change[:, np.newaxis]  # direction 0 where a search did not move
         accepted = trial_objective < objective  # then trust the linear model more
         latent[accepted], residual[accepted], objective[accepted] = (trial[accepted], trial_residual[accepted],
                                                                      trial_objective[accepted])

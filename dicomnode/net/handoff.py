@@ -54,8 +54,7 @@ class OpenConnections:
         """Count an association of a caller that is no configured peer on process ``index``, unless the node
         already holds ``limit`` of them (False)."""
         with self._counts.get_lock():
-            strangers = range(self.processes, len(self._counts))
-            if sum(self._counts[slot] for slot in strangers) >= limit:
+            if self._strangers() >= limit:
                 return False
             self._counts[self.processes + index] += 1
             return True
@@ -69,7 +68,10 @@ class OpenConnections:
     def strangers(self) -> int:
         """Associations of callers that are no configured peer, open on the whole node."""
         with self._counts.get_lock():
-            return sum(self._counts[slot] for slot in range(self.processes, len(self._counts)))
+            return self._strangers()
+
+    def _strangers(self) -> int:
+        return sum(self._counts[slot] for slot in range(self.processes, len(self._counts)))
 
     def take_least_busy(self, usable: Callable[[int], bool]) -> int:
         """The index of the usable process with the fewest open connections (the node's own on a tie), counted
