@@ -117,19 +117,28 @@ def _base_role(dataset: Dataset) -> SeriesRole:
     return _mapping_role(dataset, sop_class_uid, description, image_types)
 
 
-def expected_instances(dataset: Dataset) -> int | None:
+#: Roles of fitted maps: a scanner derives each from a raw acquisition and may copy that acquisition's counters
+#: (8 or 11 IR images) into the map, whose series holds one image per slice.
+FITTED_MAP_ROLES = frozenset({SeriesRole.T1_MAP, SeriesRole.T2_MAP, SeriesRole.FIT_QUALITY})
+
+
+def expected_instances(dataset: Dataset, role: SeriesRole | None = None) -> int | None:
     """How many instances the series holds, when the protocol's tags say so; None means "wait for quiet".
 
     Enhanced MR, segmentations and structure sets carry a whole series in one instance. Otherwise
     ImagesInAcquisition (0020,1002) is trusted from 1 up; CardiacNumberOfImages (0018,1090) and
     NumberOfTemporalPositions (0020,0105) only from 2 up, because scanners write 1 there for series that are not
-    cine or dynamic at all, and a premature "complete" would re-open the series on every later image.
+    cine or dynamic at all, and a premature "complete" would re-open the series on every later image. None of the
+    three counts the images of a fitted map's series (``role`` in :data:`FITTED_MAP_ROLES`): they describe the
+    acquisition it was fitted from.
     """
     sop_class_uid = str(dataset.get("SOPClassUID", ""))
     if sop_class_uid in ENHANCED_MR_SOP_CLASSES or sop_class_uid in SEGMENTATION_SOP_CLASSES:
         return 1
     if sop_class_uid == RT_STRUCTURE_SET:
         return 1
+    if role in FITTED_MAP_ROLES:
+        return None
     for keyword, minimum in (
         ("ImagesInAcquisition", 1),
         ("CardiacNumberOfImages", 2),

@@ -292,9 +292,10 @@ def series_facts(header: Dataset, *, calling_ae: str, calling_host: str) -> Seri
         A value the rows or the classification need cannot be decoded.
     """
     try:
+        role = classify(header)
         return SeriesFacts(
-            role=classify(header),
-            expected_instances=expected_instances(header),
+            role=role,
+            expected_instances=expected_instances(header, role),
             patient_id=_text(header, "PatientID", 64),
             patient_name=_text(header, "PatientName", 324),
             study_date=_text(header, "StudyDate", 8),
@@ -642,7 +643,7 @@ def _may_learn(series: SeriesRow, header: Dataset) -> bool:
     if series.expected_instances is not None:
         return False
     try:
-        return expected_instances(header) is not None
+        return expected_instances(header, series.role) is not None
     except Exception:  # a value that breaks its VR: series_facts says so with the right status
         return True
 

@@ -121,3 +121,13 @@ def test_expected_instances_from_protocol_tags() -> None:
     single.CardiacNumberOfImages = 1  # not a cine: says nothing about the series
     assert expected_instances(single) is None
     assert expected_instances(mr_image()) is None
+
+
+def test_a_map_does_not_count_its_series_by_the_acquisition_it_was_fitted_from() -> None:
+    # A scanner's T1 map copies its source acquisition's counters: 8 IR images, but one map per slice.
+    t1_map = mr_image(description="MOLLI 5(3)3 SAX_T1 MAP", image_type=("DERIVED", "PRIMARY", "T1 MAP", "ND"),
+                      images_in_acquisition=8)
+    t1_map.CardiacNumberOfImages = 8
+    assert classify(t1_map) == SeriesRole.T1_MAP
+    assert expected_instances(t1_map, SeriesRole.T1_MAP) is None
+    assert expected_instances(t1_map, SeriesRole.RAW_IR) == 8

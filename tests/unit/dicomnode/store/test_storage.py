@@ -287,6 +287,19 @@ def test_a_raw_series_without_a_count_is_classified_once_until_an_instance_state
         assert (series.role, series.expected_instances, series.n_instances) == (SeriesRole.RAW_IR, 5, 5)
 
 
+def test_a_map_series_waits_for_quiet_whatever_acquisition_counts_its_maps_copied(
+    settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    study_uid, series_uid = generate_uid(), generate_uid()
+    for slice_index in range(3):  # one map per slice, each carrying its 8-image acquisition's count
+        stored = _store(mr_image(study_uid=study_uid, series_uid=series_uid, description="MOLLI SAX_T1 MAP",
+                                 image_type=("DERIVED", "PRIMARY", "T1 MAP", "ND"), images_in_acquisition=8,
+                                 instance_number=slice_index + 1, seed=slice_index), settings, session_factory)
+    with session_scope(session_factory) as session:
+        series = session.get_one(Series, stored.series_id)
+        assert (series.role, series.expected_instances, series.n_instances) == (SeriesRole.T1_MAP, None, 3)
+
+
 def test_implicit_little_endian_is_stored(
     settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path
 ) -> None:
