@@ -9,12 +9,14 @@ map's own pixels.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from inference.errors import AnalysisError, ShapeMismatchError
-from inference.grids import lv_grid, normalise_images, normalise_map, sample, to_source
+from inference.grids import Grid, lv_grid, normalise_images, normalise_map, sample, to_source
 from inference.runtime import Model, ModelContractError
 
 MAX_IR_IMAGES = 11  # MOLLI 5s(3s)3s; MOLLI 5(3)3 has 8 images, ShMOLLI 7
@@ -29,7 +31,7 @@ class MotionResult:
 
     segment_probabilities: dict[int, float]  # AHA segment number -> probability of a motion artefact
     whole_image_probability: float
-    attention_maps: dict[int, np.ndarray]  # AHA segment -> (rows, columns) float32 in 0..1 on the map's pixels
+    attention_maps: Mapping[int, np.ndarray]  # AHA segment -> (rows, columns) float32 in 0..1 on the map's pixels
     threshold: float  # probabilities at or above it count as motion (from the model card)
 
     @property
@@ -172,16 +174,46 @@ def detect_motions(items: list[MotionInput], model: Model,
 def _result(item: MotionInput, outputs: dict[str, np.ndarray], threshold: float) -> MotionResult:
     segment_probabilities = _sigmoid(outputs["segment_logits"][0])
     whole = float(_sigmoid(outputs["whole_logit"][0])[0])
-    grid = lv_grid(item.lv_centre_px, item.pixel_spacing_mm)
-    shape = np.shape(item.aha_segment_map)
     present = [int(s) for s in np.unique(item.aha_segment_map) if 0 < s <= 16]
     indices = [int(segment_positions(np.array(segment))) - 1 for segment in present]
-    # All the present segments' attention maps in one resampling (the weights are computed once).
-    maps = np.clip(to_source(outputs["attention"][0, indices], grid, shape), 0.0, 1.0) if present else []
+    attention = AttentionMaps(present, outputs["attention"][0, indices],
+                              lv_grid(item.lv_centre_px, item.pixel_spacing_mm), np.shape(item.aha_segment_map))
     return MotionResult(segment_probabilities={s: float(segment_probabilities[i])
                                                for s, i in zip(present, indices, strict=True)},
-                        whole_image_probability=whole,
-                        attention_maps={s: maps[k] for k, s in enumerate(present)}, threshold=threshold)
+                        whole_image_probability=whole, attention_maps=attention, threshold=threshold)
+
+
+class AttentionMaps(Mapping[int, np.ndarray]):
+    """The model's attention maps by AHA segment, on the crop grid until one is read, then all of them on the map's
+    pixels in one resampling (the console draws them only for a slice with motion; most slices never need them)."""
+
+    def __init__(self, segments: list[int], grid_maps: np.ndarray, grid: Grid, shape: tuple[int, ...]) -> None:
+        self._segments = segments
+        self._grid_maps = grid_maps.copy()  # not a view that keeps the batch's outputs alive
+        self._grid = grid
+        self._shape = (int(shape[0]), int(shape[1]))
+        self._maps: dict[int, np.ndarray] | None = None
+        self._lock = threading.Lock()
+
+    def _resampled(self) -> dict[int, np.ndarray]:
+        with self._lock:
+            if self._maps is None:
+                maps = np.clip(to_source(self._grid_maps, self._grid, self._shape), 0.0, 1.0) if self._segments \
+                    else []
+                self._maps = {segment: maps[k] for k, segment in enumerate(self._segments)}
+            return self._maps
+
+    def __getitem__(self, segment: int) -> np.ndarray:
+        return self._resampled()[segment]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._segments)
+
+    def __len__(self) -> int:
+        return len(self._segments)
+
+    def __contains__(self, segment: object) -> bool:
+        return segment in self._segments
 
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
