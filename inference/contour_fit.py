@@ -90,6 +90,10 @@ def check_spacing(pixel_spacing_mm: tuple[float, float]) -> tuple[float, float]:
     return float(values[0]), float(values[1])
 
 
+#: Regions of support are sought up to this k first; the few points still growing there are sought to the end.
+_FIRST_REACH = 16
+
+
 def _region_of_support(points: np.ndarray, max_k: int) -> np.ndarray:
     """Teh-Chin region of support k_i of every point of a closed curve.
 
@@ -97,13 +101,24 @@ def _region_of_support(points: np.ndarray, max_k: int) -> np.ndarray:
     chord to the chord length keeps growing in magnitude (condition (a) and (b) of Teh and Chin).
     """
     n = len(points)
+    k = _first_stop(points, np.arange(n), min(max_k, _FIRST_REACH))
+    growing = np.flatnonzero(k > _FIRST_REACH)  # no condition held within the first reach
+    if growing.size and max_k > _FIRST_REACH:
+        k[growing] = _first_stop(points, growing, max_k)
+    return np.minimum(k, max_k)  # where nothing stops it, k ends at max_k
+
+
+def _first_stop(points: np.ndarray, indices: np.ndarray, max_k: int) -> np.ndarray:
+    """The first k in 1..max_k at which condition (a) or (b) holds for the points ``indices``; max_k + 1 for
+    those where neither holds up to max_k."""
+    n = len(points)
     ks = np.arange(1, max_k + 2)
-    index = np.arange(n)[:, None]
-    ahead = points[(index + ks[None, :]) % n]  # (n, K, 2)
+    index = indices[:, None]
+    ahead = points[(index + ks[None, :]) % n]  # (m, K, 2)
     behind = points[(index - ks[None, :]) % n]
     chord = ahead - behind
     chord_length = np.hypot(chord[..., 0], chord[..., 1])
-    rel = points[:, None, :] - behind
+    rel = points[indices][:, None, :] - behind
     # Signed distance of p(i) from the chord p(i-k) -> p(i+k).
     signed = (chord[..., 0] * rel[..., 1] - chord[..., 1] * rel[..., 0]) / np.maximum(chord_length, 1e-12)
     ratio = signed / np.maximum(chord_length, 1e-12)
@@ -113,8 +128,8 @@ def _region_of_support(points: np.ndarray, max_k: int) -> np.ndarray:
     # A straight run (distance 0) keeps growing through condition (a) only.
     stop_b &= signed[:, :-1] != 0
     stop = stop_a | stop_b
-    stop[:, -1] = True
-    return np.argmax(stop, axis=1) + 1  # first k at which a condition holds
+    stopped = stop.any(axis=1)
+    return np.where(stopped, np.argmax(stop, axis=1) + 1, max_k + 1)
 
 
 def _k_cosine(points: np.ndarray, k: np.ndarray) -> np.ndarray:

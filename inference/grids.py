@@ -85,11 +85,17 @@ def sample(image: np.ndarray, grid: Grid, *, order: int = 1) -> np.ndarray:
 
     ``order`` 1 is bilinear, 0 nearest; both as ``scipy.ndimage.map_coordinates`` with ``mode="constant"``.
     """
-    values = finite_or_zero(image)
+    values = np.asarray(image, dtype=np.float32)
     flat = values.reshape(-1, *values.shape[-2:])
     if order == 1 and min(flat.shape[-2:]) >= 2:
-        out = _bilinear(flat, *grid.source_axes())
+        axes = grid.source_axes()
+        out = _bilinear(flat, *axes)
+        # A pixel without a value that a sample used made it NaN (also at weight 0): sample again with those
+        # pixels 0. Checked on the grid's samples rather than the whole image (a stack of large frames).
+        if not np.isfinite(out).all():
+            out = _bilinear(finite_or_zero(flat), *axes)
     else:
+        flat = finite_or_zero(flat)
         coordinates = np.stack(grid.source_coordinates())
         out = np.stack([ndimage.map_coordinates(frame, coordinates, order=order, mode="constant", cval=0.0,
                                                 prefilter=False) for frame in flat])
@@ -103,6 +109,10 @@ def _bilinear(frames: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.n
     n, m = frames.shape[-2:]
     row0, row_weight, row_inside = _axis_weights(rows, n)
     column0, column_weight, column_inside = _axis_weights(columns, m)
+    # Only the columns the samples read are interpolated along the rows (a small grid in a large matrix).
+    first = int(column0.min())
+    frames = frames[:, :, first:int(column0.max()) + 2]
+    column0 = column0 - first
     along_rows = (frames[:, row0] * (1 - row_weight)[:, np.newaxis]
                   + frames[:, row0 + 1] * row_weight[:, np.newaxis])
     out = along_rows[:, :, column0] * (1 - column_weight) + along_rows[:, :, column0 + 1] * column_weight

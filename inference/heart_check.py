@@ -56,7 +56,7 @@ from skimage.morphology import convex_hull_image
 
 from inference.contour_fit import check_spacing
 from inference.errors import AnalysisError, ShapeMismatchError
-from inference.masks import enclosed, fill_holes
+from inference.masks import enclosed, fill_holes, mask_window
 
 LOGGER = logging.getLogger(__name__)
 
@@ -160,8 +160,14 @@ def check_left_ventricle(
         raise ShapeMismatchError(
             f"myocardium_mask {myocardium.shape} and cavity_mask {given_cavity.shape} must be the same 2-D shape"
         )
-    if not myocardium.any():
+    window = mask_window(myocardium)
+    if window is None:
         return HeartCheck("the segmentation found no myocardium")
+    # Measured in the masks' box with a margin of one pixel (inside the image): a ring in a large matrix; every
+    # measure below is the same there, the box's edge being background or the image's edge.
+    window = mask_window(myocardium | given_cavity)
+    assert window is not None
+    myocardium, given_cavity = myocardium[window], given_cavity[window]
     piece, pieces = _pieces(myocardium)
     if pieces > 1:
         return HeartCheck(f"the myocardium is in {pieces} separate pieces, expected one ring", pieces)

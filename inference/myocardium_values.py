@@ -29,7 +29,7 @@ from scipy import ndimage
 
 from inference.contour_fit import check_spacing
 from inference.errors import AnalysisError, ShapeMismatchError
-from inference.masks import enclosed, fill_holes
+from inference.masks import enclosed, fill_holes, mask_window
 
 LOGGER = logging.getLogger(__name__)
 
@@ -296,12 +296,18 @@ def segment_values(
     values, segments = _check(map_ms, segment_map, erode_mm)
     _check_rule(min_pixels, min_valid_fraction)
     row_mm, column_mm = check_spacing(pixel_spacing_mm)
+    region = None if within is None else np.asarray(within, dtype=bool)
+    if region is not None and region.shape != segments.shape:
+        raise ShapeMismatchError(f"within {region.shape} and segment map {segments.shape} differ in shape")
+    # Every segment lies in the segments' box: measured there rather than over the whole matrix (erosion counts
+    # what lies beyond the box as outside, as it does the image edge).
+    window = mask_window(segments > 0)
+    if window is None:
+        return {}
+    values, segments = values[window], segments[window]
     kept = erode(segments > 0, erode_mm, (row_mm, column_mm))
-    if within is not None:
-        region = np.asarray(within, dtype=bool)
-        if region.shape != segments.shape:
-            raise ShapeMismatchError(f"within {region.shape} and segment map {segments.shape} differ in shape")
-        kept = kept & region
+    if region is not None:
+        kept = kept & region[window]
     labels = [int(label) for label in np.unique(segments) if label > 0]
     return {
         label: _statistics(values, kept & (segments == label), row_mm * column_mm, int(min_pixels), min_valid_fraction)

@@ -61,9 +61,11 @@ MIN_DAMPING = 1e-7
 #: heart is: the rest of the field of view says nothing about the myocardium. The autoencoder was trained with it.
 IMAGE_WINDOW_SIGMA_PX = 20.0
 #: The most searches advanced together, on the CPU and on a GPU, and the most latents per decoder run. On the CPU
-#: two at a time cost least (float32 Jacobians of 0.6 MB each: 19.7-20.6 ms per search; 4 at a time 19.9-21.9,
-#: 8 at a time 20.6-24.2); a GPU gains from each run it is spared.
-CPU_SEARCH_BATCH = 2
+#: alone two or four at a time cost about the same (float32 Jacobians of 0.6 MB each: 19.7-20.6 ms per search at
+#: 2, 19.9-21.9 at 4, 20.6-24.2 at 8); as the node runs them, two threads at once, four were faster (100 slices
+#: 3.02-3.17 s against 3.12-3.28 in alternating runs): half the decoder runs and numpy calls, each of which hands
+#: the GIL over between the threads. A GPU gains from each run it is spared.
+CPU_SEARCH_BATCH = 4
 GPU_SEARCH_BATCH = 64
 DECODER_BATCH = 640
 #: Decoded segmentation probabilities above this are myocardium.
@@ -230,10 +232,10 @@ def _search(pairs: np.ndarray, starts: np.ndarray, decoder: Model) -> list[Searc
             jacobian_t = values[:, 1:] if first else values
             jacobian_t -= residual[:, np.newaxis]
             jacobian_t /= np.float32(DIFFERENCE_STEP)
-            normal = (jacobian_t @ jacobian_t.transpose(0, 2, 1)).astype(np.float64)
+            normal = np.stack([np.dot(one, one.T) for one in jacobian_t]).astype(np.float64)
         diagonal = np.einsum("nii->ni", normal)
         damped = normal + np.einsum("ni,ij->nij", damping[:, np.newaxis] * diagonal + 1e-12, np.eye(size))
-        gradient = (jacobian_t @ residual[:, :, np.newaxis]).astype(np.float64)
+        gradient = _products(jacobian_t, residual)[:, :, np.newaxis].astype(np.float64)
         delta = np.linalg.solve(damped, -gradient)[:, :, 0]
         trial = latent + delta
         decoded = _decode(decoder, trial[:, np.newaxis])
@@ -244,11 +246,12 @@ def _search(pairs: np.ndarray, starts: np.ndarray, decoder: Model) -> list[Searc
         length = np.einsum("ni,ni->n", delta, delta)
         moved = length > 0
         step_32 = delta.astype(np.float32)
-        change = trial_residual - residual - (step_32[:, np.newaxis] @ jacobian_t)[:, 0]
+        change = trial_residual - residual - np.stack([np.dot(one, jacobian) for one, jacobian in
+                                                       zip(step_32, jacobian_t, strict=True)])
         direction = (delta / np.where(moved, length, 1.0)[:, np.newaxis]).astype(np.float32)
         # The normal matrix follows the rank-one update without the product of the whole Jacobians:
         # (J + d c)(J + d c)' = J J' + (J c) d' + d (J c)' + (c . c) d d'.
-        along = (jacobian_t @ change[:, :, np.newaxis])[:, :, 0].astype(np.float64)
+        along = _products(jacobian_t, change).astype(np.float64)
         direction_64 = direction.astype(np.float64)
         cross = along[:, :, np.newaxis] * direction_64[:, np.newaxis]
         normal += cross + cross.transpose(0, 2, 1) + (_squared_norms(change)[:, np.newaxis, np.newaxis]
@@ -261,6 +264,15 @@ def _search(pairs: np.ndarray, starts: np.ndarray, decoder: Model) -> list[Searc
         keep_best(accepted & (trial_objective < best_objective), trial_objective, trial, decoded[:, 0])
     return [SearchResult(latent=best_latent[i], reconstruction=best_reconstruction[i],
                          objective=float(best_objective[i]), evaluations=evaluations) for i in range(n)]
+
+
+def _products(jacobians_t: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """(n, size) products of each (size, r) transposed Jacobian with its (r,) vector.
+
+    One BLAS call per search, as are the other products of the search: numpy holds the GIL through a stacked
+    matmul, but not through a 2-D dot, and the node analyses slices in parallel threads.
+    """
+    return np.stack([np.dot(jacobian, vector) for jacobian, vector in zip(jacobians_t, vectors, strict=True)])
 
 
 def _squared_norms(rows: np.ndarray) -> np.ndarray:
