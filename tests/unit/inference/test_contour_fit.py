@@ -6,6 +6,7 @@ import numpy as np
 import pydicom
 import pytest
 
+from inference import contour_fit
 from inference.contour_fit import (
     ContourFitError,
     contour_mask,
@@ -36,6 +37,24 @@ def test_dominant_points_of_a_square_are_its_corners() -> None:
     corners = square[dominant_points(square)]
     assert sorted(map(tuple, corners)) == [(0.0, 0.0), (0.0, 20.0), (20.0, 0.0), (20.0, 20.0)]
 
+
+
+@pytest.mark.parametrize("noise_px", [0.0, 0.4, 2.0])
+def test_regions_of_support_sought_in_two_reaches_are_those_of_one_search(noise_px: float) -> None:
+    # Long straight runs (k beyond the first reach) and noisy curves (k of 1-3) alike.
+    rng = np.random.default_rng(7)
+    for points_on_curve in (12, 80, 240, 400):
+        angles = np.linspace(0.0, 2.0 * np.pi, points_on_curve, endpoint=False)
+        radius = 30.0 + 6.0 * np.cos(3.0 * angles) + rng.normal(0.0, noise_px, points_on_curve)
+        curve = np.round(np.stack([radius * np.cos(angles), radius * np.sin(angles)], axis=1))
+        square = np.concatenate([np.stack([np.arange(60.0), np.zeros(60)], axis=1),
+                                 np.stack([np.full(60, 60.0), np.arange(60.0)], axis=1),
+                                 np.stack([60.0 - np.arange(60.0), np.full(60, 60.0)], axis=1),
+                                 np.stack([np.zeros(60), 60.0 - np.arange(60.0)], axis=1)])
+        for points in (curve, square):
+            max_k = max(1, len(points) // 2 - 1)
+            whole = np.minimum(contour_fit._first_stop(points, np.arange(len(points)), max_k), max_k)
+            np.testing.assert_array_equal(contour_fit._region_of_support(points, max_k), whole)
 
 def test_dominant_points_reject_short_contours() -> None:
     with pytest.raises(ContourFitError):
