@@ -153,12 +153,18 @@ def segmentation_from_probabilities(probabilities: np.ndarray) -> Segmentation:
     return Segmentation(cavity_mask=cavity, myocardium_mask=myocardium, probabilities=probabilities)
 
 
+#: Where the background holds more than this share, neither the cavity nor the myocardium can be the most probable
+#: class (their shares sum to less than the background's; a little above one half for the float32 rounding).
+UNDECIDED_BELOW = 0.51
+
+
 def _undecided_window(background: np.ndarray) -> tuple[slice, slice] | None:
-    """The box of pixels that are not certainly background, with a margin of one pixel inside the image; None when
-    there is none. Outside it every pixel is background (probability 1, the grid does not reach there), so the ring
-    found in the box is the ring found in the whole image: the margin keeps a border of background around it, as
-    the image's rest would, and a component reaching the box's edge reaches the image's edge."""
-    return mask_window(background < 1.0)
+    """The box of pixels where a class other than the background may win, with a margin of one pixel inside the
+    image; None when there is none. Outside it every pixel is background, so the ring found in the box is the ring
+    found in the whole image: the margin keeps a border of background around it, as the image's rest would, and a
+    component reaching the box's edge reaches the image's edge. The box is the heart's, not the whole field the
+    segmentation grid covers (where the background's share is just short of 1)."""
+    return mask_window(background < UNDECIDED_BELOW)
 
 
 def _ring(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
