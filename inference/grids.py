@@ -132,31 +132,35 @@ def sample_mask(mask: np.ndarray, grid: Grid) -> np.ndarray:
     return sample(np.asarray(mask, dtype=np.float32), grid, order=1) >= 0.5
 
 
-def to_source(grid_values: np.ndarray, grid: Grid, shape: tuple[int, int]) -> np.ndarray:
+def to_source(grid_values: np.ndarray, grid: Grid, shape: tuple[int, int],
+              box: tuple[slice, slice] | None = None) -> np.ndarray:
     """Resample values on ``grid`` (leading axes kept, e.g. class probabilities) back onto the source pixels;
-    zero where the grid does not reach."""
+    zero where the grid does not reach. With ``box`` (a window of the source image) only its pixels, in an array
+    of its shape."""
     values = np.asarray(grid_values, dtype=np.float32)
     frames = values.reshape(-1, grid.size, grid.size)
-    out = np.zeros((len(frames), *shape), dtype=np.float32)
+    top, bottom = (0, shape[0]) if box is None else (box[0].start, box[0].stop)
+    left, right = (0, shape[1]) if box is None else (box[1].start, box[1].stop)
+    out = np.zeros((len(frames), bottom - top, right - left), dtype=np.float32)
     # Only the source pixels the grid covers are interpolated (the grid is small beside a large matrix).
     half_extent_mm = (grid.size / 2.0 + 1.0) * grid.spacing_mm
-    row_range = _covered(grid.centre_px[1], half_extent_mm / grid.source_spacing_mm[0], shape[0])
-    column_range = _covered(grid.centre_px[0], half_extent_mm / grid.source_spacing_mm[1], shape[1])
+    row_range = _covered(grid.centre_px[1], half_extent_mm / grid.source_spacing_mm[0], (top, bottom))
+    column_range = _covered(grid.centre_px[0], half_extent_mm / grid.source_spacing_mm[1], (left, right))
     if row_range is not None and column_range is not None:
         rows = np.arange(*row_range, dtype=np.float64)
         columns = np.arange(*column_range, dtype=np.float64)
         centre = (grid.size - 1) / 2.0
         grid_rows = centre + (rows - grid.centre_px[1]) * grid.source_spacing_mm[0] / grid.spacing_mm
         grid_columns = centre + (columns - grid.centre_px[0]) * grid.source_spacing_mm[1] / grid.spacing_mm
-        out[:, row_range[0]:row_range[1], column_range[0]:column_range[1]] = _bilinear(frames, grid_rows,
-                                                                                       grid_columns)
-    return out.reshape(*values.shape[:-2], *shape)
+        out[:, row_range[0] - top:row_range[1] - top, column_range[0] - left:column_range[1] - left] = _bilinear(
+            frames, grid_rows, grid_columns)
+    return out.reshape(*values.shape[:-2], bottom - top, right - left)
 
 
-def _covered(centre_px: float, half_extent_px: float, length: int) -> tuple[int, int] | None:
-    """The range of source pixels within ``half_extent_px`` of ``centre_px``, clipped to the image."""
-    start = max(int(np.floor(centre_px - half_extent_px)), 0)
-    stop = min(int(np.ceil(centre_px + half_extent_px)) + 1, length)
+def _covered(centre_px: float, half_extent_px: float, bounds: tuple[int, int]) -> tuple[int, int] | None:
+    """The range of source pixels within ``half_extent_px`` of ``centre_px``, clipped to [start, stop)."""
+    start = max(int(np.floor(centre_px - half_extent_px)), bounds[0])
+    stop = min(int(np.ceil(centre_px + half_extent_px)) + 1, bounds[1])
     return (start, stop) if start < stop else None
 
 

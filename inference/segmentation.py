@@ -3,7 +3,7 @@
 The map is resampled onto the segmentation grid (inference/grids.py: 128 x 128 pixels of 1.25 mm around the image
 centre) and normalised, the model gives class logits there, and their softmax probabilities are resampled back
 onto the map's own pixels before the per-pixel decision, so the masks follow the map's resolution rather than the
-grid's. The masks are then cleaned so that contour fitting gets one ring: the largest myocardium component, and
+grid's (resampled only around the heart, where a class other than the background may win). The masks are then cleaned so that contour fitting gets one ring: the largest myocardium component, and
 the cavity it encloses.
 """
 
@@ -35,7 +35,6 @@ class Segmentation:
 
     cavity_mask: np.ndarray  # (rows, columns) bool, LV blood pool with papillary muscles
     myocardium_mask: np.ndarray  # (rows, columns) bool
-    probabilities: np.ndarray  # (3, rows, columns) float32: background, cavity, myocardium
 
 
 def segment_map(map_values: np.ndarray, pixel_spacing_mm: tuple[float, float], model: Model) -> Segmentation:
@@ -115,9 +114,22 @@ def _segment_grid_inputs(inputs: np.ndarray, grids: Sequence[Grid], shapes: Sequ
                                for offset, one in enumerate(logits)])
         for offset, grid_probabilities in enumerate(softmax(logits, axis=1)):
             index = start + offset
-            probabilities = source_probabilities(grid_probabilities, grids[index], shapes[index])
-            results.append(segmentation_from_probabilities(probabilities))
+            results.append(segmentation_from_grid(grid_probabilities, grids[index], shapes[index]))
     return results
+
+
+def map_probabilities(map_values: np.ndarray, pixel_spacing_mm: tuple[float, float], model: Model) -> np.ndarray:
+    """The model's (3, rows, columns) float32 class probabilities (background, cavity, myocardium) on the map's
+    pixels, from which :func:`segment_map` decides.
+
+    Raises
+    ------
+    AnalysisError
+        As :func:`segment_map`.
+    """
+    values, grids, inputs = _grid_inputs([map_values], [pixel_spacing_mm])
+    logits = model.run({INPUT_NAME: np.ascontiguousarray(inputs[:, None])}, [OUTPUT_NAME])[OUTPUT_NAME]
+    return source_probabilities(softmax(logits, axis=1)[0], grids[0], values[0].shape)
 
 
 def check_input(map_values: np.ndarray, pixel_spacing_mm: tuple[float, float]) -> None:
@@ -131,12 +143,50 @@ def softmax(logits: np.ndarray, axis: int) -> np.ndarray:
     return (shifted / shifted.sum(axis=axis, keepdims=True)).astype(np.float32)
 
 
-def source_probabilities(grid_probabilities: np.ndarray, grid: Grid, shape: tuple[int, int]) -> np.ndarray:
-    """(3, size, size) grid probabilities on the source pixels; where the grid does not reach (or only partly,
-    at its edge) the missing weight goes to the background, so every pixel's probabilities sum to 1."""
-    probabilities = to_source(grid_probabilities, grid, shape)
+def source_probabilities(grid_probabilities: np.ndarray, grid: Grid, shape: tuple[int, int],
+                         box: tuple[slice, slice] | None = None) -> np.ndarray:
+    """(3, size, size) grid probabilities on the source pixels (of ``box`` only, when given); where the grid does
+    not reach (or only partly, at its edge) the missing weight goes to the background, so every pixel's
+    probabilities sum to 1."""
+    probabilities = to_source(grid_probabilities, grid, shape, box)
     probabilities[BACKGROUND] = 1.0 - probabilities[CAVITY] - probabilities[MYOCARDIUM]
     return probabilities
+
+
+def segmentation_from_grid(grid_probabilities: np.ndarray, grid: Grid, shape: tuple[int, int]) -> Segmentation:
+    """:func:`segmentation_from_probabilities` of the grid's probabilities on the source pixels, resampled only in
+    the box where a class other than the background may win (:func:`_decision_box`): the same masks, without
+    resampling the whole field the grid covers."""
+    cavity, myocardium = np.zeros(shape, dtype=bool), np.zeros(shape, dtype=bool)
+    box = _decision_box(grid_probabilities, grid, shape)
+    if box is not None:
+        found = segmentation_from_probabilities(source_probabilities(grid_probabilities, grid, shape, box))
+        cavity[box], myocardium[box] = found.cavity_mask, found.myocardium_mask
+    return Segmentation(cavity_mask=cavity, myocardium_mask=myocardium)
+
+
+def _decision_box(grid_probabilities: np.ndarray, grid: Grid, shape: tuple[int, int]) -> tuple[slice, slice] | None:
+    """The source pixels where the cavity or the myocardium may win, with a margin where neither can; None when
+    there are none.
+
+    A source pixel's probabilities interpolate the four grid pixels around it, so its cavity and myocardium shares
+    together are at most the largest of theirs: only grid pixels whose two shares exceed
+    :data:`GRID_CANDIDATE_ABOVE` count. The box spans the source pixels between the grid rows and columns next to
+    theirs, and one more pixel each way: pixels whose neighbours on the grid are none of them.
+    """
+    candidates = grid_probabilities[CAVITY] + grid_probabilities[MYOCARDIUM] > GRID_CANDIDATE_ABOVE
+    window = mask_window(candidates)
+    if window is None:
+        return None
+    rows, columns = grid.source_axes()
+    box = (_source_span(rows, window[0], shape[0]), _source_span(columns, window[1], shape[1]))
+    return box if all(part.start < part.stop for part in box) else None
+
+
+def _source_span(positions: np.ndarray, window: slice, length: int) -> slice:
+    """The source pixels from one below the first to one beyond the last of the grid positions in ``window``."""
+    return slice(max(int(np.floor(positions[window.start])) - 1, 0),
+                 min(int(np.ceil(positions[window.stop - 1])) + 2, length))
 
 
 def segmentation_from_probabilities(probabilities: np.ndarray) -> Segmentation:
@@ -150,12 +200,15 @@ def segmentation_from_probabilities(probabilities: np.ndarray) -> Segmentation:
     cavity, myocardium = np.zeros(shape, dtype=bool), np.zeros(shape, dtype=bool)
     if window is not None:
         cavity[window], myocardium[window] = _ring(probabilities[(slice(None), *window)])
-    return Segmentation(cavity_mask=cavity, myocardium_mask=myocardium, probabilities=probabilities)
+    return Segmentation(cavity_mask=cavity, myocardium_mask=myocardium)
 
 
 #: Where the background holds more than this share, neither the cavity nor the myocardium can be the most probable
 #: class (their shares sum to less than the background's; a little above one half for the float32 rounding).
 UNDECIDED_BELOW = 0.51
+#: Grid pixels whose cavity and myocardium shares together exceed this may make a source pixel near them one of
+#: the two (below 1 - UNDECIDED_BELOW, with room for the interpolation's float32 rounding).
+GRID_CANDIDATE_ABOVE = 0.45
 
 
 def _undecided_window(background: np.ndarray) -> tuple[slice, slice] | None:

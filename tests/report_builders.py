@@ -77,14 +77,13 @@ def analysis_from_truth(
             blob = ndimage.gaussian_filter((segments == segment).astype(np.float32), 3.0)
             attention[segment] = (blob / max(float(blob.max()), 1e-6)).astype(np.float32)
         motion = MotionResult(probabilities, 0.7 if motion_segments else 0.12, attention, MOTION_THRESHOLD)
-    probabilities = np.stack([~(cavity | myocardium), cavity, myocardium]).astype(np.float32)
     mid_wall = mid_wall_mask(myocardium, cavity, spacing)
     return SliceAnalysis(
         map_kind=MapKind(kind),
         level=level,
         pixel_spacing_mm=spacing,
         map_ms=values,
-        segmentation=Segmentation(cavity, myocardium, probabilities),
+        segmentation=Segmentation(cavity, myocardium),
         contours=contours,
         lv_centre_px=centre,
         anterior_insertion_px=anterior,

@@ -26,6 +26,7 @@ from inference.runtime import (
 from inference.segmentation import (
     CAVITY,
     MYOCARDIUM,
+    map_probabilities,
     mirrored_segmentations,
     segment_map,
     segment_maps,
@@ -67,8 +68,13 @@ def test_fresh_phantom_maps_are_segmented_with_high_dice_and_fit_contours(model,
 def test_one_map_gives_one_ring_on_its_own_pixels(model, fresh_cases) -> None:
     case = fresh_cases[1]
     segmentation = segment_map(case.map_ms, case.pixel_spacing_mm, model)
-    assert segmentation.probabilities.shape == (3, *case.map_ms.shape)
-    assert np.allclose(segmentation.probabilities.sum(axis=0), 1.0, atol=1e-5)
+    probabilities = map_probabilities(case.map_ms, case.pixel_spacing_mm, model)
+    assert probabilities.shape == (3, *case.map_ms.shape)
+    assert np.allclose(probabilities.sum(axis=0), 1.0, atol=1e-5)
+    # Decided in the box where the cavity or the myocardium may win: the masks of the whole image's decision.
+    whole = segmentation_from_probabilities(probabilities)
+    assert np.array_equal(segmentation.myocardium_mask, whole.myocardium_mask)
+    assert np.array_equal(segmentation.cavity_mask, whole.cavity_mask)
     assert not (segmentation.cavity_mask & segmentation.myocardium_mask).any()
     # One ring: filling the myocardium's hole gives exactly the cavity.
     filled = ndimage.binary_fill_holes(segmentation.myocardium_mask)
@@ -82,7 +88,7 @@ def test_batched_and_single_runs_agree(model, fresh_cases) -> None:
     for case, together in zip(chosen, batched, strict=True):
         alone = segment_map(case.map_ms, case.pixel_spacing_mm, model)
         assert np.array_equal(alone.myocardium_mask, together.myocardium_mask)
-        assert np.allclose(alone.probabilities, together.probabilities, atol=1e-5)
+        assert np.array_equal(alone.cavity_mask, together.cavity_mask)
 
 
 def test_pixels_beyond_the_grid_are_background(model, fresh_cases) -> None:
@@ -90,7 +96,7 @@ def test_pixels_beyond_the_grid_are_background(model, fresh_cases) -> None:
     # A matrix three times as wide: the 160 mm grid covers only the middle.
     wide = np.pad(case.map_ms, ((0, 0), (case.map_ms.shape[1], case.map_ms.shape[1])))
     segmentation = segment_map(wide, case.pixel_spacing_mm, model)
-    assert np.all(segmentation.probabilities[0, :, :5] == 1.0)
+    assert np.all(map_probabilities(wide, case.pixel_spacing_mm, model)[0, :, :5] == 1.0)
     assert not segmentation.myocardium_mask[:, :5].any()
     assert segmentation.myocardium_mask.any()
 
@@ -283,7 +289,7 @@ def test_the_ring_is_decided_in_the_box_the_grid_reaches_as_in_the_whole_image(m
     """Outside the box the grid reaches every pixel is background: a wider frame of certain background changes
     nothing, also for a ring that reaches the image's edge."""
     found = segment_map(fresh_cases[0].map_ms, fresh_cases[0].pixel_spacing_mm, model)
-    probabilities = found.probabilities
+    probabilities = map_probabilities(fresh_cases[0].map_ms, fresh_cases[0].pixel_spacing_mm, model)
     rows, columns = np.nonzero(found.myocardium_mask)
     # Cut the image so that the ring touches its edge: the cavity is then not enclosed there.
     cut = probabilities[:, :, : int(columns.mean()) + 1]
@@ -295,3 +301,20 @@ def test_the_ring_is_decided_in_the_box_the_grid_reaches_as_in_the_whole_image(m
     assert np.array_equal(inside.myocardium_mask[20:-20, 10:-20], alone.myocardium_mask)
     assert np.array_equal(inside.cavity_mask[20:-20, 10:-20], alone.cavity_mask)
     assert not inside.myocardium_mask[:20].any() and not inside.cavity_mask[:, -20:].any()
+
+
+def test_the_box_decision_equals_the_whole_image_decision_also_at_the_image_edge(model, fresh_cases) -> None:
+    """segment_map resamples the probabilities only where the cavity or the myocardium may win; its masks are
+    those decided on the whole image, also for a heart cut by the image's edge and a heart in a wide matrix."""
+    case = fresh_cases[2]
+    columns = np.flatnonzero(segment_map(case.map_ms, case.pixel_spacing_mm, model).myocardium_mask.any(axis=0))
+    maps = [c.map_ms for c in fresh_cases[:4]]
+    maps.append(case.map_ms[:, : int(columns.mean()) + 1])  # the ring reaches the right edge
+    maps.append(np.pad(case.map_ms, ((0, 0), (case.map_ms.shape[1], 0))))
+    spacings = [c.pixel_spacing_mm for c in fresh_cases[:4]] + [case.pixel_spacing_mm] * 2
+    for values, spacing in zip(maps, spacings, strict=True):
+        found = segment_map(values, spacing, model)
+        whole = segmentation_from_probabilities(map_probabilities(values, spacing, model))
+        assert found.myocardium_mask.any()
+        assert np.array_equal(found.myocardium_mask, whole.myocardium_mask)
+        assert np.array_equal(found.cavity_mask, whole.cavity_mask)
