@@ -23,7 +23,7 @@ from skimage.measure import find_contours
 from skimage.morphology import disk
 
 from inference.errors import AnalysisError, ShapeMismatchError
-from inference.masks import enclosed, fill_holes
+from inference.masks import enclosed, fill_holes, mask_window
 
 LOGGER = logging.getLogger(__name__)
 
@@ -193,9 +193,11 @@ def select_component(mask: np.ndarray) -> np.ndarray:
     ContourFitError
         If no component qualifies (empty mask, or only elongated components).
     """
-    labels, count = ndimage.label(np.asarray(mask, dtype=bool), structure=_EIGHT_CONNECTED)
-    if count == 0:
+    region = np.asarray(mask, dtype=bool)
+    window = mask_window(region, margin=0)  # labelled in the mask's box: the same components
+    if window is None:
         raise ContourFitError("mask is empty, expected at least one foreground pixel")
+    labels, count = ndimage.label(region[window], structure=_EIGHT_CONNECTED)
     sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     best, best_size = 0, 0.0
     for label, box in enumerate(ndimage.find_objects(labels), start=1):
@@ -205,7 +207,9 @@ def select_component(mask: np.ndarray) -> np.ndarray:
             best, best_size = label, float(sizes[label - 1])
     if best == 0:
         raise ContourFitError(f"none of {count} components has a bounding box within 1:{MAX_ASPECT_RATIO:g}")
-    return labels == best
+    chosen = np.zeros(region.shape, dtype=bool)
+    chosen[window] = labels == best
+    return chosen
 
 
 def contour_mask(contour_px: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -219,12 +223,13 @@ def contour_mask(contour_px: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 def border_contour(mask: np.ndarray) -> np.ndarray:
     """The longest closed border of a mask at level 0.5, (x, y) points, counter-clockwise on the screen."""
-    padded = np.pad(np.asarray(mask, dtype=np.float64), 1)
-    contours = find_contours(padded, 0.5)
-    if not contours:
+    region = np.asarray(mask, dtype=bool)
+    window = mask_window(region)  # traced in the mask's box: the same borders, moved by whole pixels
+    if window is None:
         raise ContourFitError("mask is empty, expected a region to outline")
+    contours = find_contours(np.pad(region[window].astype(np.float64), 1), 0.5)
     longest = max(contours, key=len)[:-1]  # closed: the last point repeats the first
-    points = longest[:, ::-1] - 1.0
+    points = longest[:, ::-1] - 1.0 + np.array([window[1].start, window[0].start], dtype=np.float64)
     return _counter_clockwise(points)
 
 

@@ -3,8 +3,8 @@
 The map is resampled onto the segmentation grid (inference/grids.py: 128 x 128 pixels of 1.25 mm around the image
 centre) and normalised, the model gives class logits there, and their softmax probabilities are resampled back
 onto the map's own pixels before the per-pixel decision, so the masks follow the map's resolution rather than the
-grid's (resampled only around the heart, where a class other than the background may win). The masks are then cleaned so that contour fitting gets one ring: the largest myocardium component, and
-the cavity it encloses.
+grid's (resampled only around the heart, where a class other than the background may win). The masks are then
+cleaned so that contour fitting gets one ring: the largest myocardium component, and the cavity it encloses.
 """
 
 from __future__ import annotations
