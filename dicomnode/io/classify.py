@@ -118,7 +118,7 @@ def _base_role(dataset: Dataset) -> SeriesRole:
 
 
 #: Roles of fitted maps: a scanner derives each from a raw acquisition and may copy that acquisition's counters
-#: (8 or 11 IR images) into the map, whose series holds one image per slice.
+#: (8 or 11 IR images, 16 with their phase images) into the map, whose series holds one image per slice.
 FITTED_MAP_ROLES = frozenset({SeriesRole.T1_MAP, SeriesRole.T2_MAP, SeriesRole.FIT_QUALITY})
 
 
@@ -128,17 +128,17 @@ def expected_instances(dataset: Dataset, role: SeriesRole | None = None) -> int 
     Enhanced MR, segmentations and structure sets carry a whole series in one instance. Otherwise
     ImagesInAcquisition (0020,1002) is trusted from 1 up; CardiacNumberOfImages (0018,1090) and
     NumberOfTemporalPositions (0020,0105) only from 2 up, because scanners write 1 there for series that are not
-    cine or dynamic at all, and a premature "complete" would re-open the series on every later image. None of the
-    three counts the images of a fitted map's series (``role`` in :data:`FITTED_MAP_ROLES`): they describe the
-    acquisition it was fitted from.
+    cine or dynamic at all, and a premature "complete" would re-open the series on every later image. A fitted
+    map's count (``role`` in :data:`FITTED_MAP_ROLES`) is not trusted when it is at least the number of images the
+    map says it was fitted from (SourceImageSequence): then it counts that acquisition, not the map's series, which
+    completes when quiet. A map that states a smaller count, or no sources, is trusted as before (a series of one
+    map per slice completes with its last map, without the quiet period the console would wait for).
     """
     sop_class_uid = str(dataset.get("SOPClassUID", ""))
     if sop_class_uid in ENHANCED_MR_SOP_CLASSES or sop_class_uid in SEGMENTATION_SOP_CLASSES:
         return 1
     if sop_class_uid == RT_STRUCTURE_SET:
         return 1
-    if role in FITTED_MAP_ROLES:
-        return None
     for keyword, minimum in (
         ("ImagesInAcquisition", 1),
         ("CardiacNumberOfImages", 2),
@@ -146,8 +146,14 @@ def expected_instances(dataset: Dataset, role: SeriesRole | None = None) -> int 
     ):
         count = _int_or_none(dataset.get(keyword))
         if count is not None and count >= minimum:
-            return count
+            return None if role in FITTED_MAP_ROLES and count >= _fitted_from(dataset) > 0 else count
     return None
+
+
+def _fitted_from(dataset: Dataset) -> int:
+    """How many source images a derived image references (0 when it names none)."""
+    sources = dataset.get("SourceImageSequence")
+    return len(sources) if sources is not None else 0
 
 
 def inversion_time_ms(dataset: Dataset) -> float | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pydicom
 import pytest
+from pydicom.dataset import Dataset
 
 from db.models import SeriesRole
 from dicomnode.io.classify import classify, expected_instances, inversion_time_ms
@@ -128,6 +129,14 @@ def test_a_map_does_not_count_its_series_by_the_acquisition_it_was_fitted_from()
     t1_map = mr_image(description="MOLLI 5(3)3 SAX_T1 MAP", image_type=("DERIVED", "PRIMARY", "T1 MAP", "ND"),
                       images_in_acquisition=8)
     t1_map.CardiacNumberOfImages = 8
+    t1_map.SourceImageSequence = [Dataset() for _ in range(8)]
     assert classify(t1_map) == SeriesRole.T1_MAP
     assert expected_instances(t1_map, SeriesRole.T1_MAP) is None
     assert expected_instances(t1_map, SeriesRole.RAW_IR) == 8
+    # A count below the images it was fitted from counts the map's series (one map per slice, three slices).
+    t1_map.ImagesInAcquisition = 3
+    assert expected_instances(t1_map, SeriesRole.T1_MAP) == 3
+    # Without its sources a map's count is taken as it is.
+    del t1_map.SourceImageSequence
+    t1_map.ImagesInAcquisition = 8
+    assert expected_instances(t1_map, SeriesRole.T1_MAP) == 8

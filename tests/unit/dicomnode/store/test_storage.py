@@ -287,14 +287,23 @@ def test_a_raw_series_without_a_count_is_classified_once_until_an_instance_state
         assert (series.role, series.expected_instances, series.n_instances) == (SeriesRole.RAW_IR, 5, 5)
 
 
-def test_a_map_series_waits_for_quiet_whatever_acquisition_counts_its_maps_copied(
+
+def _source_reference() -> pydicom.Dataset:
+    reference = pydicom.Dataset()
+    reference.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
+    reference.ReferencedSOPInstanceUID = generate_uid()
+    return reference
+
+def test_a_map_series_waits_for_quiet_when_its_maps_copied_their_acquisitions_count(
     settings: Settings, session_factory: sessionmaker[Session]
 ) -> None:
     study_uid, series_uid = generate_uid(), generate_uid()
     for slice_index in range(3):  # one map per slice, each carrying its 8-image acquisition's count
-        stored = _store(mr_image(study_uid=study_uid, series_uid=series_uid, description="MOLLI SAX_T1 MAP",
-                                 image_type=("DERIVED", "PRIMARY", "T1 MAP", "ND"), images_in_acquisition=8,
-                                 instance_number=slice_index + 1, seed=slice_index), settings, session_factory)
+        t1_map = mr_image(study_uid=study_uid, series_uid=series_uid, description="MOLLI SAX_T1 MAP",
+                          image_type=("DERIVED", "PRIMARY", "T1 MAP", "ND"), images_in_acquisition=8,
+                          instance_number=slice_index + 1, seed=slice_index)
+        t1_map.SourceImageSequence = [_source_reference() for _ in range(8)]
+        stored = _store(t1_map, settings, session_factory)
     with session_scope(session_factory) as session:
         series = session.get_one(Series, stored.series_id)
         assert (series.role, series.expected_instances, series.n_instances) == (SeriesRole.T1_MAP, None, 3)
