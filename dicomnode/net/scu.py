@@ -29,6 +29,7 @@ from pydicom.dataset import Dataset, FileDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
+from pynetdicom.association import Association
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -305,6 +306,7 @@ def send_files(
         outcomes.update({path: StoreOutcome(None, message) for path in datasets})
         return outcomes
 
+    _responses_for_the_sender_only(association)
     try:
         for message_id, (path, header) in enumerate(datasets.items(), start=1):
             sop_instance_uid = header.SOPInstanceUID
@@ -342,6 +344,24 @@ def send_files(
         if association.is_established:
             association.release()
     return outcomes
+
+
+def _responses_for_the_sender_only(association: Association) -> None:
+    """Keep the association's reactor off its DIMSE message queue: this association only sends.
+
+    pynetdicom's reactor thread looks at the queue (without blocking) whenever no ``send_*()`` call pauses it, and
+    the pause is signalled by a flag that is briefly stale after each call: a ``send_c_store()`` that follows at
+    once can meet a reactor that is no longer paused, which then takes the peer's response off the queue and drops
+    it ("Received unexpected C-STORE service message"), and the sender waits out the DIMSE timeout. Only the
+    reactor reads the queue without blocking; the sender's blocking reads stay as they were.
+    """
+    dimse = association.dimse
+    take = dimse.get_msg
+
+    def get_msg(block: bool = False) -> Any:
+        return take(block=True) if block else (None, None)
+
+    dimse.get_msg = get_msg  # type: ignore[method-assign]
 
 
 @dataclass(frozen=True)

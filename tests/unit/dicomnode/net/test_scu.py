@@ -328,3 +328,16 @@ def test_due_transfers_filters_state_and_time(tmp_path: Path, session_factory: s
 def test_deliver_unknown_transfer_raises(tmp_path: Path, session_factory: sessionmaker[Session]) -> None:
     with pytest.raises(scu.TransferNotFoundError):
         scu.deliver_transfer(42, settings=_settings(tmp_path, 11112), session_factory=session_factory)
+
+
+def test_the_reactor_of_a_sending_association_never_takes_its_responses() -> None:
+    """pynetdicom's reactor reads the DIMSE queue without blocking; a response it took would be dropped and the
+    sender would wait out the DIMSE timeout. The sender's blocking read still gets it."""
+    ae = AE(ae_title="MYOMAP")
+    ae.add_requested_context(Verification)
+    association = scu.Association(ae, "requestor")
+    association.dimse.msg_queue.put((1, "a C-STORE response"))
+    scu._responses_for_the_sender_only(association)
+    assert association.dimse.get_msg(block=False) == (None, None)
+    assert association.dimse.get_msg() == (None, None)
+    assert association.dimse.get_msg(block=True) == (1, "a C-STORE response")
