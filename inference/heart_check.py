@@ -160,8 +160,7 @@ def check_left_ventricle(
         raise ShapeMismatchError(
             f"myocardium_mask {myocardium.shape} and cavity_mask {given_cavity.shape} must be the same 2-D shape"
         )
-    window = mask_window(myocardium)
-    if window is None:
+    if not myocardium.any():
         return HeartCheck("the segmentation found no myocardium")
     # Measured in the masks' box with a margin of one pixel (inside the image): a ring in a large matrix; every
     # measure below is the same there, the box's edge being background or the image's edge.

@@ -189,7 +189,7 @@ class AttentionMaps(Mapping[int, np.ndarray]):
 
     def __init__(self, segments: list[int], grid_maps: np.ndarray, grid: Grid, shape: tuple[int, ...]) -> None:
         self._segments = segments
-        self._grid_maps = grid_maps.copy()  # not a view that keeps the batch's outputs alive
+        self._grid_maps = grid_maps  # the caller's own copy (picked by index from the batch's outputs)
         self._grid = grid
         self._shape = (int(shape[0]), int(shape[1]))
         self._maps: dict[int, np.ndarray] | None = None
