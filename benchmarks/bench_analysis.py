@@ -2,18 +2,21 @@
 
 The slices are T1 maps (plain MOLLI/ShMOLLI fit) of fresh phantom studies (seed 51, never used in training), with
 their raw IR images and R2 for the motion model, on the CPU with the shipped models and the node's settings (BLAS
-limited to one thread, one onnxruntime thread per model). The phantom generation is not timed. Three ways, each
+limited to one thread, one onnxruntime thread per model). The phantom generation is not timed. Four ways, each
 run ``--repeats`` times in turn and the best kept (the machine may be shared: the load average is printed):
 
 - batched, one thread: the node's :func:`dicomnode.analysis.slices.analyse_slices` with one worker, every model
   run once per batch of slices and the QC's latent searches advanced together; with the time of each part;
 - the earlier path: one :func:`inference.slice_analysis.analyse_slice` per slice, one slice per CPU core at a time,
   with the earlier latent search (L-BFGS-B, 71-77 decoded latents per slice; :func:`earlier_search_latents`);
-- the node: batched, one worker thread per CPU core, each with its share of the slices.
+- batched, one thread per CPU core, each with its share of the slices (the node before its helper processes);
+- the node: batched, this process and one forked helper process per further CPU core, each with its share
+  (dicomnode/analysis/slice_helper.py).
 
-Printed: the breakdown per slice, seconds for all slices, the ratio of the node to the earlier path (the robust
-figure on a shared machine: both ran under the same load) and the design's target of 100 slices in under 3 s on
-this 2-core machine. The node's peak RSS with every model loaded is printed by benchmarks/bench_console_latency.py.
+Printed: the breakdown per slice, seconds for all slices, the ratios of the node to the earlier path and to the
+threads (the robust figures on a shared machine: they ran under the same load) and the design's target of 100
+slices in under 3 s on this 2-core machine. The node's peak RSS with every model loaded is printed by
+benchmarks/bench_console_latency.py.
 
 Usage: ``python benchmarks/bench_analysis.py [--slices 100] [--threads 1] [--workers 0] [--repeats 3]``
 """
@@ -37,7 +40,13 @@ from pydicom.dataset import Dataset  # noqa: E402
 from scipy import optimize  # noqa: E402
 
 from config import Settings  # noqa: E402
-from dicomnode.analysis.slices import SliceInput, analyse_slices, slice_workers  # noqa: E402
+from dicomnode.analysis.slices import (  # noqa: E402
+    SliceInput,
+    analyse_slices,
+    slice_workers,
+    start_slice_helpers,
+    stop_slice_helpers,
+)
 from inference import motion, quality, segmentation  # noqa: E402
 from inference.mapping import MapKind  # noqa: E402
 from inference.model_set import ModelSet, load_models  # noqa: E402
@@ -89,11 +98,12 @@ def slice_inputs(cases: Sequence[SliceCase]) -> dict[str, list[SliceInput]]:
             for level in sorted({case.level.value for case in cases})}
 
 
-def analyse_all(series: dict[str, list[SliceInput]], models: ModelSet, workers: int) -> float:
-    """Seconds to analyse every series with the node's function, ``workers`` threads."""
+def analyse_all(series: dict[str, list[SliceInput]], models: ModelSet, workers: int, *, helpers: bool = True) -> float:
+    """Seconds to analyse every series with the node's function in ``workers`` shares: the slice helpers and this
+    process, or (``helpers`` False) threads only."""
     started = time.perf_counter()
     for level, inputs in series.items():
-        outcomes = analyse_slices(inputs, f"T1 map {level}", lambda: models, workers=workers)
+        outcomes = analyse_slices(inputs, f"T1 map {level}", lambda: models, workers=workers, helpers=helpers)
         failed = [o.failure for o in outcomes if o.analysis is None]
         if failed:
             raise SystemExit(f"{len(failed)} slices were not analysed: {failed[:3]}")
@@ -181,10 +191,14 @@ def main() -> int:
     batched_s = analyse_all(series, models, 1)
     for part in parts:
         part.restore()
-    earlier_s, node_s = [], []
+    helper_count = start_slice_helpers(models, workers - 1)  # forks of this process, as the node's workers do
+    analyse_all(slice_inputs(cases[:4]), models, workers)  # the helpers' warm-up
+    earlier_s, threads_s, node_s = [], [], []
     for _ in range(args.repeats):
         earlier_s.append(analyse_one_by_one(series, models, workers))
+        threads_s.append(analyse_all(series, models, workers, helpers=False))
         node_s.append(analyse_all(series, models, workers))
+    stop_slice_helpers()
     load_after = os.getloadavg()
     n = len(cases)
     print(f"analysis of {n} T1 slices (matrices {sorted({c.map_ms.shape for c in cases})}), CPU "
@@ -204,10 +218,14 @@ def main() -> int:
     best_earlier, best_node = min(earlier_s), min(node_s)
     print(f"  earlier path, one slice at a time, {workers} at once: best {best_earlier:.2f} s of "
           f"{', '.join(f'{s:.2f}' for s in earlier_s)}")
-    print(f"  the node, batched, {workers} threads: best {best_node:.2f} s of {', '.join(f'{s:.2f}' for s in node_s)}; "
-          f"{1000 * best_node / n:.1f} ms per slice")
+    print(f"  batched, {workers} threads (the node before its helper processes): best {min(threads_s):.2f} s of "
+          f"{', '.join(f'{s:.2f}' for s in threads_s)}")
+    print(f"  the node, batched, this process and {helper_count} forked helper process(es): best {best_node:.2f} s of "
+          f"{', '.join(f'{s:.2f}' for s in node_s)}; {1000 * best_node / n:.1f} ms per slice")
     ratios = [node / earlier for node, earlier in zip(node_s, earlier_s, strict=True)]
     print(f"  ratio node / earlier path, run by run: {', '.join(f'{r:.2f}' for r in ratios)}")
+    ratios = [node / threads for node, threads in zip(node_s, threads_s, strict=True)]
+    print(f"  ratio node / {workers} threads, run by run: {', '.join(f'{r:.2f}' for r in ratios)}")
     per_100_s = best_node * 100.0 / n
     print(f"100 slices in {per_100_s:.2f} s; target {TARGET_S_PER_100:.1f} s: ratio {per_100_s / TARGET_S_PER_100:.2f}")
     return 0

@@ -13,12 +13,12 @@ for ``--minutes`` (default 30; ``--minutes 2`` for a CI-size run):
   unknown user, and /healthz.
 
 Printed: instances acknowledged (status 0x0000), stored (rows), analysed (jobs done), sent (transfers sent); the
-broken sender's statuses; the RSS of the node's processes together (the node, its analysis process, its other SCP
-processes) every ``--sample-s`` and its slope (least squares, MiB per minute, over the second half of the run, after
-the models have loaded); console latency percentiles (last C-STORE response
-to first Secondary Capture); C-ECHO latency; login outcomes. After the traffic stops the node may finish its
-queue (up to ``--drain-s``), then every acknowledged SOP Instance UID is looked up: exit status 1 when one is
-missing from the database or its file.
+broken sender's statuses; the RSS and the PSS of the node's processes together (the node, its analysis process and
+its slice helpers, its other SCP processes) every ``--sample-s`` and their slopes (least squares, MiB per minute,
+over the second half of the run, after the models have loaded; PSS splits the pages processes share, which RSS
+counts in each); console latency percentiles (last C-STORE response to first Secondary Capture); C-ECHO latency;
+login outcomes. After the traffic stops the node may finish its queue (up to ``--drain-s``), then every
+acknowledged SOP Instance UID is looked up: exit status 1 when one is missing from the database or its file.
 
 Usage: ``python benchmarks/bench_soak.py [--minutes 30] [--study-interval-s 20] [--sample-s 10]``
 """
@@ -320,12 +320,30 @@ def process_tree(pid: int) -> list[int]:
     return found
 
 
+def pss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no Pss for process {pid}")
+
+
 def tree_rss_mib(pid: int) -> float:
-    """The resident memory of the node's whole process tree (processes that end meanwhile count 0)."""
+    """The resident memory of the node's whole process tree (processes that end meanwhile count 0); pages that
+    processes share (a forked slice helper's models) count once in each."""
+    return _tree_sum(pid, rss_mib)
+
+
+def tree_pss_mib(pid: int) -> float:
+    """The proportional set size of the node's whole process tree: each shared page split between the processes
+    that share it, so that the sum is the memory the node holds."""
+    return _tree_sum(pid, pss_mib)
+
+
+def _tree_sum(pid: int, measure: Callable[[int], float]) -> float:
     total = 0.0
     for member in process_tree(pid):
         try:
-            total += rss_mib(member)
+            total += measure(member)
         except (OSError, RuntimeError):
             continue
     return total
@@ -397,6 +415,7 @@ def main() -> int:
     args = parser.parse_args()
     tally = Tally()
     samples: list[tuple[float, float]] = []
+    pss_samples: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory(prefix="myomap-soak-") as temporary:
         folder = Path(temporary)
         images = _phantom_slice(folder / "phantom")
@@ -420,8 +439,10 @@ def main() -> int:
         try:
             while time.monotonic() - started < args.minutes * 60:
                 samples.append((time.monotonic() - started, tree_rss_mib(node.pid)))
+                pss_samples.append((samples[-1][0], tree_pss_mib(node.pid)))
                 time.sleep(min(args.sample_s, max(args.minutes * 60 - (time.monotonic() - started), 0.01)))
             samples.append((time.monotonic() - started, tree_rss_mib(node.pid)))
+            pss_samples.append((samples[-1][0], tree_pss_mib(node.pid)))
             stop.set()
             for thread in threads:
                 thread.join(timeout=150)
@@ -430,7 +451,7 @@ def main() -> int:
             while time.monotonic() < drain_deadline and _counts(settings.database_url)["open jobs"]:
                 time.sleep(2.0)
             counts = _counts(settings.database_url)
-            final_rss = tree_rss_mib(node.pid)
+            final_rss, final_pss = tree_rss_mib(node.pid), tree_pss_mib(node.pid)
             processes = len(process_tree(node.pid))
         finally:
             node.send_signal(signal.SIGTERM)
@@ -453,6 +474,11 @@ def main() -> int:
     second_half = [s for s in samples if s[0] >= samples[-1][0] / 2]
     print(f"RSS slope: {slope_mib_per_min(samples):+.2f} MiB/min over the run, {slope_mib_per_min(second_half):+.2f} "
           f"MiB/min over its second half; {final_rss:.0f} MiB after the drain")
+    print("node PSS over time (shared pages split between the processes sharing them: the memory the node holds; "
+          "the RSS sum counts the models a slice helper shares with its parent twice) (s: MiB): "
+          + ", ".join(f"{t:.0f}: {v:.0f}" for t, v in pss_samples))
+    print(f"PSS slope: {slope_mib_per_min(pss_samples):+.2f} MiB/min over the run; {final_pss:.0f} MiB after the "
+          f"drain; peak {max(v for _, v in pss_samples):.0f} MiB against the 1024 MiB target")
     console_s = tally.console_latency_s
     print(f"console latency (last C-STORE response to first Secondary Capture), {len(console_s)} studies: median "
           f"{percentile(console_s, 0.5):.2f} s, p95 {percentile(console_s, 0.95):.2f} s, max "

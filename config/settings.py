@@ -196,6 +196,9 @@ class ModelsSettings(BaseModel):
     device: str = Field(default="auto", pattern="^(auto|cpu|cuda)$")
     threads: int = Field(default=1, ge=0)  # onnxruntime intra-op threads per model; 0 lets it choose
     slice_workers: int = Field(default=0, ge=0)  # slices of a series analysed at once; 0: one per CPU core
+    # The workers' process shares each series with slice_workers - 1 forks of itself on the CPU (each holds about
+    # 120 MB of its own); false: threads of the workers' process, which queue for one interpreter lock.
+    slice_processes: bool = True
     segmentation: str = ""
     consensus: str = ""
     motion: str = ""

@@ -48,7 +48,8 @@ from inference.t2_motion import detect_t2_motion
 LOGGER = logging.getLogger(__name__)
 
 __all__ = ["ALGORITHM_NAME", "QC_DOUBTFUL_DICE", "VALUE_REGION", "NoLeftVentricleError", "RawImages",
-           "SliceAnalysis", "SliceRequest", "analyse_slice", "analyse_slices", "reader_consensus"]
+           "SliceAnalysis", "SliceRequest", "analyse_slice", "analyse_slices", "reader_consensus",
+           "with_motion"]
 
 ALGORITHM_NAME = "myomap"
 #: Where the reported myocardial values come from, in words for the reports.
@@ -218,7 +219,8 @@ def analyse_slices(requests: Sequence[SliceRequest], models: ModelSet) -> list[S
                                                    [prepared[i].spacing for i in measured], models.segmentation)
     agreements = {i: quality.mirror_agreement(m.found.myocardium_mask, mirror)
                   for (i, m), mirror in zip(measured.items(), mirrored, strict=True)}
-    motions = _detect_motion(requests, prepared, measured, models, guarded)
+    motions = _detect_motion(requests, {i: _MotionSite(prepared[i].values, m.segments, m.centre, prepared[i].spacing)
+                                        for i, m in measured.items()}, models, guarded)
     judged = [i for i in measured if i not in failures]
     estimates = quality.predict_dices(
         [quality.QualityInput(prepared[i].values, measured[i].found.myocardium_mask, prepared[i].spacing,
@@ -260,24 +262,34 @@ def _measure(request: SliceRequest, prepared: _Prepared, found: Segmentation) ->
     )
 
 
-def _detect_motion(requests: Sequence[SliceRequest], prepared: dict[int, _Prepared], measured: dict[int, _Measured],
-                   models: ModelSet, guarded: Callable[[int, Callable[[], object]], object]) -> dict[int, MotionResult]:
+@dataclass(frozen=True)
+class _MotionSite:
+    """What motion detection needs of a measured slice besides its raw images."""
+
+    values: np.ndarray  # the map, 0 where there is no value
+    segments: np.ndarray  # AHA segment map
+    centre: tuple[float, float]
+    spacing: tuple[float, float]
+
+
+def _detect_motion(requests: Sequence[SliceRequest], sites: dict[int, _MotionSite], models: ModelSet,
+                   guarded: Callable[[int, Callable[[], object]], object]) -> dict[int, MotionResult]:
     """Motion of every measured slice with raw images: the T1 slices through the motion model together (a slice
     with bad inputs fails alone), the T2 slices from their fit quality."""
     motions: dict[int, MotionResult] = {}
     batch: dict[int, motion.MotionInput] = {}
     model_inputs: list[dict[str, np.ndarray]] = []
-    for i, m in measured.items():
+    for i, site in sites.items():
         raw = requests[i].raw
         if raw is None:
             continue
         if requests[i].map_kind is not MapKind.T1:  # T2: the fit quality of the T2-prep images
-            result = guarded(i, functools.partial(detect_t2_motion, raw.r2, m.segments))
+            result = guarded(i, functools.partial(detect_t2_motion, raw.r2, site.segments))
             if isinstance(result, MotionResult):
                 motions[i] = result
             continue
-        one = motion.MotionInput(raw.images, raw.times_ms, prepared[i].values, raw.r2, m.segments, m.centre,
-                                 prepared[i].spacing)
+        one = motion.MotionInput(raw.images, raw.times_ms, site.values, raw.r2, site.segments, site.centre,
+                                 site.spacing)
         checked = guarded(i, functools.partial(motion.motion_inputs, one.images, one.times_ms, one.t1_map_ms, one.r2,
                                                one.aha_segment_map, one.lv_centre_px, one.pixel_spacing_mm))
         if isinstance(checked, dict):
@@ -287,6 +299,38 @@ def _detect_motion(requests: Sequence[SliceRequest], prepared: dict[int, _Prepar
         motions.update(zip(batch, motion.detect_motions(list(batch.values()), models.motion, model_inputs),
                            strict=True))
     return motions
+
+
+def with_motion(requests: Sequence[SliceRequest], results: Sequence[SliceAnalysis | Exception],
+                models: ModelSet) -> list[SliceAnalysis | Exception]:
+    """The ``results`` of :func:`analyse_slices` for the ``requests`` stripped of their raw images, completed with
+    the motion found from the raw images ``requests`` hold: what :func:`analyse_slices` gives for ``requests``
+    (a slice whose raw images fail the motion model's checks fails, as it does there).
+
+    A process that is sent only the maps (a forked helper: the raw images are ten times the map) analyses them;
+    the process that holds the raw images adds the motion.
+    """
+    failures: dict[int, Exception] = {}
+
+    def guarded(index: int, step: Callable[[], _T]) -> _T | None:
+        try:
+            return step()
+        except Exception as error:  # as in analyse_slices: the fault stays with its slice
+            failures[index] = error
+            return None
+
+    sites = {i: _MotionSite(r.map_ms, r.aha_segment_map, r.lv_centre_px, r.pixel_spacing_mm)
+             for i, r in enumerate(results) if isinstance(r, SliceAnalysis)}
+    motions = _detect_motion(requests, sites, models, guarded)
+    completed: list[SliceAnalysis | Exception] = []
+    for i, result in enumerate(results):
+        if i in failures:
+            completed.append(failures[i])
+        elif i in motions and isinstance(result, SliceAnalysis):
+            completed.append(replace(result, motion=motions[i]))
+        else:
+            completed.append(result)
+    return completed
 
 
 def _finish(request: SliceRequest, prepared: _Prepared, measured: _Measured, motion_result: MotionResult | None,

@@ -1,5 +1,6 @@
 """The models' analysis of a series' map slices, as the node runs it: the models loaded once per process, the
-slices batched through the models in parallel threads, each slice's verdict in words, and the series' verdict.
+slices batched through the models in forked helper processes or threads, each slice's verdict in words, and the
+series' verdict.
 
 A slice whose analysis fails never stops the other slices: its outcome holds the reason instead.
 """
@@ -17,6 +18,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from config import Settings
+from dicomnode.analysis.slice_helper import HelperLostError, SliceHelper
 from dicomnode.io.slice_level import level_from_description
 from dicomnode.io.t1_protocol import field_strength_t
 from inference.errors import AnalysisError
@@ -24,7 +26,7 @@ from inference.mapping import MapKind
 from inference.model_set import SHIPPED_FILES, ModelSet, load_models
 from inference.runtime import ModelContractError
 from inference.runtime_status import record_providers
-from inference.slice_analysis import RawImages, SliceAnalysis, SliceRequest
+from inference.slice_analysis import RawImages, SliceAnalysis, SliceRequest, with_motion
 from inference.slice_analysis import analyse_slices as analyse_batch
 from inference.verdict import banner_text, motion_text
 
@@ -87,12 +89,15 @@ def warm_up_models(settings: Settings) -> float | None:
 
 
 def analyse_slices(slices: Sequence[SliceInput], series_description: str,
-                   models: Callable[[], ModelSet], *, workers: int = 1) -> list[SliceOutcome]:
-    """Analyse every slice, batched through the models, in ``workers`` threads of consecutive slices; a failure is
+                   models: Callable[[], ModelSet], *, workers: int = 1, helpers: bool = True) -> list[SliceOutcome]:
+    """Analyse every slice, batched through the models, in ``workers`` shares of consecutive slices; a failure is
     recorded with its reason, in words for the console.
 
-    Each thread's slices go through each model together (inference/slice_analysis.py ``analyse_slices``); the
-    models' sessions are shared by the threads (onnxruntime runs them concurrently and releases the GIL).
+    Each share's slices go through each model together (inference/slice_analysis.py ``analyse_slices``). This
+    thread analyses the first share; the others go to the slice helpers forked by :func:`start_slice_helpers`
+    that no other series is using (dicomnode/analysis/slice_helper.py), and otherwise to threads of this process,
+    which share the models' sessions (onnxruntime runs them concurrently and releases the GIL). ``helpers`` False
+    leaves the helpers out (threads only).
     """
     level, _ = level_from_description(series_description)
     try:
@@ -104,8 +109,11 @@ def analyse_slices(slices: Sequence[SliceInput], series_description: str,
     requests = [SliceRequest(item.map_ms, item.map_kind, item.pixel_spacing_mm, level, raw=item.raw,
                              field_strength_t=field_strength_t(item.mr_map)) for item in slices]
     count = max(1, min(workers, len(slices)))
-    bounds = [len(slices) * part // count for part in range(count + 1)]
-    chunks = [range(bounds[part], bounds[part + 1]) for part in range(count)]
+    reserved = _reserve_helpers(model_set, count - 1) if helpers else []
+    # A helper's slices come back without their motion, which this process then finds: helpers take more slices.
+    helper_weight = HELPER_WEIGHT_WITH_MOTION if any(
+        r.raw is not None and r.map_kind is MapKind.T1 for r in requests) else 1.0
+    chunks = _shares(len(slices), [1.0] + [helper_weight] * len(reserved) + [1.0] * (count - 1 - len(reserved)))
 
     def analyse_chunk(indices: range) -> list[SliceOutcome]:
         try:
@@ -116,10 +124,103 @@ def analyse_slices(slices: Sequence[SliceInput], series_description: str,
             results = [error] * len(indices)
         return [_outcome(index, result) for index, result in zip(indices, results, strict=True)]
 
-    if count == 1:
-        return analyse_chunk(chunks[0])
-    with ThreadPoolExecutor(max_workers=count, thread_name_prefix="slice") as pool:
-        return [outcome for part in pool.map(analyse_chunk, chunks) for outcome in part]
+    def helped_chunk(helper: SliceHelper, indices: range) -> list[SliceOutcome]:
+        try:
+            results = helper.receive(len(indices))
+        except HelperLostError:
+            return analyse_chunk(indices)
+        try:
+            results = with_motion([requests[i] for i in indices], results, model_set)
+        except Exception as error:  # as in analyse_chunk: a fault in the batched motion run
+            LOGGER.exception("slices %d-%d: motion detection failed", indices.start, indices.stop - 1)
+            results = [error] * len(indices)
+        return [_outcome(index, result) for index, result in zip(indices, results, strict=True)]
+
+    try:
+        helped: list[tuple[SliceHelper, range]] = []
+        local = [chunks[0], *chunks[1 + len(reserved):]]
+        for helper, indices in zip(reserved, chunks[1:], strict=False):
+            if not indices:
+                continue
+            try:
+                helper.send([requests[i] for i in indices])
+                helped.append((helper, indices))
+            except HelperLostError:  # its share goes to this process's threads
+                local.append(indices)
+        local = [indices for indices in local if indices]
+        if len(local) <= 1:
+            outcomes = analyse_chunk(local[0]) if local else []
+        else:
+            with ThreadPoolExecutor(max_workers=len(local), thread_name_prefix="slice") as pool:
+                outcomes = [outcome for part in pool.map(analyse_chunk, local) for outcome in part]
+        for helper, indices in helped:
+            outcomes.extend(helped_chunk(helper, indices))
+    finally:
+        for helper in reserved:
+            helper.release()
+    return sorted(outcomes, key=lambda outcome: outcome.index)
+
+
+_HELPERS: list[SliceHelper] = []
+CPU_PROVIDER = "CPUExecutionProvider"
+#: A helper's share of T1 slices with raw images against this process's: the motion of its slices (10 % of a
+#: slice's analysis, measured) is found here after they come back (dicomnode/analysis/slice_helper.py).
+HELPER_WEIGHT_WITH_MOTION = 1.1
+
+
+def start_slice_helpers(models: ModelSet, count: int) -> int:
+    """Fork ``count`` processes that each take a share of a series' slices besides this process's own (the node
+    forks :func:`slice_workers` - 1); returns how many run. Call it once, after ``models`` are loaded and before
+    this process starts any thread that may hold a lock (a worker, a pool): the helpers are forks of it."""
+    while len(_HELPERS) < count:
+        _HELPERS.append(SliceHelper.fork(models))
+    if _HELPERS:
+        LOGGER.info("%d slice helper processes started (%s)", len(_HELPERS),
+                    ", ".join(str(helper.pid) for helper in _HELPERS))
+    return len(_HELPERS)
+
+
+def start_node_slice_helpers(settings: Settings) -> int:
+    """The node's slice helpers: :func:`slice_workers` - 1 forks of this process when ``[models] slice_processes``
+    is on and the models run on the CPU (a CUDA context does not survive a fork, and a GPU does not need them);
+    returns how many run. The same conditions as :func:`start_slice_helpers`: call it before any thread starts."""
+    if not settings.models.slice_processes:
+        return 0
+    try:
+        model_set = node_models(settings)
+    except ModelContractError:
+        return 0
+    if any(provider != CPU_PROVIDER for provider in model_set.providers.values()):
+        return 0
+    return start_slice_helpers(model_set, slice_workers(settings) - 1)
+
+
+def stop_slice_helpers() -> None:
+    """Stop the helpers :func:`start_slice_helpers` forked."""
+    while _HELPERS:
+        _HELPERS.pop().close()
+
+
+def _shares(count: int, weights: Sequence[float]) -> list[range]:
+    """``count`` consecutive indices cut into one range per weight, in proportion to the weights."""
+    total = sum(weights)
+    cuts = [0.0]
+    for weight in weights:
+        cuts.append(cuts[-1] + weight)
+    bounds = [round(count * cut / total) for cut in cuts]
+    return [range(bounds[part], bounds[part + 1]) for part in range(len(weights))]
+
+
+def _reserve_helpers(models: ModelSet, count: int) -> list[SliceHelper]:
+    """Up to ``count`` helpers forked with ``models`` that no other series is using (the rest of the slices go to
+    threads of this process)."""
+    reserved: list[SliceHelper] = []
+    for helper in list(_HELPERS):
+        if len(reserved) == count:
+            break
+        if helper.models is models and helper.try_acquire():
+            reserved.append(helper)
+    return reserved
 
 
 def _outcome(index: int, result: SliceAnalysis | Exception) -> SliceOutcome:

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from config import Settings
 from db import migrate
 from db.session import make_engine, make_session_factory
-from dicomnode.analysis.slices import warm_up_models
+from dicomnode.analysis.slices import start_node_slice_helpers, stop_slice_helpers, warm_up_models
 from dicomnode.app.analysis_process import AnalysisProcess, shared_hold
 from dicomnode.app.heap import freeze_start_up_objects
 from dicomnode.app.scp_processes import ScpProcesses, bound_settings, scp_process_count, shared_open_connections
@@ -284,12 +284,13 @@ def _log_models_ready(seconds: float | None) -> None:
 def run_worker(settings: Settings, *, hold: object = None) -> None:
     """Run only the queue's workers until SIGTERM/SIGINT: work spread over machines with a Redis queue, or the
     analysis process of ``myomap serve`` (``hold``: the background hold the node's process shares with it)."""
+    limit_blas_threads()
+    _log_models_ready(warm_up_models(settings))
+    start_node_slice_helpers(settings)  # forks of this process: before it opens anything or starts a thread
     database = open_database(settings)
     queue = make_queue(settings, hold)
     tasks = register_tasks(queue, settings=settings, session_factory=database.session_factory)
     LOGGER.info("map builders ready in %.2f s", map_job.warm_up())
-    limit_blas_threads()
-    _log_models_ready(warm_up_models(settings))
     # A worker killed mid-job (this one before a restart, or another) took the job's task off the queue with it.
     requeue_orphaned(session_factory=database.session_factory, sink=tasks, queued_job_ids=tasks.queued_job_ids())
     consumer = make_consumer(queue, settings.queue.workers, handle_signals=True)
@@ -297,4 +298,5 @@ def run_worker(settings: Settings, *, hold: object = None) -> None:
     try:
         consumer.run()
     finally:
+        stop_slice_helpers()
         database.engine.dispose()

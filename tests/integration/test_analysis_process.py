@@ -16,10 +16,28 @@ from tests.integration.node_harness import NodeProcess, dcmtk_available, free_po
 pytestmark = pytest.mark.skipif(not dcmtk_available(), reason="DCMTK (echoscu) is not installed")
 
 STARTED = re.compile(r"analysis workers started in process (\d+)")
+HELPERS = re.compile(r"slice helper processes started \(([\d, ]+)\)")
+#: The analysis process forks a slice helper per further core it may use (dicomnode/analysis/slice_helper.py).
+EXPECTED_HELPERS = len(os.sched_getaffinity(0)) - 1
 
 
 def _analysis_pids(node: NodeProcess) -> list[int]:
     return [int(pid) for pid in STARTED.findall(node.log())]
+
+
+def _helper_pids(node: NodeProcess, after: int = 0) -> list[int]:
+    """The slice helpers of the analysis process started ``after`` earlier ones."""
+    wait_until(lambda: len(HELPERS.findall(node.log())) > after or EXPECTED_HELPERS == 0, timeout_s=60,
+               what="the slice helpers started")
+    found = HELPERS.findall(node.log())
+    pids = [int(pid) for pid in found[after].split(", ")] if len(found) > after else []
+    assert len(pids) == EXPECTED_HELPERS
+    return pids
+
+
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[1])
 
 
 def _alive(pid: int) -> bool:
@@ -59,15 +77,22 @@ def _checked_child(node: NodeProcess) -> int:
 def test_a_dead_analysis_process_is_restarted_and_stops_with_the_node(tmp_path: Path) -> None:
     node, child = _start(tmp_path)
     try:
+        helpers = _helper_pids(node)
+        assert all(_alive(pid) and _parent(pid) == child for pid in helpers)
         os.kill(child, signal.SIGKILL)
+        wait_until(lambda: not any(_alive(pid) for pid in helpers), timeout_s=5,
+                   what="the slice helpers gone with their analysis process")
         wait_until(lambda: len(_analysis_pids(node)) >= 2, timeout_s=40, what="the analysis process restarted")
         restarted = _analysis_pids(node)[-1]
         assert restarted != child and _alive(restarted)
         assert "ended (exit code -9): restarting it" in node.log()
+        new_helpers = _helper_pids(node, after=1)
+        assert all(_alive(pid) for pid in new_helpers)
     finally:
         status = node.stop(timeout_s=90)
     assert status == 0, node.log()
     assert not _alive(restarted)
+    assert not any(_alive(pid) for pid in new_helpers)
     assert "analysis workers stopped" in node.log()
 
 
@@ -88,5 +113,7 @@ def test_healthz_says_where_the_analysis_process_runs_the_models(tmp_path: Path)
 
 def test_a_node_killed_takes_its_analysis_process_with_it(tmp_path: Path) -> None:
     node, child = _start(tmp_path)
+    helpers = _helper_pids(node)
     node.kill()
     wait_until(lambda: not _alive(child), timeout_s=5, what="the analysis process gone with the node")
+    wait_until(lambda: not any(_alive(pid) for pid in helpers), timeout_s=5, what="the slice helpers gone with it")
