@@ -28,7 +28,7 @@ from dataclasses import replace
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
-from dicomnode.jobs.memory import release_freed_memory
+from dicomnode.analysis.memory import release_freed_memory
 from inference.model_set import ModelSet
 from inference.slice_analysis import SliceAnalysis, SliceRequest
 from inference.slice_analysis import analyse_slices as analyse_batch

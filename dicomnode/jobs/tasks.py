@@ -26,10 +26,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from config import Settings
 from db.models import Job, Result, Series, Transfer, TransferState
+from dicomnode.analysis.memory import release_freed_memory
 from dicomnode.jobs import map_job, reader_job, rescoring
 from dicomnode.jobs.claims import JobOutcome
 from dicomnode.jobs.creation import WAKING_JOB_KINDS, JobKind, job_lease, reference_digest_of, wake_waiting_jobs
-from dicomnode.jobs.memory import release_freed_memory
 from dicomnode.jobs.queue import NodeQueue, Priority, yield_to_console
 from dicomnode.jobs.storage_full import (
     FIRST_RETRY_DELAY_S,

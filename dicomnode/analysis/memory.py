@@ -1,4 +1,4 @@
-"""Freed memory given back to the system after each job of the analysis workers.
+"""Freed memory given back to the system after each job of the analysis workers and each share of a slice helper.
 
 A job's analysis allocates and frees a few hundred MB of arrays (maps, raw images, model activations, resampled
 grids) in the workers' threads. glibc keeps what they freed in each thread's heap for later allocations, so the

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from dicomnode.jobs.memory import release_freed_memory
+from dicomnode.analysis.memory import release_freed_memory
 
 CHUNK_BYTES = 96 * 1024  # below glibc's mmap threshold: from the heap, kept there when freed
 CHUNKS = 2000
