@@ -14,8 +14,8 @@ count, the node's instance rows). Each repetition sends fresh SOP instances (a r
 - ``myomap idle``: ``myomap serve`` as shipped, its mapping series held back (``pairing_seconds`` an hour), so
   nothing is analysed while it receives.
 - ``myomap analysing``: ``myomap serve`` analysing what it receives (``pairing_seconds`` 0): before the clock
-  starts it has been sent a backlog of series and runs their analysis; the CPU seconds its analysis process used
-  during each send are printed beside it (0 would mean it was not analysing then).
+  starts it has been sent a backlog of series and runs their analysis; the CPU seconds its analysis process and
+  its slice helpers used during each send are printed beside it (0 would mean it was not analysing then).
 
 Prints the median and range of images/s over the repetitions, ratios against storescp's median, and the goals:
 myomap idle >= 0.2x storescp on one association, >= 0.5x with 4, analysing >= 0.8x idle. Prints the load average
@@ -223,12 +223,23 @@ class NodeHandle:
             engine.dispose()
 
     def analysis_cpu_s(self) -> float:
-        """CPU seconds used so far by the node's analysis process (0 when it has none)."""
+        """CPU seconds used so far by the node's analysis process and its slice helpers (0 when it has none)."""
         found = STARTED.findall((self.folder / "node.log").read_text(errors="replace"))
         if not found:
             return 0.0
-        fields = Path(f"/proc/{found[-1]}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        analysis = int(found[-1])
+        helpers = [int(pid) for children in Path(f"/proc/{analysis}/task").glob("*/children")
+                   for pid in children.read_text().split()]
+        return sum(_cpu_s(pid) for pid in [analysis, *helpers])
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds a process has used (0 once it has ended)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 @contextmanager

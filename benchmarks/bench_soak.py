@@ -477,7 +477,9 @@ def main() -> int:
     print("node PSS over time (shared pages split between the processes sharing them: the memory the node holds; "
           "the RSS sum counts the models a slice helper shares with its parent twice) (s: MiB): "
           + ", ".join(f"{t:.0f}: {v:.0f}" for t, v in pss_samples))
-    print(f"PSS slope: {slope_mib_per_min(pss_samples):+.2f} MiB/min over the run; {final_pss:.0f} MiB after the "
+    pss_second_half = [s for s in pss_samples if s[0] >= pss_samples[-1][0] / 2]
+    print(f"PSS slope: {slope_mib_per_min(pss_samples):+.2f} MiB/min over the run, "
+          f"{slope_mib_per_min(pss_second_half):+.2f} MiB/min over its second half; {final_pss:.0f} MiB after the "
           f"drain; peak {max(v for _, v in pss_samples):.0f} MiB against the 1024 MiB target")
     console_s = tally.console_latency_s
     print(f"console latency (last C-STORE response to first Secondary Capture), {len(console_s)} studies: median "
