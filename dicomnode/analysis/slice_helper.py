@@ -117,6 +117,7 @@ class SliceHelper:
         self._connection.close()
         if self._process.is_alive():
             self._process.kill()
+        self._process.join(5.0)
         raise HelperLostError(why)
 
 

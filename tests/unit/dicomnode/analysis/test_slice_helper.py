@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from pydicom.dataset import Dataset
 
-from dicomnode.analysis import slices
+from dicomnode.analysis import slice_helper, slices
 from dicomnode.analysis.slice_helper import SliceHelper
 from dicomnode.analysis.slices import SliceInput, SliceOutcome, analyse_slices, start_slice_helpers, stop_slice_helpers
 from inference.mapping import MapKind
@@ -89,6 +89,18 @@ def test_a_dead_helper_loses_no_slice(models: ModelSet, inputs: list[SliceInput]
     assert helper.lost
     # From then on the other share goes to a thread of this process.
     _assert_same(analyse_slices(inputs, "T1 map mid", lambda: models, workers=2), alone)
+
+
+def test_a_helper_that_stops_answering_is_killed_and_its_share_analysed_here(
+        models: ModelSet, inputs: list[SliceInput], helper: SliceHelper, monkeypatch: pytest.MonkeyPatch) -> None:
+    alone = analyse_slices(inputs, "T1 map mid", lambda: models, workers=1)
+    monkeypatch.setattr(slice_helper, "ANSWER_BASE_S", 1.0)
+    monkeypatch.setattr(slice_helper, "ANSWER_S_PER_SLICE", 0.0)
+    assert helper.pid is not None
+    os.kill(helper.pid, signal.SIGSTOP)  # hangs
+    _assert_same(analyse_slices(inputs, "T1 map mid", lambda: models, workers=2), alone)
+    assert helper.lost
+    assert not os.path.exists(f"/proc/{helper.pid}")  # killed and reaped
 
 
 def test_a_busy_helper_or_one_of_other_models_leaves_the_share_to_a_thread(
