@@ -191,7 +191,8 @@ def main() -> int:
     batched_s = analyse_all(series, models, 1)
     for part in parts:
         part.restore()
-    helper_count = start_slice_helpers(models, workers - 1)  # forks of this process, as the node's workers do
+    # Forks of this process, as the node's workers fork them (onnxruntime's thread pools do not survive a fork).
+    helper_count = start_slice_helpers(models, workers - 1) if args.threads == 1 else 0
     analyse_all(slice_inputs(cases[:4]), models, workers)  # the helpers' warm-up
     earlier_s, threads_s, node_s = [], [], []
     for _ in range(args.repeats):

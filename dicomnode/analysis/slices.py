@@ -171,7 +171,8 @@ HELPER_WEIGHT_WITH_MOTION = 1.1
 def start_slice_helpers(models: ModelSet, count: int) -> int:
     """Fork ``count`` processes that each take a share of a series' slices besides this process's own (the node
     forks :func:`slice_workers` - 1); returns how many run. Call it once, after ``models`` are loaded and before
-    this process starts any thread that may hold a lock (a worker, a pool): the helpers are forks of it."""
+    this process starts any thread that may hold a lock (a worker, a pool; ``models`` with one onnxruntime thread
+    each, on the CPU): the helpers are forks of it."""
     while len(_HELPERS) < count:
         _HELPERS.append(SliceHelper.fork(models))
     if _HELPERS:
@@ -182,9 +183,10 @@ def start_slice_helpers(models: ModelSet, count: int) -> int:
 
 def start_node_slice_helpers(settings: Settings) -> int:
     """The node's slice helpers: :func:`slice_workers` - 1 forks of this process when ``[models] slice_processes``
-    is on and the models run on the CPU (a CUDA context does not survive a fork, and a GPU does not need them);
-    returns how many run. The same conditions as :func:`start_slice_helpers`: call it before any thread starts."""
-    if not settings.models.slice_processes:
+    is on and the models run on the CPU, one onnxruntime thread each (a CUDA context does not survive a fork, nor
+    do onnxruntime's own thread pools, which more threads per model start); returns how many run. The same
+    conditions as :func:`start_slice_helpers`: call it before any thread starts."""
+    if not settings.models.slice_processes or settings.models.threads != 1:
         return 0
     try:
         model_set = node_models(settings)

@@ -11,9 +11,17 @@ import numpy as np
 import pytest
 from pydicom.dataset import Dataset
 
+from config import Settings
 from dicomnode.analysis import slice_helper, slices
 from dicomnode.analysis.slice_helper import SliceHelper
-from dicomnode.analysis.slices import SliceInput, SliceOutcome, analyse_slices, start_slice_helpers, stop_slice_helpers
+from dicomnode.analysis.slices import (
+    SliceInput,
+    SliceOutcome,
+    analyse_slices,
+    start_node_slice_helpers,
+    start_slice_helpers,
+    stop_slice_helpers,
+)
 from inference.mapping import MapKind
 from inference.model_set import ModelSet, load_models
 from inference.slice_analysis import RawImages, SliceRequest, with_motion
@@ -38,7 +46,10 @@ def inputs() -> list[SliceInput]:
     bad_raw = SliceInput(first.map_ms, MapKind.T1, first.pixel_spacing_mm, Dataset(),
                          RawImages(first.images[:1], first.times_ms[:1], first.r2))
     empty = SliceInput(np.zeros((160, 160), dtype=np.float32), MapKind.T1, (1.4, 1.4), Dataset(), None)
-    return [good[0], empty, good[1], bad_raw, good[2], good[0]]
+    t2 = next(case for case in study_cases(PHANTOM_SEED, 0) if not case.is_t1)  # motion from the T2 fit quality
+    t2_input = SliceInput(t2.map_ms, MapKind.T2, t2.pixel_spacing_mm, Dataset(), RawImages(t2.images, t2.times_ms,
+                                                                                          t2.r2))
+    return [good[0], empty, good[1], bad_raw, good[2], good[0], t2_input]
 
 
 @pytest.fixture()
@@ -70,12 +81,12 @@ def _assert_same(shared: list[SliceOutcome], alone: list[SliceOutcome]) -> None:
 def test_a_helper_takes_a_share_and_its_slices_get_their_motion_here(
         models: ModelSet, inputs: list[SliceInput], helper: SliceHelper) -> None:
     alone = analyse_slices(inputs, "T1 map mid", lambda: models, workers=1)
-    assert [o.analysis is None for o in alone] == [False, True, False, True, False, False]
+    assert [o.analysis is None for o in alone] == [False, True, False, True, False, False, False]
     sent: list[int] = []
     send = helper.send
     helper.send = lambda requests: (sent.append(len(requests)), send(requests))[1]  # type: ignore[method-assign]
     shared = analyse_slices(inputs, "T1 map mid", lambda: models, workers=2)
-    assert sent == [3]  # the helper's share, 1.1 of this process's: its slices' motion is found here
+    assert sent == [4]  # the helper's share, 1.1 of this process's: its slices' motion is found here
     _assert_same(shared, alone)
     assert "at least 2" in str(shared[3].failure)  # bad raw images fail in the helper's share as they do alone
 
@@ -136,3 +147,11 @@ def test_shares_are_in_proportion_to_their_weights() -> None:
     assert slices._shares(21, [1.0, 1.1]) == [range(0, 10), range(10, 21)]
     assert slices._shares(1, [1.0, 1.1]) == [range(0, 0), range(0, 1)]
     assert slices._shares(6, [1.0, 1.0, 1.0]) == [range(0, 2), range(2, 4), range(4, 6)]
+
+
+def test_the_node_forks_no_helper_when_asked_not_to_or_when_its_models_run_thread_pools() -> None:
+    settings = Settings()
+    for change in ({"slice_processes": False}, {"threads": 0}, {"threads": 2}):
+        changed = settings.model_copy(update={"models": settings.models.model_copy(update=change)})
+        assert start_node_slice_helpers(changed) == 0
+    assert not slices._HELPERS
