@@ -82,7 +82,7 @@ def quantise(float_path: Path, int8_path: Path, grids: list[np.ndarray]) -> None
 def measure(float_path: Path, *, workers: int = 2) -> dict[str, Any]:
     """Held-out figures of the float model and its int8 copy (the copy named in its card) on the same cases."""
     models = {"float32": Model(float_path, device=Device.CPU, quantised=False),
-              "int8": Model(float_path, device=Device.CPU)}
+              "int8": Model(float_path, device=Device.CPU, quantised=True)}
     if not models["int8"].int8:
         raise RuntimeError(f"the card of {float_path.name} names no int8 copy")
     phantom = held_out_metrics_of_models(models, n_studies=HELD_OUT_STUDIES, workers=workers)

@@ -20,6 +20,7 @@ from inference.runtime import (
     Model,
     ModelContractError,
     file_sha256,
+    int8_sums_exactly,
     load_model,
     shipped_model_path,
 )
@@ -238,8 +239,10 @@ def test_a_model_file_that_differs_from_its_card_is_refused(tmp_path) -> None:
         Model(path, device=Device.CPU)
 
 
-def test_the_cpu_runs_the_cards_int8_copy_and_a_gpu_or_quantised_false_the_float_model() -> None:
-    on_cpu = Model(MODEL_PATH, device=Device.CPU)
+def test_the_cpu_runs_the_cards_int8_copy_where_it_sums_exactly_and_a_gpu_or_quantised_false_the_float_model(
+) -> None:
+    assert Model(MODEL_PATH, device=Device.CPU).int8 == int8_sums_exactly()
+    on_cpu = Model(MODEL_PATH, device=Device.CPU, quantised=True)  # as measured, on any CPU
     assert on_cpu.int8 and on_cpu.session_path.name == "segmentation_int8.onnx"
     assert not Model(MODEL_PATH, device=Device.CPU, quantised=False).int8
     card = on_cpu.card.raw["cpu_int8"]
@@ -250,11 +253,19 @@ def test_the_cpu_runs_the_cards_int8_copy_and_a_gpu_or_quantised_false_the_float
         assert figures["sunnybrook_held_out"]["myocardium_dice_mean"] > 0.7
 
 
+def test_int8_runs_only_where_the_cpu_sums_its_products_exactly() -> None:
+    # x86 without VNNI: onnxruntime's uint8 x int8 pair sums saturate at 16 bits (vpmaddubsw).
+    assert not int8_sums_exactly("x86_64", frozenset({"sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw"}))
+    assert int8_sums_exactly("x86_64", frozenset({"avx2", "avx512_vnni"}))
+    assert int8_sums_exactly("x86_64", frozenset({"avx2", "avx_vnni"}))
+    assert int8_sums_exactly("aarch64", frozenset())
+
+
 def test_the_int8_copy_segments_fresh_phantom_maps_as_the_float_model_does(fresh_cases) -> None:
     chosen = fresh_cases[:9]
     maps, spacings = [c.map_ms for c in chosen], [c.pixel_spacing_mm for c in chosen]
     as_float = segment_maps(maps, spacings, Model(MODEL_PATH, device=Device.CPU, quantised=False))
-    as_int8 = segment_maps(maps, spacings, Model(MODEL_PATH, device=Device.CPU))
+    as_int8 = segment_maps(maps, spacings, Model(MODEL_PATH, device=Device.CPU, quantised=True))
     agreement = [dice(a.myocardium_mask, b.myocardium_mask) for a, b in zip(as_float, as_int8, strict=True)]
     assert min(agreement) > 0.95 and np.mean(agreement) > 0.98, agreement
 

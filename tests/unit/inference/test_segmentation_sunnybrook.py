@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from inference.runtime import Device, load_model, shipped_model_path
+from inference.runtime import Device, int8_sums_exactly, load_model, shipped_model_path
 from tests.shared_data import SHARED_DATA
 from training.sunnybrook import HELD_OUT_PATIENT, evaluate, linked_folders, load_patient, summarise
 
@@ -66,12 +66,13 @@ def test_the_card_reports_the_same_figures_and_the_held_out_patient(model, summa
     assert HELD_OUT_PATIENT not in raw["training"]["sunnybrook"]["train_patients"]
     reported = raw["metrics"]["sunnybrook_held_out"]
     assert reported["patient"] == HELD_OUT_PATIENT
-    # On the CPU the node runs the card's int8 copy: its figures are in the card beside the float model's.
-    assert model.int8
+    # On the CPU the node runs the card's int8 copy where the CPU sums int8 products exactly, else the float model:
+    # the figures of both are in the card.
+    assert model.int8 == int8_sums_exactly()
     int8_figures = raw["cpu_int8"]["held_out"]["int8"]["sunnybrook_held_out"]
     float_figures = raw["cpu_int8"]["held_out"]["float32"]["sunnybrook_held_out"]
     for key in ("myocardium_dice_mean", "mid_wall_coverage_mean", "hausdorff_mm_mean"):
-        assert int8_figures[key] == pytest.approx(summary[key], abs=2e-3)
+        assert (int8_figures if model.int8 else float_figures)[key] == pytest.approx(summary[key], abs=2e-3)
         assert float_figures[key] == pytest.approx(reported["summary"][key], abs=2e-3)
     previous = raw["metrics"]["previous_model"]["sunnybrook_held_out"]
     assert previous["myocardium_dice_mean"] < MIN_MEAN_MYOCARDIUM_DICE  # the model it replaced fails these tests
