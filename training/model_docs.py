@@ -133,7 +133,9 @@ def _section(card: dict[str, Any]) -> str:
     if "cpu_int8" in card:
         copy = card["cpu_int8"]
         lines += ["", f"### int8 copy for the CPU (`{copy['file']}`)", "",
-                  "On the CPU the node runs this copy (inference/runtime.py); a GPU runs the float model. "
+                  "On the CPU the node runs this copy where the CPU sums int8 products exactly (VNNI or AMX on x86, "
+                  "any Arm; inference/runtime.py), else the float model, whose figures it then gives (an x86 CPU "
+                  "without VNNI saturates the copy's 16-bit pair sums); a GPU runs the float model. "
                   f"Largest loss of mean myocardium Dice on the held-out sets: {copy['largest_dice_loss']:.4f}.", ""]
         lines += _mapping({key: value for key, value in copy.items() if key not in ("file", "largest_dice_loss")})
     lines += ["", f"*{card.get('validation_statement', NOT_VALIDATED)}*", ""]
