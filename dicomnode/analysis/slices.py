@@ -24,7 +24,7 @@ from dicomnode.io.t1_protocol import field_strength_t
 from inference.errors import AnalysisError
 from inference.mapping import MapKind
 from inference.model_set import SHIPPED_FILES, ModelSet, load_models
-from inference.runtime import ModelContractError
+from inference.runtime import CPU_PROVIDER, ModelContractError
 from inference.runtime_status import record_providers
 from inference.slice_analysis import RawImages, SliceAnalysis, SliceRequest, with_motion
 from inference.slice_analysis import analyse_slices as analyse_batch
@@ -162,7 +162,6 @@ def analyse_slices(slices: Sequence[SliceInput], series_description: str,
 
 
 _HELPERS: list[SliceHelper] = []
-CPU_PROVIDER = "CPUExecutionProvider"
 #: A helper's share of T1 slices with raw images against this process's: the motion of its slices (10 % of a
 #: slice's analysis, measured) is found here after they come back (dicomnode/analysis/slice_helper.py).
 HELPER_WEIGHT_WITH_MOTION = 1.1
