@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
 from dicomnode.net.admission import AdmissionLimits, PendingConnections, wait_for_request, wait_for_tls_data
+from dicomnode.net.command_set import use_fast_command_sets
 from dicomnode.net.handlers import (
     HOLDS_CALLER_SLOT,
     StoreContext,
@@ -75,6 +76,7 @@ def make_ae(settings: Settings) -> AE:
     syntaxes, Deflated, JPEG Baseline/Extended/Lossless SV1, JPEG-LS, JPEG 2000 and RLE; Verification in the
     native ones. A SOP class not listed is refused by pynetdicom at the presentation context level.
     """
+    use_fast_command_sets()
     dicom = settings.dicom
     ae = AE(ae_title=dicom.ae_title)
     # pynetdicom's own limit includes the slots kept for configured peers; handle_association_request keeps

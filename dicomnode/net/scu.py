@@ -37,6 +37,7 @@ from config.settings import Output, Settings
 from db.models import Result, Series, Transfer, TransferState
 from db.repository import TransferNotFoundError
 from db.session import session_scope
+from dicomnode.net.command_set import use_fast_command_sets
 from dicomnode.net.routing import Destination, destinations
 from dicomnode.net.tls import client_context, describe_error, handshake_error, server_hostname
 
@@ -284,6 +285,7 @@ def send_files(
     if not datasets:
         return outcomes
 
+    use_fast_command_sets()
     ae = AE(ae_title=calling_ae)
     ae.connection_timeout = connection_timeout_s
     ae.acse_timeout = acse_timeout_s
