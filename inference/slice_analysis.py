@@ -192,6 +192,16 @@ class _Measured:
 _T = TypeVar("_T")
 
 
+def _guarded(failures: dict[int, Exception], index: int, step: Callable[[], _T]) -> _T | None:
+    """``step()``, or None with its fault noted under the slice's ``index``: a fault stays with its slice, and the
+    caller sorts analysis errors from faults."""
+    try:
+        return step()
+    except Exception as error:
+        failures[index] = error
+        return None
+
+
 def analyse_slices(requests: Sequence[SliceRequest], models: ModelSet) -> list[SliceAnalysis | Exception]:
     """:func:`analyse_slice` of every request, each model run once per batch of slices rather than once per slice.
 
@@ -200,14 +210,7 @@ def analyse_slices(requests: Sequence[SliceRequest], models: ModelSet) -> list[S
     in a batched model run is raised.
     """
     failures: dict[int, Exception] = {}
-
-    def guarded(index: int, step: Callable[[], _T]) -> _T | None:
-        try:
-            return step()
-        except Exception as error:  # any fault stays with its slice; the caller sorts analysis errors from faults
-            failures[index] = error
-            return None
-
+    guarded = functools.partial(_guarded, failures)
     prepared = {i: p for i, request in enumerate(requests)
                 if (p := guarded(i, functools.partial(_prepare, request))) is not None}
     found = segmentation.segment_maps([p.values for p in prepared.values()], [p.spacing for p in prepared.values()],
@@ -311,14 +314,7 @@ def with_motion(requests: Sequence[SliceRequest], results: Sequence[SliceAnalysi
     the process that holds the raw images adds the motion.
     """
     failures: dict[int, Exception] = {}
-
-    def guarded(index: int, step: Callable[[], _T]) -> _T | None:
-        try:
-            return step()
-        except Exception as error:  # as in analyse_slices: the fault stays with its slice
-            failures[index] = error
-            return None
-
+    guarded = functools.partial(_guarded, failures)
     sites = {i: _MotionSite(r.map_ms, r.aha_segment_map, r.lv_centre_px, r.pixel_spacing_mm)
              for i, r in enumerate(results) if isinstance(r, SliceAnalysis)}
     motions = _detect_motion(requests, sites, models, guarded)
