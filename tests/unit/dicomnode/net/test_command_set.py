@@ -17,90 +17,44 @@ MR = "1.2.840.10008.5.1.4.1.1.4"
 INSTANCE = "1.2.826.0.1.3680043.8.498.1234567890123456789"  # odd length: padded with a NUL
 
 
-def _store_request() -> C_STORE:
-    primitive = C_STORE()
-    primitive.MessageID = 12
-    primitive.AffectedSOPClassUID = MR
-    primitive.AffectedSOPInstanceUID = INSTANCE
-    primitive.Priority = 2
-    primitive.MoveOriginatorApplicationEntityTitle = "PACS1"  # odd length: padded with a space
-    primitive.MoveOriginatorMessageID = 3
+def _primitive(kind: type, **fields: object) -> object:
+    primitive = kind()
+    for name, value in fields.items():
+        setattr(primitive, name, value)
     return primitive
 
 
-def _store_response(status: int, comment: str | None = None) -> C_STORE:
-    primitive = C_STORE()
-    primitive.MessageIDBeingRespondedTo = 12
-    primitive.AffectedSOPClassUID = MR
-    primitive.AffectedSOPInstanceUID = INSTANCE
-    primitive.Status = status
-    if comment is not None:
-        primitive.ErrorComment = comment
-    return primitive
+def _store_response(status: int, comment: str | None = None) -> object:
+    fields = {"ErrorComment": comment} if comment is not None else {}
+    return _primitive(C_STORE, MessageIDBeingRespondedTo=12, AffectedSOPClassUID=MR,
+                      AffectedSOPInstanceUID=INSTANCE, Status=status, **fields)
 
 
-def _echo(response: bool) -> C_ECHO:
-    primitive = C_ECHO()
-    if response:
-        primitive.MessageIDBeingRespondedTo = 1
-        primitive.Status = 0
-    else:
-        primitive.MessageID = 1
-    primitive.AffectedSOPClassUID = "1.2.840.10008.1.1"
-    return primitive
-
-
-def _find_response() -> C_FIND:
-    primitive = C_FIND()
-    primitive.MessageIDBeingRespondedTo = 5
-    primitive.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.2.2.1"
-    primitive.Status = 0xFF00
-    primitive.Identifier = BytesIO(b"\x10\x00\x10\x00\x04\x00\x00\x00Doe ")  # a data set follows
-    return primitive
-
-
-def _move_response() -> C_MOVE:
-    primitive = C_MOVE()
-    primitive.MessageIDBeingRespondedTo = 7
-    primitive.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.2.2.2"
-    primitive.Status = 0xFF00
-    primitive.NumberOfRemainingSuboperations = 70000 % 65536
-    primitive.NumberOfCompletedSuboperations = 2
-    primitive.NumberOfFailedSuboperations = 0
-    primitive.NumberOfWarningSuboperations = 1
-    return primitive
-
-
-def _action_request() -> N_ACTION:
-    primitive = N_ACTION()
-    primitive.MessageID = 9
-    primitive.RequestedSOPClassUID = "1.2.840.10008.1.20.1"
-    primitive.RequestedSOPInstanceUID = "1.2.840.10008.1.20.1.1"
-    primitive.ActionTypeID = 1
-    return primitive
-
-
-def _event_report() -> N_EVENT_REPORT:
-    primitive = N_EVENT_REPORT()
-    primitive.MessageID = 10
-    primitive.AffectedSOPClassUID = "1.2.840.10008.1.20.1"
-    primitive.AffectedSOPInstanceUID = "1.2.840.10008.1.20.1.1"
-    primitive.EventTypeID = 2
-    return primitive
-
-
+COMMITMENT = "1.2.840.10008.1.20.1"
 PRIMITIVES = {
-    "C-STORE-RQ": _store_request,
+    # MoveOriginatorApplicationEntityTitle: odd length, padded with a space
+    "C-STORE-RQ": lambda: _primitive(C_STORE, MessageID=12, AffectedSOPClassUID=MR, AffectedSOPInstanceUID=INSTANCE,
+                                     Priority=2, MoveOriginatorApplicationEntityTitle="PACS1",
+                                     MoveOriginatorMessageID=3),
     "C-STORE-RSP success": lambda: _store_response(0x0000),
     "C-STORE-RSP failure, odd comment": lambda: _store_response(0xA900, "SOP class does not match"),
     "C-STORE-RSP failure, even comment": lambda: _store_response(0xC000, "Cannot understand"),
     "C-STORE-RSP failure, non-ASCII comment": lambda: _store_response(0xC000, "Daten unverst\u00e4ndlich"),
-    "C-ECHO-RQ": lambda: _echo(False),
-    "C-ECHO-RSP": lambda: _echo(True),
-    "C-FIND-RSP pending": _find_response,
-    "C-MOVE-RSP": _move_response,
-    "N-ACTION-RQ": _action_request,
-    "N-EVENT-REPORT-RQ": _event_report,
+    "C-ECHO-RQ": lambda: _primitive(C_ECHO, MessageID=1, AffectedSOPClassUID="1.2.840.10008.1.1"),
+    "C-ECHO-RSP": lambda: _primitive(C_ECHO, MessageIDBeingRespondedTo=1, Status=0,
+                                     AffectedSOPClassUID="1.2.840.10008.1.1"),
+    # a pending C-FIND response: an identifier data set follows
+    "C-FIND-RSP pending": lambda: _primitive(C_FIND, MessageIDBeingRespondedTo=5, Status=0xFF00,
+                                             AffectedSOPClassUID="1.2.840.10008.5.1.4.1.2.2.1",
+                                             Identifier=BytesIO(b"\x10\x00\x10\x00\x04\x00\x00\x00Doe ")),
+    "C-MOVE-RSP": lambda: _primitive(C_MOVE, MessageIDBeingRespondedTo=7, Status=0xFF00,
+                                     AffectedSOPClassUID="1.2.840.10008.5.1.4.1.2.2.2",
+                                     NumberOfRemainingSuboperations=4, NumberOfCompletedSuboperations=2,
+                                     NumberOfFailedSuboperations=0, NumberOfWarningSuboperations=1),
+    "N-ACTION-RQ": lambda: _primitive(N_ACTION, MessageID=9, RequestedSOPClassUID=COMMITMENT,
+                                      RequestedSOPInstanceUID=f"{COMMITMENT}.1", ActionTypeID=1),
+    "N-EVENT-REPORT-RQ": lambda: _primitive(N_EVENT_REPORT, MessageID=10, AffectedSOPClassUID=COMMITMENT,
+                                            AffectedSOPInstanceUID=f"{COMMITMENT}.1", EventTypeID=2),
 }
 
 
