@@ -12,10 +12,9 @@ byte for byte pynetdicom's own (tests/unit/dicomnode/net/test_command_set.py).
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
 
 import pynetdicom.dimse_messages
-from pydicom import DataElement, Dataset
+from pydicom import Dataset
 from pynetdicom.dsutils import encode as pydicom_encode
 
 _ELEMENT_HEADER = struct.Struct("<HHI")
@@ -25,42 +24,41 @@ _INTEGER_LIMITS = {"US": 1 << 16, "UL": 1 << 32}
 _TEXT_VRS = frozenset({"AE", "CS", "LO", "SH", "ST", "LT"})
 
 
-class _NotPlainError(Exception):
-    """An element this module does not encode itself."""
+def encode_command_set(command_set: Dataset) -> bytes | None:
+    """``command_set`` in Implicit VR Little Endian, as pydicom writes it (None where pydicom cannot either)."""
+    return _encode(command_set, True, True)
 
 
-def encode_command_set(command_set: Dataset) -> bytes:
-    """``command_set`` in Implicit VR Little Endian, as pydicom writes it."""
-    try:
-        return b"".join(_element(command_set[tag]) for tag in sorted(command_set.keys()))
-    except _NotPlainError:
-        return bytes(pydicom_encode(command_set, True, True) or b"")
-
-
-def _element(element: DataElement) -> bytes:
-    tag, vr, value = element.tag, element.VR, element.value
-    if value is None or value == "":
-        encoded = b""
-    elif vr in _INTEGER_FORMATS and type(value) is int and 0 <= value < _INTEGER_LIMITS[vr]:
-        encoded = _INTEGER_FORMATS[vr].pack(value)
-    elif (vr == "UI" or vr in _TEXT_VRS) and isinstance(value, str) and value.isascii() and "\\" not in value:
-        encoded = value.encode("ascii")
-        if len(encoded) % 2:
-            encoded += b"\0" if vr == "UI" else b" "
-    else:
-        raise _NotPlainError
-    return _ELEMENT_HEADER.pack(tag >> 16, tag & 0xFFFF, len(encoded)) + encoded
+def _plain(command_set: Dataset) -> bytes | None:
+    """The command set's encoding, or None when an element is not one this module encodes itself."""
+    encoded = []
+    for tag in sorted(command_set.keys()):
+        element = command_set[tag]
+        vr, value = element.VR, element.value
+        if value is None or value == "":
+            payload = b""
+        elif vr in _INTEGER_FORMATS and type(value) is int and 0 <= value < _INTEGER_LIMITS[vr]:
+            payload = _INTEGER_FORMATS[vr].pack(value)
+        elif (vr == "UI" or vr in _TEXT_VRS) and isinstance(value, str) and value.isascii() and "\\" not in value:
+            payload = value.encode("ascii")
+            if len(payload) % 2:
+                payload += b"\0" if vr == "UI" else b" "
+        else:
+            return None
+        encoded += [_ELEMENT_HEADER.pack(tag >> 16, tag & 0xFFFF, len(payload)), payload]
+    return b"".join(encoded)
 
 
 def _encode(dataset: Dataset, is_implicit_vr: bool, is_little_endian: bool, deflated: bool = False) -> bytes | None:
-    """pynetdicom's ``encode`` signature; only command sets (Implicit VR Little Endian) take the fast path."""
+    """pynetdicom's ``encode``: command sets (Implicit VR Little Endian) directly where they are plain, everything
+    else by pydicom."""
     if is_implicit_vr and is_little_endian and not deflated:
-        return encode_command_set(dataset)
+        plain = _plain(dataset)
+        if plain is not None:
+            return plain
     return pydicom_encode(dataset, is_implicit_vr, is_little_endian, deflated)
 
 
 def use_fast_command_sets() -> None:
     """Make pynetdicom encode DIMSE command sets with :func:`encode_command_set` (idempotent; process-wide)."""
-    module: object = pynetdicom.dimse_messages
-    encode: Callable[..., bytes | None] = _encode
-    module.encode = encode  # type: ignore[attr-defined]
+    pynetdicom.dimse_messages.encode = _encode  # type: ignore[assignment]
